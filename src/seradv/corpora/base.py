@@ -1,0 +1,210 @@
+"""Common machinery of corpus recipes: a recipe turns a folder into a validated table.
+
+A recipe (lhotse-style ``prepare_<corpus>``) finds every ``.wav`` file under the folder it is
+given (recursively, since downloads nest files differently), parses each file name by the
+corpus's naming scheme, reads and validates the audio, and returns a :class:`Manifest`: a
+table with the columns of :data:`seradv.vocab.MANIFEST_COLUMNS` plus the files it skipped,
+each with the reason. A bad file is skipped and reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import pandas as pd
+
+from seradv.audio import probe_audio
+from seradv.errors import AudioError, CorpusError
+from seradv.vocab import EMOTIONS, GENDERS, LANGUAGES, MANIFEST_COLUMNS
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SkipFile", "Manifest", "Recipe", "validate_manifest", "find_audio_files"]
+
+
+class SkipFile(Exception):
+    """Raised by a name parser when a file does not fit the corpus's scheme."""
+
+
+@dataclass
+class Manifest:
+    """A corpus table and the files that were skipped while building it."""
+
+    table: pd.DataFrame
+    skipped: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["path", "reason"])
+    )
+
+    def summary(self) -> str:
+        """A one-paragraph human summary (counts of utterances, speakers, emotions)."""
+        t = self.table
+        if t.empty:
+            return "0 utterances"
+        spk = t.groupby("gender")["speaker"].nunique().to_dict()
+        emo = ", ".join(f"{k} {v}" for k, v in t["emotion"].value_counts().sort_index().items())
+        return (
+            f"{len(t)} utterances, {t['speaker'].nunique()} speakers "
+            f"({spk.get('m', 0)} m / {spk.get('f', 0)} f), {t['duration_s'].sum() / 60:.1f} min; "
+            f"emotions: {emo}; skipped files: {len(self.skipped)}"
+        )
+
+
+ParseResult = dict  # keys: speaker, gender, emotion, utterance
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one corpus is read.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (``emodb``).
+    language : str
+        ISO 639-1 code of the corpus language.
+    parse : Callable[[Path], dict]
+        File path -> ``{speaker, gender, emotion, utterance}``; raises :class:`SkipFile`
+        with the reason when the name does not fit the scheme.
+    study_emotions : tuple[str, ...]
+        The five classes the reference study keeps for this corpus.
+    hyperparameters : dict
+        The study's per-corpus training hyperparameters (dropout, lstm_dropout, lr, batch_size).
+    example_name : str
+        An example file name of the scheme, for error messages.
+    description : str
+        One line about the corpus.
+    ensure : Callable[[Path], None] | None
+        Called before scanning (the synthetic corpus generates its files here).
+    """
+
+    name: str
+    language: str
+    parse: Callable[[Path], ParseResult]
+    study_emotions: tuple[str, ...]
+    hyperparameters: dict
+    example_name: str
+    description: str = ""
+    ensure: Callable[[Path], None] | None = None
+    default_data_dir: Callable[[], Path] | None = None
+
+    def prepare_manifest(
+        self, data_dir: str | Path, *, progress: Callable[[Iterable], Iterator] | None = None
+    ) -> Manifest:
+        """Scan ``data_dir`` and return the validated corpus table with skipped files."""
+        data_dir = Path(data_dir).expanduser()
+        if self.ensure is not None:
+            self.ensure(data_dir)
+        files = find_audio_files(data_dir, corpus=self.name)
+        rows: list[dict] = []
+        skipped: list[dict] = []
+        seen: dict[str, Path] = {}
+        parsed_any = 0
+        iterator = progress(files) if progress is not None else files
+        for path in iterator:
+            try:
+                fields = self.parse(path)
+            except SkipFile as exc:
+                skipped.append({"path": str(path), "reason": str(exc)})
+                continue
+            parsed_any += 1
+            utt = fields["utterance"]
+            if utt in seen:
+                skipped.append(
+                    {"path": str(path), "reason": f"duplicate of utterance {utt} ({seen[utt]})"}
+                )
+                continue
+            try:
+                duration, sr = probe_audio(path)
+            except AudioError as exc:
+                skipped.append({"path": str(path), "reason": str(exc).split(": ", 1)[-1]})
+                continue
+            seen[utt] = path
+            rows.append(
+                {
+                    "path": str(path.resolve()),
+                    "corpus": self.name,
+                    "language": self.language,
+                    **fields,
+                    "duration_s": round(duration, 6),
+                    "sample_rate": sr,
+                }
+            )
+        if parsed_any == 0:
+            raise CorpusError(self._no_match_message(data_dir, files))
+        skipped_df = pd.DataFrame(skipped, columns=["path", "reason"])
+        for rec in skipped:
+            log.warning("skipped %s: %s", rec["path"], rec["reason"])
+        if not rows:
+            raise CorpusError(
+                f"{self.name}: none of the {len(files)} audio files under {data_dir} could be "
+                f"read; see the skipped files and their reasons"
+                + _first_reasons(skipped_df)
+            )
+        table = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+        table = table.sort_values(["speaker", "utterance"], kind="stable").reset_index(drop=True)
+        validate_manifest(table)
+        return Manifest(table=table, skipped=skipped_df)
+
+    def _no_match_message(self, data_dir: Path, files: list[Path]) -> str:
+        from seradv.corpora import guess_corpus  # local import: registry imports this module
+
+        guess = guess_corpus(files, exclude=self.name)
+        hint = f" They look like the {guess!r} corpus: try `seradv manifest {guess}`." if guess else ""
+        return (
+            f"{self.name}: none of the {len(files)} .wav files under {data_dir} follows the "
+            f"{self.name} naming scheme (e.g. {self.example_name!r}).{hint} "
+            f"Check that --data-dir points at the {self.name} folder."
+        )
+
+
+def _first_reasons(skipped: pd.DataFrame, n: int = 3) -> str:
+    if skipped.empty:
+        return ""
+    lines = [f"\n  {r.path}: {r.reason}" for r in skipped.head(n).itertuples()]
+    return "".join(lines)
+
+
+def find_audio_files(data_dir: Path, *, corpus: str) -> list[Path]:
+    """All ``.wav`` files under ``data_dir`` (recursive, sorted); clear errors if none."""
+    if not data_dir.exists():
+        raise CorpusError(
+            f"{corpus}: data folder {data_dir} does not exist; pass --data-dir with the "
+            f"folder that holds the {corpus} audio files"
+        )
+    if not data_dir.is_dir():
+        raise CorpusError(f"{corpus}: {data_dir} is not a folder; pass the corpus folder")
+    files = sorted(
+        p for p in data_dir.rglob("*") if p.suffix.lower() == ".wav" and p.is_file()
+    )
+    if not files:
+        raise CorpusError(
+            f"{corpus}: no .wav files found under {data_dir} (searched recursively); "
+            f"is the corpus downloaded and unpacked there?"
+        )
+    return files
+
+
+def validate_manifest(table: pd.DataFrame) -> pd.DataFrame:
+    """Check a corpus table's schema and vocabulary; return it unchanged.
+
+    Raises :class:`CorpusError` naming the first offending column and values.
+    """
+    missing = [c for c in MANIFEST_COLUMNS if c not in table.columns]
+    if missing:
+        raise CorpusError(f"corpus table lacks columns {missing}; expected {list(MANIFEST_COLUMNS)}")
+    bad = sorted(set(table["emotion"]) - set(EMOTIONS))
+    if bad:
+        raise CorpusError(f"corpus table has unknown emotions {bad}; allowed: {list(EMOTIONS)}")
+    bad = sorted(set(table["gender"]) - set(GENDERS))
+    if bad:
+        raise CorpusError(f"corpus table has unknown genders {bad}; allowed: {list(GENDERS)}")
+    bad = sorted(set(table["language"]) - set(LANGUAGES))
+    if bad:
+        raise CorpusError(f"corpus table has unknown languages {bad}; allowed: {list(LANGUAGES)}")
+    if table["utterance"].duplicated().any():
+        dup = table.loc[table["utterance"].duplicated(), "utterance"].iloc[0]
+        raise CorpusError(f"corpus table has duplicated utterance id {dup!r}")
+    return table
