@@ -1,0 +1,75 @@
+"""Models and their registry.
+
+Any ``torch.nn.Module`` that maps features ``[shape=(batch, 261, 128)]`` to logits
+``[shape=(batch, n_classes)]`` can be used. Register a builder to use it by name::
+
+    from seradv.models import register_model
+    register_model("mynet", lambda n_classes, **hp: MyNet(n_classes))
+
+The builder receives ``n_classes`` and the training hyperparameters ``dropout`` and
+``lstm_dropout`` as keyword arguments (it may ignore them).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from seradv.errors import ModelError
+from seradv.models.cnn_lstm import CNNLSTM, count_parameters
+
+__all__ = ["CNNLSTM", "count_parameters", "MODELS", "register_model", "build_model", "check_model"]
+
+ModelBuilder = Callable[..., nn.Module]
+MODELS: dict[str, ModelBuilder] = {}
+
+
+def register_model(name: str, builder: ModelBuilder, *, overwrite: bool = False) -> ModelBuilder:
+    """Register ``builder(n_classes, dropout=..., lstm_dropout=...) -> nn.Module``."""
+    if name in MODELS and not overwrite:
+        raise ModelError(f"a model named {name!r} is already registered")
+    MODELS[name] = builder
+    return builder
+
+
+def build_model(name: str, n_classes: int, **hyper: float) -> nn.Module:
+    """Instantiate the registered model ``name``."""
+    if name not in MODELS:
+        raise ModelError(f"unknown model {name!r}; registered models: {', '.join(sorted(MODELS))}")
+    model = MODELS[name](n_classes, **hyper)
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model builder {name!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def check_model(model: nn.Module, n_classes: int, input_shape: tuple[int, int] = (261, 128)) -> None:
+    """Check the input/output contract with a dummy batch; raise :class:`ModelError` if broken."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, *input_shape))
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(
+            f"model {type(model).__name__} fails on input of shape (batch, {input_shape[0]}, "
+            f"{input_shape[1]}): {exc}"
+        ) from None
+    finally:
+        model.train(was_training)
+    if tuple(out.shape) != (2, n_classes):
+        raise ModelError(
+            f"model {type(model).__name__} returns shape {tuple(out.shape)} for a batch of 2; "
+            f"expected (2, {n_classes}) logits"
+        )
+
+
+register_model(
+    "cnn_lstm",
+    lambda n_classes, dropout=0.3, lstm_dropout=0.2, **_: CNNLSTM(
+        n_classes, dropout=dropout, lstm_dropout=lstm_dropout
+    ),
+)
