@@ -69,10 +69,21 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: file does not exist")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: file is empty (0 bytes)")
     try:
         info = sf.info(str(path))
     except Exception as exc:  # libsndfile raises a RuntimeError/LibsndfileError
         raise AudioError(f"{path}: not a readable audio file ({_short(exc)})") from None
+    # libsndfile silently clamps the frame count of a WAV whose data chunk was cut short to
+    # the bytes actually present, so a truncated file reads "fine"; check the header ourselves.
+    truncation = _wav_truncation(path)
+    if truncation is not None:
+        declared, present = truncation
+        raise AudioError(
+            f"{path}: file is truncated (header declares {declared} samples, "
+            f"only {present} present)"
+        )
     if info.frames == 0:
         raise AudioError(f"{path}: audio is empty (0 samples)")
     try:
@@ -95,6 +106,44 @@ def probe_audio(path: str | Path) -> tuple[float, int]:
     """Fully read and validate a file; return ``(duration_s, sample_rate)``."""
     y, sr = read_audio(path)
     return y.size / float(sr), sr
+
+
+def _wav_truncation(path: Path) -> tuple[int, int] | None:
+    """``(declared_frames, present_frames)`` if a RIFF/WAVE file's data chunk is cut short.
+
+    Returns ``None`` for complete files, non-WAV files, RF64/streamed files whose data size
+    is unknown (0 or 0xFFFFFFFF), and headers too damaged to tell (libsndfile reports those).
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[8:12] != b"WAVE" or head[:4] not in (b"RIFF", b"RIFX"):
+                return None
+            order = "little" if head[:4] == b"RIFF" else "big"
+            block_align = 0
+            pos = 12
+            for _ in range(1000):  # bounded walk over the chunks
+                fh.seek(pos)
+                hdr = fh.read(8)
+                if len(hdr) < 8:
+                    return None
+                chunk_id, chunk_size = hdr[:4], int.from_bytes(hdr[4:], order)
+                if chunk_id == b"fmt ":
+                    fmt = fh.read(min(chunk_size, 16))
+                    if len(fmt) >= 14:
+                        block_align = int.from_bytes(fmt[12:14], order)
+                elif chunk_id == b"data":
+                    if chunk_size in (0, 0xFFFFFFFF) or block_align <= 0:
+                        return None
+                    present_bytes = max(size - (pos + 8), 0)
+                    declared = chunk_size // block_align
+                    present = present_bytes // block_align
+                    return (declared, present) if present < declared else None
+                pos += 8 + chunk_size + (chunk_size & 1)
+    except OSError:
+        return None
+    return None
 
 
 def _short(exc: BaseException) -> str:
