@@ -1,0 +1,344 @@
+"""Configuration as frozen dataclasses, loaded from and saved to YAML.
+
+A :class:`RunConfig` describes a whole run (corpus, preprocessing, features, split, training)
+and is saved as ``config.yaml`` beside every result. Unknown keys and bad values are reported
+with the dotted key that is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from seradv.errors import ConfigError
+
+__all__ = [
+    "AudioConfig",
+    "AugmentConfig",
+    "FeatureConfig",
+    "SplitConfig",
+    "TrainConfig",
+    "DataConfig",
+    "RunConfig",
+    "load_config",
+    "save_config",
+    "config_hash",
+    "default_cache_dir",
+]
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Loading, trimming and segmentation (SPEC.md steps 1-3)."""
+
+    sample_rate: int = 16000
+    trim_top_db: float = 30.0
+    trim_frame_length: int = 512
+    trim_hop_length: int = 64
+    segment_s: float = 3.0
+    min_remainder_s: float | None = None
+    """A final remainder shorter than this is dropped; ``None``: the shortest trimmed
+    utterance of the corpus (the study's rule)."""
+
+    def validate(self) -> None:
+        _positive("audio.sample_rate", self.sample_rate)
+        _positive("audio.trim_top_db", self.trim_top_db)
+        _positive("audio.trim_frame_length", self.trim_frame_length)
+        _positive("audio.trim_hop_length", self.trim_hop_length)
+        _positive("audio.segment_s", self.segment_s)
+        if self.min_remainder_s is not None and self.min_remainder_s < 0:
+            raise ConfigError(f"audio.min_remainder_s={self.min_remainder_s} must be >= 0 or null")
+
+    @property
+    def segment_samples(self) -> int:
+        return int(round(self.segment_s * self.sample_rate))
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation (SPEC.md step 4): pitch shifts (semitones) and time-stretch rates."""
+
+    pitch_steps: tuple[float, ...] = (-3.0, -1.5, 1.5, 3.0)
+    stretch_rates: tuple[float, ...] = (0.75, 0.9, 1.1, 1.25)
+    enabled: bool = True
+
+    def validate(self) -> None:
+        for r in self.stretch_rates:
+            _positive("augment.stretch_rates", r)
+
+    def variants(self) -> list[str]:
+        """Names of the copies of each utterance: ``orig``, ``pitch+1.5``, ``stretch0.9``..."""
+        out = ["orig"]
+        if self.enabled:
+            out += [f"pitch{s:+g}" for s in self.pitch_steps]
+            out += [f"stretch{r:g}" for r in self.stretch_rates]
+        return out
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Log-Mel features (SPEC.md step 5): 128 Mel bands, n_fft 368, hop 184 -> 261 x 128."""
+
+    n_mels: int = 128
+    n_fft: int = 368
+    hop_length: int = 184
+    top_db: float | None = 80.0
+    db_reference: str = "min"
+    """The study converts the power Mel spectrogram with ``amplitude_to_db(ref=np.min)``."""
+
+    def validate(self) -> None:
+        _positive("features.n_mels", self.n_mels)
+        _positive("features.n_fft", self.n_fft)
+        _positive("features.hop_length", self.hop_length)
+        if self.db_reference not in ("min", "max"):
+            raise ConfigError(f"features.db_reference={self.db_reference!r} must be 'min' or 'max'")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How segments are split into train / validation / test.
+
+    ``kind="speaker"`` (default): whole speakers held out for test and validation, both
+    genders in each; augmentation on training utterances only; standardization fitted on
+    training data. ``kind="paper"``: the study's stratified random 80/20 split over augmented
+    segments (seed 1938), standardization on the whole corpus: leaky, for comparison only.
+    """
+
+    kind: str = "speaker"
+    seed: int = 1938
+    test_size: float = 0.2
+    val_size: float = 0.2
+    test_speakers: tuple[str, ...] | None = None
+    val_speakers: tuple[str, ...] | None = None
+
+    def validate(self) -> None:
+        if self.kind not in ("speaker", "paper"):
+            raise ConfigError(f"split.kind={self.kind!r} must be 'speaker' or 'paper'")
+        for name in ("test_size", "val_size"):
+            v = getattr(self, name)
+            if not 0 < v < 1:
+                raise ConfigError(f"split.{name}={v} must be between 0 and 1 (exclusive)")
+
+    @property
+    def leaky(self) -> bool:
+        return self.kind == "paper"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training (SPEC.md): Adam, early stopping and reduce-on-plateau on validation loss.
+
+    ``None`` for ``dropout``, ``lstm_dropout``, ``lr`` and ``batch_size`` means the study's
+    value for the corpus.
+    """
+
+    model: str = "cnn_lstm"
+    epochs: int = 100
+    batch_size: int | None = None
+    lr: float | None = None
+    dropout: float | None = None
+    lstm_dropout: float | None = None
+    patience: int = 10
+    lr_patience: int = 6
+    lr_factor: float = 0.1
+    min_delta: float = 1e-4
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+
+    def validate(self) -> None:
+        _positive("train.epochs", self.epochs)
+        if self.batch_size is not None:
+            _positive("train.batch_size", self.batch_size)
+        if self.lr is not None:
+            _positive("train.lr", self.lr)
+        for name in ("dropout", "lstm_dropout"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v < 1:
+                raise ConfigError(f"train.{name}={v} must be in [0, 1)")
+        if self.patience < 1 or self.lr_patience < 1:
+            raise ConfigError("train.patience and train.lr_patience must be >= 1")
+        if not 0 < self.lr_factor < 1:
+            raise ConfigError(f"train.lr_factor={self.lr_factor} must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which corpus, where, and which emotions."""
+
+    corpus: str = "synthetic"
+    data_dir: str | None = None
+    emotions: tuple[str, ...] | None = None
+    """``None``: the study's five classes for the corpus."""
+    max_per_class: int | None = None
+    """Keep at most this many utterances per (emotion, speaker-gender) for quick runs."""
+
+    def validate(self) -> None:
+        if not self.corpus:
+            raise ConfigError("data.corpus must name a corpus")
+        if self.data_dir is not None:
+            _check_path("data.data_dir", self.data_dir)
+        if self.max_per_class is not None:
+            _positive("data.max_per_class", self.max_per_class)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; saved as ``config.yaml`` in the run directory."""
+
+    name: str = "demo"
+    data: DataConfig = field(default_factory=DataConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    cache_dir: str | None = None
+    n_jobs: int = 2
+
+    def validate(self) -> "RunConfig":
+        if not self.name or any(c in self.name for c in "/\\") or self.name in (".", ".."):
+            raise ConfigError(f"name={self.name!r} must be a plain folder name")
+        for sub in (self.data, self.audio, self.augment, self.features, self.split, self.train):
+            sub.validate()
+        if self.cache_dir is not None:
+            _check_path("cache_dir", self.cache_dir)
+        if self.n_jobs < 1:
+            raise ConfigError(f"n_jobs={self.n_jobs} must be >= 1")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """A copy with top-level or dotted-key changes, e.g. ``replace(**{"split.kind": "paper"})``."""
+        d = self.to_dict()
+        for key, value in changes.items():
+            node = d
+            parts = key.split(".")
+            for p in parts[:-1]:
+                if p not in node or not isinstance(node[p], dict):
+                    raise ConfigError(f"unknown config key {key!r}")
+                node = node[p]
+            if parts[-1] not in node:
+                raise ConfigError(f"unknown config key {key!r}")
+            node[parts[-1]] = value
+        return from_dict(d)
+
+
+def from_dict(d: Mapping[str, Any]) -> RunConfig:
+    """Build and validate a :class:`RunConfig` from a nested mapping (e.g. parsed YAML)."""
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"a config must be a mapping of keys to values, got {type(d).__name__}")
+    return _build(RunConfig, d, prefix="").validate()
+
+
+def _build(cls: type, d: Mapping[str, Any], prefix: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"known: {', '.join(prefix + k for k in known)}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in d.items():
+        f = known[name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{prefix}{name} must be a mapping, got {value!r}")
+            kwargs[name] = _build(type(default), value, prefix=f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(f"{prefix}{name}", value, default, str(f.type))
+    return cls(**kwargs)
+
+
+def _coerce(key: str, value: Any, default: Any, type_str: str) -> Any:
+    if value is None:
+        if "None" in type_str:
+            return None
+        raise ConfigError(f"{key} must not be null")
+    if "tuple" in type_str:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return tuple(value)
+    if "bool" in type_str:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if "int" in type_str and "float" not in type_str:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if "float" in type_str:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if "str" in type_str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a YAML config file; every key is optional (defaults as the dataclasses)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    try:
+        return from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> Path:
+    """Write ``cfg`` as YAML (atomically)."""
+    from seradv.cache import atomic_write_text
+
+    return atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def config_hash(*parts: Any, n: int = 12) -> str:
+    """Short stable hash of JSON-serialisable parts (dataclasses allowed)."""
+    plain = [_to_plain(dataclasses.asdict(p)) if dataclasses.is_dataclass(p) else p for p in parts]
+    blob = json.dumps(plain, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+def default_cache_dir() -> Path:
+    """``$SERADV_CACHE_DIR`` or ``~/.cache/seradv``."""
+    env = os.environ.get("SERADV_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "seradv"
+
+
+def _positive(key: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{key}={value!r} must be a positive number")
+
+
+def _check_path(key: str, value: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key} must be a non-empty path string, got {value!r}")
+    if "\x00" in value:
+        raise ConfigError(f"{key} contains a NUL byte")

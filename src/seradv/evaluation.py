@@ -1,0 +1,70 @@
+"""Clean evaluation per corpus (= language) and gender: accuracy, UAR, macro-F1, confusion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
+from torch import nn
+
+__all__ = ["predict_logits", "group_metrics", "GROUPS"]
+
+GROUPS: dict[str, str | None] = {"All": None, "Male": "m", "Female": "f"}
+
+
+def predict_logits(
+    model: nn.Module, x: np.ndarray, *, batch_size: int = 128, device: str | torch.device = "cpu"
+) -> np.ndarray:
+    """Logits ``[shape=(n, n_classes)]`` of ``x [shape=(n, 261, 128)]`` (eval mode, no grad)."""
+    model.eval()
+    model.to(device)
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            outs.append(model(torch.as_tensor(x[i : i + batch_size], device=device)).float().cpu().numpy())
+    return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def group_metrics(
+    y_true: np.ndarray,
+    logits: np.ndarray,
+    meta: pd.DataFrame,
+    classes: list[str],
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Metrics for All / Male / Female within each corpus of ``meta``.
+
+    Returns a tidy table (corpus, language, group, n, accuracy, uar, macro_f1, loss,
+    mean_confidence) and the confusion matrices keyed ``"<corpus>/<group>"``
+    (rows: true class, columns: predicted, in ``classes`` order).
+    """
+    y_pred = logits.argmax(1)
+    prob = _softmax(logits.astype(np.float64))
+    nll = -np.log(np.clip(prob[np.arange(len(y_true)), y_true], 1e-12, None))
+    labels = np.arange(len(classes))
+    rows, confusions = [], {}
+    for corpus, cidx in meta.groupby("corpus", sort=True).groups.items():
+        cmask = meta.index.isin(cidx)
+        language = str(meta.loc[cmask, "language"].iloc[0])
+        for group, g in GROUPS.items():
+            mask = cmask & ((meta["gender"] == g).to_numpy() if g else True)
+            n = int(np.sum(mask))
+            if n == 0:
+                continue
+            yt, yp = y_true[mask], y_pred[mask]
+            rows.append({
+                "corpus": corpus, "language": language, "group": group, "n": n,
+                "accuracy": float(np.mean(yt == yp)),
+                "uar": float(balanced_accuracy_score(yt, yp)) if len(np.unique(yt)) > 0 else float("nan"),
+                "macro_f1": float(f1_score(yt, yp, labels=labels, average="macro", zero_division=0)),
+                "loss": float(nll[mask].mean()),
+                "mean_confidence": float(prob[mask].max(1).mean()),
+            })
+            confusions[f"{corpus}/{group}"] = confusion_matrix(yt, yp, labels=labels)
+    return pd.DataFrame(rows), confusions

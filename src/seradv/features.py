@@ -1,0 +1,87 @@
+"""Log-Mel features (SPEC.md step 5) and per-cell standardization (step 6).
+
+:func:`log_mel` reproduces the study: a power Mel spectrogram (128 bands, n_fft 368, hop 184)
+converted with ``librosa.amplitude_to_db(S, ref=np.min)`` (top_db 80) and transposed to
+time x Mel, so 3 s at 16 kHz gives ``[shape=(261, 128)]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import librosa
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from seradv.audio import validate_audio
+from seradv.config import FeatureConfig
+from seradv.errors import ParameterError
+
+__all__ = ["log_mel", "Standardizer", "mel_power_to_db"]
+
+
+def mel_power_to_db(S: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """The study's dB conversion of a power Mel spectrogram ``[shape=(n_mels, t)]``."""
+    ref = np.min if cfg.db_reference == "min" else np.max
+    return librosa.amplitude_to_db(S, ref=ref, top_db=cfg.top_db)
+
+
+def log_mel(y: np.ndarray, sr: int, cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:
+    """Log-Mel spectrogram of ``y [shape=(n,)]``, time-major.
+
+    Returns
+    -------
+    np.ndarray [shape=(1 + n // hop_length, n_mels), dtype=float32]
+    """
+    y = validate_audio(y)
+    S = librosa.feature.melspectrogram(
+        y=y, sr=sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels, power=2.0
+    )
+    return np.ascontiguousarray(mel_power_to_db(S, cfg).T.astype(np.float32))
+
+
+@dataclass
+class Standardizer:
+    """Per-cell zero mean, unit variance: ``(x - mean) / std`` with ``mean, std [shape=(T, F)]``."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray, *, chunk: int = 512) -> "Standardizer":
+        """Fit on ``x [shape=(n, T, F)]`` (float64 accumulation, chunked to bound memory)."""
+        if x.ndim != 3 or x.shape[0] < 2:
+            raise ParameterError(f"Standardizer.fit needs at least 2 samples of shape (T, F), got {x.shape}")
+        s = np.zeros(x.shape[1:], np.float64)
+        ss = np.zeros(x.shape[1:], np.float64)
+        for i in range(0, x.shape[0], chunk):
+            b = x[i : i + chunk].astype(np.float64)
+            s += b.sum(0)
+            ss += (b * b).sum(0)
+        n = x.shape[0]
+        mean = s / n
+        var = np.maximum(ss / n - mean**2, 0.0)
+        std = np.sqrt(var)
+        std[std < 1e-8] = 1.0
+        return cls(mean.astype(np.float32), std.astype(np.float32))
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.std).astype(np.float32)
+
+    def inverse(self, z: np.ndarray) -> np.ndarray:
+        return (z * self.std + self.mean).astype(np.float32)
+
+    def save(self, path: str | Path) -> None:
+        from seradv.cache import atomic_write_bytes
+        from safetensors.numpy import save
+
+        atomic_write_bytes(Path(path), save({"mean": self.mean, "std": self.std}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Standardizer":
+        d = load_file(str(path))
+        return cls(d["mean"], d["std"])
+
+
+_ = save_file  # re-exported name kept for users who save tensors directly

@@ -1,0 +1,130 @@
+"""Train / validation / test splits.
+
+* :func:`speaker_split` (default): whole speakers held out for test and for validation,
+  both genders in each, chosen with a seeded generator (or named in the config).
+* :func:`paper_split`: the study's stratified random 80/20 split over (augmented) segments,
+  seed 1938, validation = the last 20 % of the training order (Keras ``validation_split``).
+  Copies of one utterance and every speaker land on both sides: leaky, for comparison only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from seradv.config import SplitConfig
+from seradv.errors import SplitError
+
+__all__ = ["speaker_split", "paper_split", "describe_split"]
+
+
+def speaker_split(table: pd.DataFrame, cfg: SplitConfig) -> pd.Series:
+    """Assign each utterance of ``table`` to ``train``, ``val`` or ``test`` by speaker.
+
+    Returns a Series aligned with ``table`` holding the subset name.
+    """
+    spk = table.groupby("speaker")["gender"].first()
+    if cfg.test_speakers is not None or cfg.val_speakers is not None:
+        test, val = _named_speakers(spk, cfg)
+    else:
+        rng = np.random.default_rng(cfg.seed)
+        test, val = [], []
+        for gender in ("m", "f"):
+            pool = sorted(spk[spk == gender].index)
+            if len(pool) < 3:
+                raise SplitError(
+                    f"speaker split needs at least 3 {('male', 'female')[gender == 'f']} speakers "
+                    f"(one each for train, validation and test), the corpus has {len(pool)} "
+                    f"({', '.join(pool) or 'none'}); name split.test_speakers/val_speakers "
+                    f"yourself or use --split paper"
+                )
+            n_test = max(1, int(round(cfg.test_size * len(pool))))
+            n_val = max(1, int(round(cfg.val_size * len(pool))))
+            if n_test + n_val >= len(pool):
+                n_test, n_val = 1, 1
+            order = list(rng.permutation(pool))
+            test += order[:n_test]
+            val += order[n_test : n_test + n_val]
+    subset = pd.Series("train", index=table.index, name="subset")
+    subset[table["speaker"].isin(test)] = "test"
+    subset[table["speaker"].isin(val)] = "val"
+    _check_classes(table, subset)
+    return subset
+
+
+def _named_speakers(spk: pd.Series, cfg: SplitConfig) -> tuple[list[str], list[str]]:
+    test = list(cfg.test_speakers or ())
+    val = list(cfg.val_speakers or ())
+    unknown = sorted(set(test + val) - set(spk.index))
+    if unknown:
+        raise SplitError(f"split names unknown speakers {unknown}; the corpus has {sorted(spk.index)}")
+    if not test or not val:
+        raise SplitError("name both split.test_speakers and split.val_speakers (or neither)")
+    if set(test) & set(val):
+        raise SplitError(f"speakers {sorted(set(test) & set(val))} are in both test and validation")
+    if len(set(spk.index) - set(test) - set(val)) == 0:
+        raise SplitError("no speaker is left for training")
+    return test, val
+
+
+def _check_classes(table: pd.DataFrame, subset: pd.Series) -> None:
+    classes = set(table["emotion"])
+    for name in ("train", "val", "test"):
+        part = table.loc[subset == name]
+        if part.empty:
+            raise SplitError(f"the {name} subset is empty")
+        missing = sorted(classes - set(part["emotion"]))
+        if missing and name == "train":
+            raise SplitError(f"emotions {missing} have no training utterance after the split")
+        genders = set(part["gender"])
+        if name == "test" and genders != {"m", "f"}:
+            raise SplitError(f"the test speakers cover only gender(s) {sorted(genders)}; need both")
+
+
+def paper_split(segments: pd.DataFrame, cfg: SplitConfig) -> pd.Series:
+    """The study's split over segments: stratified by emotion, seeded, 80/20, then 20 % val.
+
+    Returns a Series aligned with ``segments`` holding ``train``, ``val`` or ``test``.
+    """
+    counts = segments["emotion"].value_counts()
+    if (counts < 2).any() or len(counts) < 2:
+        raise SplitError(
+            f"the paper split needs at least 2 classes with at least 2 segments each; "
+            f"got {counts.to_dict()}"
+        )
+    idx = np.arange(len(segments))
+    try:
+        train_idx, test_idx = train_test_split(
+            idx, test_size=cfg.test_size, stratify=segments["emotion"].to_numpy(), random_state=cfg.seed
+        )
+    except ValueError as exc:
+        raise SplitError(f"cannot make the stratified paper split: {exc}") from None
+    n_val = int(np.ceil(cfg.val_size * len(train_idx)))
+    # Keras validation_split: the last fraction of the (already shuffled) training arrays.
+    val_idx = train_idx[len(train_idx) - n_val :]
+    train_idx = train_idx[: len(train_idx) - n_val]
+    subset = np.empty(len(segments), dtype=object)
+    subset[train_idx] = "train"
+    subset[val_idx] = "val"
+    subset[test_idx] = "test"
+    out = pd.Series(subset, index=segments.index, name="subset")
+    # Keep the study's order of the training arrays (used for the paper's validation tail).
+    return out
+
+
+def describe_split(frame: pd.DataFrame, subset_col: str = "subset") -> pd.DataFrame:
+    """Counts per subset x gender with the speakers of each subset."""
+    rows = []
+    for name in ("train", "val", "test"):
+        part = frame[frame[subset_col] == name]
+        rows.append(
+            {
+                "subset": name,
+                "n": len(part),
+                "male": int((part["gender"] == "m").sum()),
+                "female": int((part["gender"] == "f").sum()),
+                "speakers": " ".join(sorted(part["speaker"].unique())),
+            }
+        )
+    return pd.DataFrame(rows)
