@@ -38,10 +38,10 @@ def group_metrics(
     meta: pd.DataFrame,
     classes: list[str],
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Metrics for All / Male / Female within each corpus of ``meta``.
+    """Metrics for All / Male / Female within each corpus x language of ``meta``.
 
     Returns a tidy table (corpus, language, group, n, accuracy, uar, macro_f1, loss,
-    mean_confidence) and the confusion matrices keyed ``"<corpus>/<group>"``
+    mean_confidence) and the confusion matrices keyed ``"<corpus>/<language>/<group>"``
     (rows: true class, columns: predicted, in ``classes`` order).
     """
     y_pred = logits.argmax(1)
@@ -49,9 +49,8 @@ def group_metrics(
     nll = -np.log(np.clip(prob[np.arange(len(y_true)), y_true], 1e-12, None))
     labels = np.arange(len(classes))
     rows, confusions = [], {}
-    for corpus, cidx in meta.groupby("corpus", sort=True).groups.items():
+    for (corpus, language), cidx in meta.groupby(["corpus", "language"], sort=True).groups.items():
         cmask = meta.index.isin(cidx)
-        language = str(meta.loc[cmask, "language"].iloc[0])
         for group, g in GROUPS.items():
             mask = cmask & ((meta["gender"] == g).to_numpy() if g else True)
             n = int(np.sum(mask))
@@ -66,5 +65,5 @@ def group_metrics(
                 "loss": float(nll[mask].mean()),
                 "mean_confidence": float(prob[mask].max(1).mean()),
             })
-            confusions[f"{corpus}/{group}"] = confusion_matrix(yt, yp, labels=labels)
+            confusions[f"{corpus}/{language}/{group}"] = confusion_matrix(yt, yp, labels=labels)
     return pd.DataFrame(rows), confusions

@@ -159,7 +159,7 @@ def fit(
                 loss = loss_fn(out, yb)
                 loss.backward()
                 opt.step()
-                tl += float(loss) * len(idx)
+                tl += loss.item() * len(idx)
                 tc += int((out.argmax(1) == yb).sum())
                 tn += len(idx)
             vl, va = _evaluate(model, x_val, y_val, max(batch_size, 64), device)

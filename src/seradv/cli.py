@@ -1,0 +1,178 @@
+"""The ``seradv`` command line: a thin layer over :mod:`seradv.pipeline`.
+
+Verbs: ``manifest``, ``prepare``, ``train``, ``evaluate``, ``run``. Every error that seradv
+raises on purpose is printed as one clear line (exit code 2), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from seradv.errors import SeradvError
+
+app = typer.Typer(
+    name="seradv",
+    help="Adversarial robustness of speech emotion recognition: corpora -> features -> "
+    "CNN-LSTM -> attacks -> per-language and per-gender results.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logger = logging.getLogger("seradv")
+    if not any(isinstance(h, RichHandler) for h in logger.handlers):
+        handler = RichHandler(console=err_console, show_path=False, show_time=False)
+        handler.setLevel(logging.INFO if verbose else logging.WARNING)
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every step.")) -> None:
+    _setup_logging(verbose)
+
+
+def _table(df, title: str = "") -> Table:
+    t = Table(title=title or None)
+    for c in df.columns:
+        t.add_column(str(c))
+    for row in df.itertuples(index=False):
+        t.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+    return t
+
+
+@app.command()
+def manifest(
+    corpus: str = typer.Argument(..., help="Corpus name: emodb, emovo, ravdess, synthetic or a registered one."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder holding the corpus audio (searched recursively)."),
+    output: Path = typer.Option(..., "--output", "-o", help="CSV file to write the corpus table to."),
+) -> None:
+    """Write the corpus table (one row per utterance); skipped files go to <output>.skipped.csv."""
+    from seradv.corpora import load_corpus
+    from seradv.progress import track
+
+    m = load_corpus(corpus, data_dir, progress=lambda files: track(files, "reading"))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    m.table.to_csv(output, index=False)
+    skipped_path = output.with_suffix(".skipped.csv")
+    m.skipped.to_csv(skipped_path, index=False)
+    for r in m.skipped.itertuples():
+        err_console.print(f"[yellow]skipped[/] {r.path}: {r.reason}")
+    console.print(f"{corpus}: {m.summary()}")
+    console.print(f"wrote {output} ({len(m.table)} rows) and {skipped_path} ({len(m.skipped)} rows)")
+
+
+def _build_config(config: Optional[Path], **overrides):
+    from seradv.config import RunConfig, load_config
+
+    cfg = load_config(config) if config else RunConfig()
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return cfg.replace(**changes) if changes else cfg
+
+
+@app.command()
+def prepare(
+    corpus: str = typer.Argument(..., help="Corpus name."),
+    output: Path = typer.Option(..., "--output", "-o", help="Run directory to create."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Corpus folder."),
+    split: Optional[str] = typer.Option(None, "--split", help="speaker (default, leakage-free) or paper (the study's leaky split)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (every key optional)."),
+    max_per_class: Optional[int] = typer.Option(None, "--max-per-class", help="At most N utterances per speaker and emotion (quick runs)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature cache folder (default $SERADV_CACHE_DIR or ~/.cache/seradv)."),
+) -> None:
+    """Corpus -> split -> segments -> log-Mel features -> standardizer, into a run directory."""
+    from seradv.pipeline import prepare_run
+
+    cfg = _build_config(
+        config, name=output.name or "run", **{"data.corpus": corpus,
+        "data.data_dir": str(data_dir) if data_dir else None, "split.kind": split,
+        "data.max_per_class": max_per_class, "cache_dir": str(cache_dir) if cache_dir else None},
+    )
+    info = prepare_run(cfg, output)
+    import pandas as pd
+
+    console.print(_table(pd.DataFrame(info["counts"]), f"{corpus}: split '{info['split']}'"))
+    if info["leaky"]:
+        err_console.print(f"[bold red]{info['leak_note']}[/]")
+    console.print(f"clip values {info['clip_values']}; {info['n_skipped']} files skipped; prepared {output}")
+
+
+@app.command()
+def train(
+    run_dir: Path = typer.Argument(..., help="A prepared run directory."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the maximum number of epochs."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
+) -> None:
+    """Train the run's model (resumes an interrupted training)."""
+    from seradv.pipeline import train_run
+
+    overrides = {k: v for k, v in {"epochs": epochs, "device": device, "threads": threads}.items() if v is not None}
+    meta = train_run(run_dir, train_overrides=overrides or None)
+    console.print(
+        f"model {meta['model']} ({meta['parameters']:,} parameters): {meta['epochs_run']} epochs, "
+        f"best epoch {meta['best_epoch']}, {meta['train_seconds']:.0f} s; saved {run_dir / 'model.safetensors'}"
+    )
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run directory with a trained model."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+) -> None:
+    """Clean test metrics (accuracy, UAR, macro-F1, confusion) per corpus/language and gender."""
+    from seradv.dataset import read_preprocessing
+    from seradv.pipeline import evaluate_run
+
+    table = evaluate_run(run_dir, device=device)
+    info = read_preprocessing(run_dir)
+    console.print(_table(table.drop(columns=["leaky"]), f"clean test metrics ({info['split']} split)"))
+    if info["leaky"]:
+        err_console.print(f"[bold red]{info['leak_note']}[/]")
+    console.print(f"wrote {run_dir / 'metrics.csv'} and {run_dir / 'metrics.json'}")
+
+
+@app.command()
+def run(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; default: the small synthetic demo."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default ./runs/<name>)."),
+) -> None:
+    """Every stage end to end. With no arguments: the demo on the built-in synthetic corpus."""
+    from seradv.config import load_config
+    from seradv.pipeline import demo_config, run as run_all
+
+    cfg = load_config(config) if config else demo_config()
+    run_dir = run_all(cfg, out=out)
+    import pandas as pd
+
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    console.print(_table(metrics.drop(columns=["leaky"]), "clean test metrics"))
+    console.print(f"[bold green]done[/]: outputs in {run_dir.resolve()}")
+
+
+def main() -> None:
+    """Console-script entry point: clear one-line errors instead of tracebacks."""
+    try:
+        app()
+    except SeradvError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: finished work is saved; run the same command again to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
