@@ -21,3 +21,18 @@ def emodb_dir() -> Path:
     if not EMODB_DIR.is_dir():
         pytest.skip(f"real EmoDB not found at {EMODB_DIR} (download it there to run this test)")
     return EMODB_DIR
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Every test session gets its own feature cache (never the user's ~/.cache/seradv)."""
+    import os
+
+    old = os.environ.get("SERADV_CACHE_DIR")
+    os.environ["SERADV_CACHE_DIR"] = str(tmp_path_factory.mktemp("seradv-cache"))
+    os.environ["SERADV_PROGRESS"] = "0"
+    yield
+    if old is None:
+        os.environ.pop("SERADV_CACHE_DIR", None)
+    else:
+        os.environ["SERADV_CACHE_DIR"] = old

@@ -1,0 +1,91 @@
+"""Config loading/validation and the two split strategies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seradv.config import RunConfig, SplitConfig, from_dict, load_config, save_config
+from seradv.errors import ConfigError, SplitError
+from seradv.splits import paper_split, speaker_split
+
+
+def test_config_roundtrip_yaml(tmp_path):
+    cfg = RunConfig(name="x").replace(**{"split.kind": "paper", "train.epochs": 3, "data.corpus": "emodb"})
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        ({"train": {"epoch": 3}}, "unknown config key.*train.epoch"),
+        ({"train": {"epochs": "many"}}, "train.epochs must be an integer"),
+        ({"train": {"epochs": 0}}, "train.epochs=0 must be a positive"),
+        ({"split": {"kind": "random"}}, "split.kind='random'"),
+        ({"split": {"test_size": 1.5}}, "split.test_size=1.5"),
+        ({"name": "../evil"}, "plain folder name"),
+        ({"augment": {"stretch_rates": [0.9, -1]}}, "augment.stretch_rates"),
+        ({"audio": 5}, "audio must be a mapping"),
+    ],
+)
+def test_config_errors_name_the_key(data, match):
+    with pytest.raises(ConfigError, match=match):
+        from_dict(data)
+
+
+def test_load_config_bad_yaml(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def _table(n_m=5, n_f=5, per=6):
+    rows = []
+    emotions = ["boredom", "disgust", "happiness", "neutral", "sadness"]
+    for g, n in (("m", n_m), ("f", n_f)):
+        for s in range(n):
+            for i in range(per):
+                rows.append({"speaker": f"{g}{s}", "gender": g, "emotion": emotions[i % 5], "utterance": f"{g}{s}-{i}"})
+    return pd.DataFrame(rows)
+
+
+def test_speaker_split_is_speaker_disjoint_with_both_genders():
+    t = _table()
+    sub = speaker_split(t, SplitConfig())
+    spk = {name: set(t.loc[sub == name, "speaker"]) for name in ("train", "val", "test")}
+    assert not (spk["train"] & spk["test"]) and not (spk["train"] & spk["val"]) and not (spk["val"] & spk["test"])
+    for name in ("val", "test"):
+        assert set(t.loc[sub == name, "gender"]) == {"m", "f"}
+        assert len(spk[name]) == 2  # EmoDB-like: 1 m + 1 f
+    assert (speaker_split(t, SplitConfig()) == sub).all()  # seeded
+    chosen = {frozenset(t.loc[speaker_split(t, SplitConfig(seed=s)) == "test", "speaker"]) for s in range(10)}
+    assert len(chosen) > 1  # the seed matters
+
+
+def test_speaker_split_named_and_errors():
+    t = _table()
+    sub = speaker_split(t, SplitConfig(test_speakers=("m0", "f0"), val_speakers=("m1", "f1")))
+    assert set(t.loc[sub == "test", "speaker"]) == {"m0", "f0"}
+    with pytest.raises(SplitError, match="unknown speakers"):
+        speaker_split(t, SplitConfig(test_speakers=("zz",), val_speakers=("m1",)))
+    with pytest.raises(SplitError, match="at least 3 female speakers"):
+        speaker_split(_table(n_f=2), SplitConfig())
+
+
+def test_paper_split_is_stratified_seeded_and_80_20():
+    rng = np.random.default_rng(0)
+    segs = pd.DataFrame({"emotion": rng.choice(["a", "b", "c"], size=1000, p=[0.5, 0.3, 0.2])})
+    sub = paper_split(segs, SplitConfig(kind="paper"))
+    assert (sub == "test").sum() == 200
+    assert (sub == "val").sum() == 160 and (sub == "train").sum() == 640
+    frac = segs[sub == "test"]["emotion"].value_counts(normalize=True)
+    allf = segs["emotion"].value_counts(normalize=True)
+    assert np.allclose(frac.sort_index(), allf.sort_index(), atol=0.01)
+    assert (paper_split(segs, SplitConfig(kind="paper")) == sub).all()
+    with pytest.raises(SplitError, match="at least 2"):
+        paper_split(pd.DataFrame({"emotion": ["a", "b", "b"]}), SplitConfig(kind="paper"))
