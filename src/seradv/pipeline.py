@@ -34,7 +34,7 @@ from seradv.dataset import load_subset, prepare, read_preprocessing
 from seradv.errors import ModelError, RunDirError
 from seradv.evaluation import group_metrics, predict_logits
 from seradv.models import build_model, check_model, count_parameters
-from seradv.training import fit, resolve_hyperparameters
+from seradv.training import fit, resolve_hyperparameters, set_seed
 
 log = logging.getLogger("seradv")
 
@@ -140,6 +140,7 @@ def train_run(
         n_classes = len(info["classes"])
         model_name = cfg.train.model if model is None else type(model).__name__
         if model is None:
+            set_seed(cfg.train.seed)  # the initial weights depend on the seed only
             model = build_model(cfg.train.model, n_classes, dropout=hyper["dropout"],
                                 lstm_dropout=hyper["lstm_dropout"])
         check_model(model, n_classes, tuple(info["input_shape"]))

@@ -36,6 +36,8 @@ def trim(y: np.ndarray, cfg: AudioConfig, *, where: str = "signal") -> np.ndarra
             f"{where}: only {y.size} samples, shorter than one analysis frame "
             f"({cfg.trim_frame_length} samples)"
         )
+    if not np.any(np.abs(y) > 1e-6):
+        raise AudioError(f"{where}: the signal is silent (every sample is zero)")
     out, _ = librosa.effects.trim(
         y, top_db=cfg.trim_top_db, frame_length=cfg.trim_frame_length, hop_length=cfg.trim_hop_length
     )

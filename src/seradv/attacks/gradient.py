@@ -1,0 +1,296 @@
+"""Gradient-sign family: FGSM, BIM (study) and PGD with random start, L-inf and L2 (beyond it).
+
+Papers
+------
+* FGSM: Goodfellow, Shlens, Szegedy (2015), "Explaining and harnessing adversarial examples",
+  https://arxiv.org/abs/1412.6572. ``x_adv = clip(x + eps * sign(grad_x CE(f(x), y)))``.
+* BIM: Kurakin, Goodfellow, Bengio (2017), "Adversarial examples in the physical world",
+  https://arxiv.org/abs/1607.02533. ``max_iter`` steps of size ``eps_step``, each followed by
+  clipping to the box and projection on the L-inf ``eps`` ball around ``x``.
+* PGD: Madry et al. (2018), "Towards deep learning models resistant to adversarial attacks",
+  https://arxiv.org/abs/1706.06083. BIM from a uniform random start in the ``eps`` ball;
+  ``pgd_l2`` uses normalised gradient steps and the L2 ball.
+
+Distance: L-inf (``fgsm``, ``bim``, ``pgd``), L2 (``pgd_l2``). All in standardized log-Mel
+units, inside the corpus's clip box.
+
+Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` int -> ``x_adv`` like ``x``.
+
+Backends
+--------
+``"art"`` (reference, the study's toolbox): ART 1.20.1 ``FastGradientMethod``,
+``BasicIterativeMethod`` and ``ProjectedGradientDescent`` (which dispatches to its PyTorch
+implementation) on :class:`~seradv.attacks._art.SeradvPyTorchClassifier`.
+
+``"torch"``: :func:`iterative_gradient_attack`, the same update rule in plain batched torch on
+the model's device (no NumPy round trip per step). It reproduces ART's FGSM adversarial examples
+to float tolerance and BIM/PGD accuracy (tested); its random starts use torch's generator
+instead of NumPy's, so PGD's examples differ sample by sample.
+
+Gradients are taken with the model in eval mode; on CUDA cuDNN is disabled around the backward
+pass because cuDNN cannot backpropagate an LSTM in eval mode
+(:func:`~seradv.attacks.base.gradient_context`).
+
+Example
+-------
+>>> from seradv.attacks import run_attack
+>>> res = run_attack("bim", model, x, y, {"eps": 0.5}, clip=(-5, 7))  # doctest: +SKIP
+
+Measured speed (CNN-LSTM of the study, 3.96 M parameters, random weights, batch 16,
+2 CPU threads, ART backend): see :data:`SPEED_NOTES`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from art.attacks.evasion import BasicIterativeMethod, FastGradientMethod, ProjectedGradientDescent
+from torch import nn
+
+from seradv.attacks._art import white_box_classifier
+from seradv.attacks.base import AttackContext, AttackSpec, ParamSpec, gradient_context, register_attack
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["iterative_gradient_attack", "SPEED_NOTES"]
+
+#: Measured on the study's CNN-LSTM (random weights), 16 samples, 2 CPU threads, ART backend.
+SPEED_NOTES = (
+    "FGSM ~45 samples/s (torch backend ~50/s); BIM 10 iterations ~5 samples/s "
+    "(100 iterations: ~0.5 samples/s); see docs in the attacks report"
+)
+
+
+# --------------------------------------------------------------------------------------
+# Plain torch implementation
+# --------------------------------------------------------------------------------------
+def _random_start(
+    shape: tuple[int, ...], eps: float, norm: str, gen: torch.Generator
+) -> torch.Tensor:
+    """Uniform sample of the L-inf cube or the L2 ball of radius ``eps`` (ART's ``random_sphere``)."""
+    n, d = shape[0], int(np.prod(shape[1:]))
+    if norm == "linf":
+        return (torch.rand(shape, generator=gen) * 2 - 1) * eps
+    a = torch.randn((n, d), generator=gen, dtype=torch.float64)
+    a = a / a.norm(dim=1, keepdim=True)
+    r = torch.rand((n, 1), generator=gen, dtype=torch.float64) ** (1.0 / d) * eps
+    return (a * r).reshape(shape).float()
+
+
+def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    flat = delta.flatten(1)
+    nrm = flat.norm(dim=1, keepdim=True)
+    factor = torch.where(nrm > eps, eps / nrm.clamp_min(1e-30), torch.ones_like(nrm))
+    return (flat * factor).view_as(delta)
+
+
+def _step_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    grad = torch.nan_to_num(grad, nan=0.0)
+    if norm == "linf":
+        return grad.sign()
+    flat = grad.flatten(1)
+    nrm = flat.norm(dim=1, keepdim=True)
+    return torch.where(nrm > 0, flat / nrm.clamp_min(1e-30), torch.zeros_like(flat)).view_as(grad)
+
+
+def iterative_gradient_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    eps_step: float,
+    max_iter: int,
+    norm: str = "linf",
+    random_start: bool = False,
+    clip: tuple[float, float],
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Batched FGSM / BIM / PGD in torch, ART's update rule.
+
+    Each step: ``x_adv <- clip(x_adv + eps_step * dir(grad))`` then project ``x_adv - x`` on the
+    ``eps`` ball, where ``dir`` is ``sign`` (L-inf) or ``grad / ||grad||_2`` (L2) of the
+    cross-entropy gradient. FGSM is ``max_iter=1, eps_step=eps``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        In eval mode, on ``x``'s device; returns logits ``[shape=(b, n_classes)]``.
+    x : Tensor ``[shape=(b, 261, 128)]`` float32
+    y : Tensor ``[shape=(b,)]`` int64
+    eps, eps_step : float
+        Ball radius and step size (standardized units; L2 radius for ``norm="l2"``).
+    max_iter : int
+    norm : {"linf", "l2"}
+    random_start : bool
+        Start from a uniform point of the ball (PGD).
+    clip : (float, float)
+    generator : torch.Generator or None
+        CPU generator for the random start.
+
+    Returns
+    -------
+    Tensor ``[shape=(b, 261, 128)]`` float32, detached.
+    """
+    lo, hi = clip
+    x = x.detach()
+    if random_start:
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        noise = _random_start(tuple(x.shape), eps, norm, gen).to(x.device)
+        x_adv = (x + noise).clamp(lo, hi)
+    else:
+        x_adv = x.clone()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    with gradient_context(x.device):
+        for _ in range(max_iter):
+            x_adv.requires_grad_(True)
+            with torch.enable_grad():
+                loss = loss_fn(model(x_adv), y)
+                (grad,) = torch.autograd.grad(loss, x_adv)
+            with torch.no_grad():
+                x_adv = (x_adv.detach() + eps_step * _step_direction(grad, norm)).clamp(lo, hi)
+                x_adv = x + _project(x_adv - x, eps, norm)
+    return x_adv.detach()
+
+
+def _torch_runner(ctx: AttackContext, *, eps: float, eps_step: float, max_iter: int, norm: str,
+                  num_random_init: int) -> np.ndarray:
+    out = np.empty_like(ctx.x)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    model, dev = ctx.model, ctx.device
+    for i in range(0, ctx.n, ctx.batch_size):
+        xb = torch.from_numpy(ctx.x[i : i + ctx.batch_size]).to(dev)
+        yb = torch.from_numpy(ctx.y[i : i + ctx.batch_size]).to(dev)
+        kw = dict(eps=eps, eps_step=eps_step, max_iter=max_iter, norm=norm,
+                  clip=ctx.clip.as_tuple(), generator=gen)
+        best = iterative_gradient_attack(model, xb, yb, random_start=num_random_init > 0, **kw)
+        ctx.counter.n_grads += xb.shape[0] * max_iter
+        for _ in range(1, num_random_init):  # ART: keep a restart's example where it succeeds
+            cand = iterative_gradient_attack(model, xb, yb, random_start=True, **kw)
+            ctx.counter.n_grads += xb.shape[0] * max_iter
+            with torch.inference_mode():
+                ok = model(cand).argmax(1) != yb
+            ctx.counter.n_queries += xb.shape[0]
+            best[ok] = cand[ok]
+        out[i : i + xb.shape[0]] = best.cpu().numpy()
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Runners
+# --------------------------------------------------------------------------------------
+def _fgsm_art(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
+    clf = white_box_classifier(ctx)
+    atk = FastGradientMethod(clf, norm=np.inf, eps=p["eps"], eps_step=p["eps"], targeted=False,
+                             num_random_init=0, batch_size=ctx.batch_size, minimal=False)
+    return atk.generate(ctx.x, y=ctx.y)
+
+
+def _fgsm_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
+    return _torch_runner(ctx, eps=p["eps"], eps_step=p["eps"], max_iter=1, norm="linf", num_random_init=0)
+
+
+def _bim_art(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
+    clf = white_box_classifier(ctx)
+    atk = BasicIterativeMethod(clf, eps=p["eps"], eps_step=p["eps_step"], max_iter=p["max_iter"],
+                               targeted=False, batch_size=ctx.batch_size, verbose=False)
+    return atk.generate(ctx.x, y=ctx.y)
+
+
+def _bim_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
+    return _torch_runner(ctx, eps=p["eps"], eps_step=p["eps_step"], max_iter=p["max_iter"],
+                         norm="linf", num_random_init=0)
+
+
+def _pgd_art(norm: str):
+    def run(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
+        clf = white_box_classifier(ctx)
+        atk = ProjectedGradientDescent(
+            clf, norm=np.inf if norm == "linf" else 2, eps=p["eps"], eps_step=p["eps_step"],
+            max_iter=p["max_iter"], targeted=False, num_random_init=p["num_random_init"],
+            batch_size=ctx.batch_size, random_eps=False, verbose=False,
+        )
+        return atk.generate(ctx.x, y=ctx.y)
+
+    return run
+
+
+def _pgd_torch(norm: str):
+    def run(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
+        return _torch_runner(ctx, eps=p["eps"], eps_step=p["eps_step"], max_iter=p["max_iter"],
+                             norm=norm, num_random_init=p["num_random_init"])
+
+    return run
+
+
+# --------------------------------------------------------------------------------------
+# Registry entries
+# --------------------------------------------------------------------------------------
+_STUDY_EPS = (0.25, 0.5, 0.75, 1.0, 1.25)
+
+
+def _eps(default: float, doc: str = "L-inf radius (standardized units)") -> ParamSpec:
+    return ParamSpec("eps", float, default, low=0.0, low_open=True, doc=doc)
+
+
+def _eps_step(default: float) -> ParamSpec:
+    return ParamSpec("eps_step", float, default, low=0.0, low_open=True, doc="step size per iteration")
+
+
+def _max_iter(default: int) -> ParamSpec:
+    return ParamSpec("max_iter", int, default, low=1, doc="number of iterations")
+
+
+def _restarts(default: int = 1) -> ParamSpec:
+    return ParamSpec("num_random_init", int, default, low=1, high=100,
+                     doc="random starts (the best of them is kept)")
+
+
+FGSM = register_attack(AttackSpec(
+    name="fgsm", family="gradient", kind="white-box", norm="linf",
+    title="Fast Gradient Sign Method (Goodfellow et al. 2015)",
+    params=(_eps(0.25),),
+    paper_grid=tuple({"eps": e} for e in _STUDY_EPS),
+    quick_grid=({"eps": 0.25}, {"eps": 1.0}),
+    backends={"art": _fgsm_art, "torch": _fgsm_torch},
+))
+
+BIM = register_attack(AttackSpec(
+    name="bim", family="gradient", kind="white-box", norm="linf",
+    title="Basic Iterative Method (Kurakin et al. 2017)",
+    params=(_eps(0.25), _eps_step(0.1), _max_iter(100)),
+    paper_grid=tuple({"eps": e, "eps_step": 0.1, "max_iter": 100} for e in _STUDY_EPS),
+    quick_grid=({"eps": 0.25, "eps_step": 0.1, "max_iter": 10},),
+    backends={"art": _bim_art, "torch": _bim_torch},
+))
+
+PGD = register_attack(AttackSpec(
+    name="pgd", family="gradient", kind="white-box", norm="linf",
+    title="Projected Gradient Descent, L-inf, random start (Madry et al. 2018)",
+    params=(_eps(0.25), _eps_step(0.1), _max_iter(100), _restarts(1)),
+    paper_grid=tuple({"eps": e, "eps_step": 0.1, "max_iter": 100, "num_random_init": 1}
+                     for e in _STUDY_EPS),
+    quick_grid=({"eps": 0.25, "eps_step": 0.1, "max_iter": 10, "num_random_init": 1},),
+    backends={"art": _pgd_art("linf"), "torch": _pgd_torch("linf")},
+    in_study=False,
+    notes="not in the study; its 'paper' grid mirrors the study's BIM grid with a random start",
+))
+
+PGD_L2 = register_attack(AttackSpec(
+    name="pgd_l2", family="gradient", kind="white-box", norm="l2",
+    title="Projected Gradient Descent, L2, random start (Madry et al. 2018)",
+    params=(_eps(10.0, "L2 radius over all 261 x 128 cells (standardized units)"),
+            _eps_step(1.0), _max_iter(100), _restarts(1)),
+    paper_grid=tuple({"eps": e, "eps_step": e / 10, "max_iter": 100, "num_random_init": 1}
+                     for e in (5.0, 10.0, 20.0, 40.0)),
+    quick_grid=({"eps": 10.0, "eps_step": 2.0, "max_iter": 10, "num_random_init": 1},),
+    backends={"art": _pgd_art("l2"), "torch": _pgd_torch("l2")},
+    in_study=False,
+    notes=("not in the study; an L2 radius r spread evenly is r / sqrt(33408) ~ r / 183 per "
+           "cell, so eps 10 ~ 0.055 rms per cell"),
+))

@@ -1,0 +1,62 @@
+"""Square attack, L-inf (beyond the study, black-box, score-based): random square updates.
+
+Paper: Andriushchenko, Croce, Flammarion, Hein (2020), "Square Attack: a query-efficient
+black-box adversarial attack via random search", https://arxiv.org/abs/1912.00049.
+
+Distance: L-inf (``eps`` ball, standardized units), inside the clip box. Score-based: the
+margin between the true class's score and the best other score is minimised by accepting
+random ``±2 eps`` squares (time x Mel patches) that lower it; the square size shrinks with the
+iterations from a fraction ``p_init`` of the cells.
+
+Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` -> ``x_adv`` like ``x``.
+
+Backend ``"art"``: ART 1.20.1 ``SquareAttack(norm=inf)`` on
+:class:`~seradv.attacks._art.GradientFreeClassifier` with the 3-D shape ``(1, 261, 128)``
+(ART's Square attack only accepts 4-D image batches); the predict function returns softmax
+scores and reshapes queries back to ``(261, 128)``. About 3 queries per still-robust sample and
+iteration. ART's L2 variant assumes square images and is not offered.
+
+Example
+-------
+>>> run_attack("square", model, x, y, {"eps": 0.5, "max_iter": 1000}, clip=(-5, 7))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from art.attacks.evasion import SquareAttack
+
+from seradv.attacks._art import black_box_classifier
+from seradv.attacks.base import AttackContext, AttackSpec, ParamSpec, register_attack
+
+__all__ = ["SQUARE"]
+
+
+def _square_art(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
+    shape3 = (1, *ctx.input_shape)
+    clf = black_box_classifier(ctx, input_shape=shape3)
+    atk = SquareAttack(clf, norm=np.inf, max_iter=p["max_iter"], eps=p["eps"], p_init=p["p_init"],
+                       nb_restarts=p["nb_restarts"], batch_size=ctx.batch_size, verbose=False)
+    x4 = ctx.x.reshape((ctx.n, *shape3))
+    return atk.generate(x4, y=ctx.y).reshape(ctx.x.shape)
+
+
+SQUARE = register_attack(AttackSpec(
+    name="square", family="square", kind="black-box", norm="linf",
+    title="Square attack, L-inf (Andriushchenko et al. 2020)",
+    params=(
+        ParamSpec("eps", float, 0.25, low=0.0, low_open=True, doc="L-inf radius (standardized units)"),
+        ParamSpec("max_iter", int, 1000, low=1, doc="iterations (random squares)"),
+        ParamSpec("p_init", float, 0.8, low=0.0, high=1.0, low_open=True,
+                  doc="initial fraction of cells per square"),
+        ParamSpec("nb_restarts", int, 1, low=1, doc="restarts"),
+    ),
+    paper_grid=tuple({"eps": e, "max_iter": 1000, "p_init": 0.8, "nb_restarts": 1}
+                     for e in (0.25, 0.5, 0.75, 1.0, 1.25)),
+    quick_grid=({"eps": 1.0, "max_iter": 30, "p_init": 0.8, "nb_restarts": 1},),
+    backends={"art": _square_art},
+    in_study=False,
+    notes="not in the study; 'paper' grid uses the study's FGSM/BIM eps values",
+))
