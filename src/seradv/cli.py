@@ -145,6 +145,45 @@ def evaluate(
 
 
 @app.command()
+def attack(
+    run_dir: Path = typer.Argument(..., help="A run directory with a trained model."),
+    grid: str = typer.Option("paper", "--grid", help="paper (the study's parameters) or quick (a small grid)."),
+    attacks: Optional[str] = typer.Option(None, "--attacks", help="Comma-separated attack names (default: the study's eight)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Attack a seeded, stratified subset of N test segments."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the subset and of every random choice of the attacks."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="art (the study's toolbox) or torch (where available)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Samples per forward/backward pass."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+    no_examples: bool = typer.Option(False, "--no-examples", help="Do not save the perturbations (npy)."),
+    list_only: bool = typer.Option(False, "--list", help="List the registered attacks and their grids, then exit."),
+) -> None:
+    """Run an attack grid on the test set; resumable (finished cells are reused)."""
+    from seradv.robustness import run_grid
+
+    if list_only:
+        from seradv.attacks import ATTACKS
+
+        for spec in ATTACKS.values():
+            console.print(spec.describe())
+        return
+    names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
+    results = run_grid(run_dir, attacks=names, grid=grid, limit=limit, seed=seed, backend=backend,
+                       batch_size=batch_size, device=device, save_examples=not no_examples)
+    _print_results(results)
+    console.print(f"wrote {run_dir / 'attacks' / 'results.csv'} (and .parquet), trust checks in "
+                  f"{run_dir / 'attacks' / 'trust.csv'}")
+
+
+def _print_results(results) -> None:
+    if results.empty:
+        console.print("no results")
+        return
+    cols = ["attack", "params", "group", "n", "clean_accuracy", "adv_accuracy", "mean_abs_delta", "seconds"]
+    pivot = results[results["group"] == "All"][[c for c in cols if c in results.columns]]
+    console.print(_table(pivot.drop(columns=["group"]), "accuracy under attack (All)"))
+
+
+@app.command()
 def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; default: the small synthetic demo."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default ./runs/<name>)."),
@@ -159,6 +198,9 @@ def run(
 
     metrics = pd.read_csv(run_dir / "metrics.csv")
     console.print(_table(metrics.drop(columns=["leaky"]), "clean test metrics"))
+    results_path = run_dir / "attacks" / "results.csv"
+    if results_path.exists():
+        _print_results(pd.read_csv(results_path))
     console.print(f"[bold green]done[/]: outputs in {run_dir.resolve()}")
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "FeatureConfig",
     "SplitConfig",
     "TrainConfig",
+    "AttackConfig",
     "DataConfig",
     "RunConfig",
     "load_config",
@@ -170,6 +171,30 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class AttackConfig:
+    """The attack stage of ``seradv run`` (``seradv attack`` takes the same as options)."""
+
+    enabled: bool = True
+    grid: str = "quick"
+    attacks: tuple[str, ...] | None = None
+    """``None``: the study's eight attacks."""
+    limit: int | None = None
+    seed: int = 0
+    backend: str | None = None
+    batch_size: int = 64
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        if self.grid not in ("paper", "quick"):
+            raise ConfigError(f"attack.grid={self.grid!r} must be 'paper' or 'quick'")
+        if self.limit is not None:
+            _positive("attack.limit", self.limit)
+        _positive("attack.batch_size", self.batch_size)
+        if self.seed < 0:
+            raise ConfigError(f"attack.seed={self.seed} must be >= 0")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Which corpus, where, and which emotions."""
 
@@ -200,13 +225,14 @@ class RunConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
     cache_dir: str | None = None
     n_jobs: int = 2
 
     def validate(self) -> "RunConfig":
         if not self.name or any(c in self.name for c in "/\\") or self.name in (".", ".."):
             raise ConfigError(f"name={self.name!r} must be a plain folder name")
-        for sub in (self.data, self.audio, self.augment, self.features, self.split, self.train):
+        for sub in (self.data, self.audio, self.augment, self.features, self.split, self.train, self.attack):
             sub.validate()
         if self.cache_dir is not None:
             _check_path("cache_dir", self.cache_dir)

@@ -244,13 +244,14 @@ def evaluate_run(run_dir: str | Path, *, model: torch.nn.Module | None = None,
 
 def demo_config() -> RunConfig:
     """The small configuration of ``seradv run`` with no arguments (synthetic corpus)."""
-    from seradv.config import AugmentConfig
+    from seradv.config import AttackConfig, AugmentConfig
 
     return RunConfig(
         name="demo",
         data=DataConfig(corpus="synthetic"),
         augment=AugmentConfig(pitch_steps=(-1.5, 1.5), stretch_rates=(0.9, 1.1)),
         train=TrainConfig(epochs=8, patience=4, lr_patience=3),
+        attack=AttackConfig(grid="quick", limit=32),
     )
 
 
@@ -261,6 +262,12 @@ def run(cfg: RunConfig | None = None, *, out: str | Path | None = None) -> Path:
     prepare_run(cfg, run_dir)
     train_run(run_dir)
     evaluate_run(run_dir)
+    if cfg.attack.enabled:
+        from seradv.robustness import run_grid
+
+        a = cfg.attack
+        run_grid(run_dir, attacks=a.attacks, grid=a.grid, limit=a.limit, seed=a.seed, backend=a.backend,
+                 batch_size=a.batch_size, device=a.device)
     return run_dir
 
 
