@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import pandas as pd
 
 from seradv.audio import read_audio
 from seradv.cache import atomic_write_json, load_npy, read_json, save_npy
-from seradv.config import AudioConfig, AugmentConfig, FeatureConfig, RunConfig, config_hash, default_cache_dir
+from seradv.config import AudioConfig, FeatureConfig, RunConfig, config_hash, default_cache_dir
 from seradv.corpora import Manifest, get_corpus, load_corpus, validate_manifest
 from seradv.errors import AudioError, CorpusError, RunDirError, SplitError
 from seradv.features import Standardizer, log_mel

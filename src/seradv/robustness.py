@@ -27,7 +27,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,7 @@ import yaml
 
 from seradv.cache import atomic_write_json, atomic_write_text, read_json, save_npy
 from seradv.dataset import Subset, load_subset, read_preprocessing
-from seradv.errors import AttackError, ParameterError, RunDirError
+from seradv.errors import AttackError, ParameterError
 from seradv.evaluation import GROUPS
 
 log = logging.getLogger(__name__)

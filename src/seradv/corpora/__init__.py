@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import pandas as pd
+
 
 from seradv.corpora.base import Manifest, Recipe, SkipFile, validate_manifest
 from seradv.errors import CorpusError
