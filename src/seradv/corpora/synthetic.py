@@ -32,8 +32,10 @@ next to the files records the generator version and the config used.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import itertools
 import json
 import logging
 import os
@@ -54,17 +56,17 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "GENERATOR_VERSION",
-    "SYNTHETIC_LANGUAGES",
+    "RECIPE",
     "SYNTHETIC_EMOTIONS",
+    "SYNTHETIC_LANGUAGES",
     "SyntheticConfig",
     "UtteranceSpec",
-    "plan_utterances",
-    "synthesize_utterance",
-    "generate_synthetic_corpus",
     "default_data_dir",
     "ensure_synthetic",
+    "generate_synthetic_corpus",
     "parse_synthetic",
-    "RECIPE",
+    "plan_utterances",
+    "synthesize_utterance",
 ]
 
 GENERATOR_VERSION = 1
@@ -110,17 +112,18 @@ class SyntheticConfig:
     max_duration_s: float = 3.5
 
     def __post_init__(self) -> None:
-        _check_int("seed", self.seed, 0, None)
+        object.__setattr__(self, "seed", _check_int("seed", self.seed, 0, None))
         object.__setattr__(self, "languages", _check_names(
             "languages", self.languages, SYNTHETIC_LANGUAGES, "synthetic languages"))
         object.__setattr__(self, "emotions", _check_names(
             "emotions", self.emotions, SYNTHETIC_EMOTIONS, "emotions"))
-        _check_int("speakers_per_gender", self.speakers_per_gender, 1, 99)
-        _check_int("utterances_per_emotion", self.utterances_per_emotion, 1, 999)
-        _check_int("sample_rate", self.sample_rate, 8000, 48000)
+        for name, lo, hi in (("speakers_per_gender", 1, 99), ("utterances_per_emotion", 1, 999),
+                             ("sample_rate", 8000, 48000)):
+            object.__setattr__(self, name, _check_int(name, getattr(self, name), lo, hi))
         for name in ("min_duration_s", "max_duration_s"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            numeric = isinstance(value, (int, float, np.integer, np.floating))
+            if isinstance(value, bool) or not numeric or not np.isfinite(value):
                 raise ParameterError(f"{name}={value!r} must be a number of seconds")
             if not 0.5 <= value <= 30.0:
                 raise ParameterError(f"{name}={value!r} must be between 0.5 and 30 seconds")
@@ -142,7 +145,7 @@ class SyntheticConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SyntheticConfig":
+    def from_dict(cls, data: dict[str, Any]) -> SyntheticConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`ParameterError`."""
         if not isinstance(data, dict):
             raise ParameterError(f"synthetic config must be a mapping, got {type(data).__name__}")
@@ -159,12 +162,13 @@ class SyntheticConfig:
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
 
 
-def _check_int(name: str, value: Any, lo: int, hi: int | None) -> None:
+def _check_int(name: str, value: Any, lo: int, hi: int | None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ParameterError(f"{name}={value!r} must be an integer")
     if value < lo or (hi is not None and value > hi):
         rng = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
         raise ParameterError(f"{name}={value!r} must be {rng}")
+    return int(value)
 
 
 def _check_names(name: str, values: Any, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -296,51 +300,55 @@ SYNTHETIC_LANGUAGES: tuple[str, ...] = tuple(k for k in _LANGS if k in LANGUAGES
 # Emotion profiles
 # --------------------------------------------------------------------------------------
 
-# f0: semitones re the speaker's base; range: factor on intonation excursions; tempo: factor
-# on speaking rate; energy: dB; oq: glottal open quotient; breath: aspiration-to-voice ratio;
-# jitter: relative period sd; tilt: pre-emphasis coefficient (>0 bright, <0 dark);
-# creak: phrase-final creak strength; final: phrase-final F0 movement (st);
-# peak: accent peak shift (s, <0 early); attack: amplitude smoothing (ms); f1, f2: formant
-# factors (smile raises F2, pharyngealised disgust raises F1 and lowers F2);
-# tremor: F0 tremor depth (st).
-_PROFILE_KEYS = ("f0", "range", "tempo", "energy", "oq", "breath", "jitter", "tilt", "creak",
-                 "final", "peak", "attack", "f1", "f2", "tremor")
+# Prosody: f0 = F0 level in semitones re the speaker's base; range = factor on intonation
+# excursions; tempo = factor on speaking rate; energy = level in dB; final = phrase-final F0
+# movement (st); peak = accent peak shift (s, < 0 early); attack = onset smoothing (ms);
+# tremor = F0 tremor depth (st).
+_PROSODY_KEYS = ("f0", "range", "tempo", "energy", "final", "peak", "attack", "tremor")
+_PROSODY: dict[str, tuple[float, ...]] = {
+    #               f0  range  tempo  energy  final    peak  attack  tremor
+    "neutral":   ( 0.00,  1.00, 1.000,    0.0, -3.00,  0.000,     12,   0.00),
+    "happiness": ( 5.75,  2.21, 1.241,    6.9,  3.90,  0.052,      5,   0.00),
+    "sadness":   (-2.59,  0.14, 0.655,   -8.6, -1.28,  0.000,     26,   0.44),
+    "boredom":   (-4.31,  0.05, 0.759,   -5.2, -0.41,  0.000,     17,   0.00),
+    "disgust":   (-1.72,  1.17, 0.724,    0.0, -6.45, -0.086,     43,   0.00),
+    "anger":     ( 5.17,  1.69, 1.172,   12.1, -4.72, -0.034,      3,   0.00),
+    "fear":      ( 8.62,  0.83, 1.431,    0.0,  2.17,  0.000,      9,   1.21),
+    "calm":      (-1.72,  0.48, 0.828,   -5.2, -2.14,  0.000,     17,   0.00),
+    "surprise":  ( 8.62,  2.72, 1.000,    5.2, 12.52,  0.034,      5,   0.00),
+}
+# Voice quality: oq = glottal open quotient; breath = aspiration-to-voice ratio; jitter =
+# relative period sd; tilt = pre-emphasis coefficient (> 0 bright, < 0 dark); creak =
+# phrase-final creak strength; f1, f2 = formant factors (smiling raises F2, pharyngealised
+# disgust raises F1 and lowers F2, sad lip protrusion lowers both).
+_VOICE_KEYS = ("oq", "breath", "jitter", "tilt", "creak", "f1", "f2")
+_VOICE: dict[str, tuple[float, ...]] = {
+    #               oq  breath  jitter    tilt  creak     f1     f2
+    "neutral":   (0.600, 0.060, 0.0100,  0.000, 0.100, 1.000, 1.000),
+    "happiness": (0.427, 0.043, 0.0117,  0.598, 0.000, 1.052, 1.121),
+    "sadness":   (0.850, 0.388, 0.0204, -0.770, 0.186, 0.931, 0.897),
+    "boredom":   (0.703, 0.112, 0.0117, -0.431, 0.531, 0.966, 0.966),
+    "disgust":   (0.341, 0.163, 0.0445,  0.172, 0.962, 1.172, 0.862),
+    "anger":     (0.278, 0.026, 0.0273,  0.850, 0.100, 1.138, 1.034),
+    "fear":      (0.514, 0.215, 0.0445,  0.172, 0.000, 1.000, 1.069),
+    "calm":      (0.686, 0.129, 0.0083, -0.345, 0.100, 0.983, 0.983),
+    "surprise":  (0.427, 0.095, 0.0134,  0.431, 0.000, 1.086, 1.086),
+}
+_PROFILE_KEYS = _PROSODY_KEYS + _VOICE_KEYS
 _PROFILES: dict[str, dict[str, float]] = {
-    "neutral":   dict(f0=0.0, range=1.0, tempo=1.0, energy=0.0, oq=0.6, breath=0.06,
-                      jitter=0.010, tilt=0.0, creak=0.10, final=-3.0, peak=0.0, attack=12,
-                      f1=1.0, f2=1.0, tremor=0.0),
-    "happiness": dict(f0=4.0, range=1.7, tempo=1.14, energy=4.0, oq=0.5, breath=0.05,
-                      jitter=0.011, tilt=0.35, creak=0.0, final=1.0, peak=0.03, attack=8,
-                      f1=1.03, f2=1.07, tremor=0.0),
-    "sadness":   dict(f0=-1.5, range=0.5, tempo=0.8, energy=-6.0, oq=0.75, breath=0.25,
-                      jitter=0.016, tilt=-0.45, creak=0.15, final=-2.0, peak=0.0, attack=20,
-                      f1=0.96, f2=0.94, tremor=0.25),
-    "boredom":   dict(f0=-2.5, range=0.35, tempo=0.86, energy=-3.0, oq=0.66, breath=0.09,
-                      jitter=0.011, tilt=-0.25, creak=0.35, final=-1.5, peak=0.0, attack=15,
-                      f1=0.98, f2=0.98, tremor=0.0),
-    "disgust":   dict(f0=-1.0, range=1.1, tempo=0.84, energy=0.0, oq=0.45, breath=0.12,
-                      jitter=0.03, tilt=0.1, creak=0.6, final=-5.0, peak=-0.05, attack=30,
-                      f1=1.1, f2=0.92, tremor=0.0),
-    "anger":     dict(f0=3.0, range=1.4, tempo=1.1, energy=7.0, oq=0.4, breath=0.04,
-                      jitter=0.02, tilt=0.6, creak=0.1, final=-4.0, peak=-0.02, attack=6,
-                      f1=1.08, f2=1.02, tremor=0.0),
-    "fear":      dict(f0=5.0, range=0.9, tempo=1.25, energy=0.0, oq=0.55, breath=0.15,
-                      jitter=0.03, tilt=0.1, creak=0.0, final=0.0, peak=0.0, attack=10,
-                      f1=1.0, f2=1.04, tremor=0.7),
-    "calm":      dict(f0=-1.0, range=0.7, tempo=0.9, energy=-3.0, oq=0.65, breath=0.1,
-                      jitter=0.009, tilt=-0.2, creak=0.1, final=-2.5, peak=0.0, attack=15,
-                      f1=0.99, f2=0.99, tremor=0.0),
-    "surprise":  dict(f0=5.0, range=2.0, tempo=1.0, energy=3.0, oq=0.5, breath=0.08,
-                      jitter=0.012, tilt=0.25, creak=0.0, final=6.0, peak=0.02, attack=8,
-                      f1=1.05, f2=1.05, tremor=0.0),
+    emo: dict(zip(_PROFILE_KEYS, _PROSODY[emo] + _VOICE[emo], strict=True)) for emo in _PROSODY
 }
 # Per-utterance random variation (sd) of each profile parameter, and the clip ranges.
-_PROFILE_SD = dict(f0=1.6, range=0.25, tempo=0.07, energy=2.0, oq=0.06, breath=0.04,
-                   jitter=0.005, tilt=0.15, creak=0.12, final=1.5, peak=0.02, attack=4,
-                   f1=0.02, f2=0.02, tremor=0.1)
-_PROFILE_CLIP = dict(range=(0.15, 3.0), tempo=(0.6, 1.5), oq=(0.3, 0.85), breath=(0.0, 0.5),
-                     jitter=(0.002, 0.08), tilt=(-0.8, 0.85), creak=(0.0, 1.0),
-                     attack=(3, 50), f1=(0.85, 1.2), f2=(0.85, 1.15), tremor=(0.0, 1.5))
+_PROFILE_SD: dict[str, float] = {
+    "f0": 1.6, "range": 0.25, "tempo": 0.07, "energy": 2.0, "final": 1.5, "peak": 0.02,
+    "attack": 4.0, "tremor": 0.1, "oq": 0.06, "breath": 0.04, "jitter": 0.005, "tilt": 0.15,
+    "creak": 0.12, "f1": 0.02, "f2": 0.02,
+}
+_PROFILE_CLIP: dict[str, tuple[float, float]] = {
+    "range": (0.15, 3.0), "tempo": (0.6, 1.5), "energy": (-11.0, 11.0), "attack": (3.0, 50.0),
+    "tremor": (0.0, 1.5), "oq": (0.3, 0.85), "breath": (0.0, 0.5), "jitter": (0.002, 0.08),
+    "tilt": (-0.8, 0.85), "creak": (0.0, 1.0), "f1": (0.85, 1.2), "f2": (0.85, 1.15),
+}
 _VARIATION = 1.0  # global scale of the per-utterance and per-speaker variation
 
 SYNTHETIC_EMOTIONS: tuple[str, ...] = tuple(e for e in EMOTIONS if e in _PROFILES)
@@ -431,7 +439,7 @@ def _make_speaker(seed: int, lang: str, gender: str, number: int) -> _Speaker:
         breath=float(rng.uniform(0.0, 0.08)),
         oq=float(rng.uniform(-0.06, 0.06)),
         loudness_db=float(rng.uniform(-2.0, 2.0)),
-        noise_db=float(rng.uniform(-60.0, -54.0)),
+        noise_db=float(rng.uniform(-64.0, -58.0)),
         expressiveness=float(np.clip(1.0 + 0.25 * _VARIATION * rng.standard_normal(), 0.5, 1.5)),
         mic_tilt=float(rng.uniform(-0.15, 0.15)),
         emotion_offsets=offsets,
@@ -439,7 +447,7 @@ def _make_speaker(seed: int, lang: str, gender: str, number: int) -> _Speaker:
 
 
 def _make_sentence(seed: int, lang: str, text: int, target_s: float) -> list[list[dict]]:
-    """Phrases of syllables of one sentence; each syllable a dict (onset, vowel, coda, stress, long)."""
+    """Phrases (lists) of syllables (dicts: onset, vowel, coda, stressed, long) of a sentence."""
     spec = _LANGS[lang]
     rng = _rng(seed, 21, _LANG_IDS[lang], text)
     ow = np.asarray(spec.onset_weights, float) / np.sum(spec.onset_weights)
@@ -448,7 +456,12 @@ def _make_sentence(seed: int, lang: str, text: int, target_s: float) -> list[lis
     total = 0.35  # leading/trailing silence
     while total < target_s or not words:
         n = int(rng.choice(spec.word_sizes))
-        stress = {"penult": max(n - 2, 0), "initial": 0}.get(spec.stress, int(rng.integers(n)))
+        if spec.stress == "penult":
+            stress = max(n - 2, 0)
+        elif spec.stress == "initial":
+            stress = 0
+        else:
+            stress = int(rng.integers(n))
         word = []
         for s in range(n):
             stressed = s == stress
@@ -461,7 +474,7 @@ def _make_sentence(seed: int, lang: str, text: int, target_s: float) -> list[lis
             pool = spec.stressed_vowels if stressed else spec.unstressed_vowels
             vowel = str(pool[rng.integers(len(pool))])
             long = bool(rng.random() < spec.long_prob)
-            syl = dict(onset=onset, vowel=vowel, coda=coda, stressed=stressed, long=long)
+            syl = {"onset": onset, "vowel": vowel, "coda": coda, "stressed": stressed, "long": long}
             word.append(syl)
             vdur = spec.long_vowel_s if long else (
                 spec.stressed_vowel_s if stressed else spec.vowel_s)
@@ -471,14 +484,18 @@ def _make_sentence(seed: int, lang: str, text: int, target_s: float) -> list[lis
     # split into 1-3 phrases at word boundaries
     n_phr = int(np.clip(round(total / 1.3), 1, 3))
     n_phr = min(n_phr, len(words))
-    cuts = sorted(rng.choice(np.arange(1, len(words)), size=n_phr - 1, replace=False)) if n_phr > 1 else []
+    cuts = []
+    if n_phr > 1:
+        cuts = sorted(rng.choice(np.arange(1, len(words)), size=n_phr - 1, replace=False))
     bounds = [0, *[int(c) for c in cuts], len(words)]
-    return [[syl for w in words[a:b] for syl in w] for a, b in zip(bounds[:-1], bounds[1:])]
+    return [[syl for w in words[a:b] for syl in w] for a, b in itertools.pairwise(bounds)]
 
 
 def _emotion_params(emotion: str, speaker: _Speaker, rng: np.random.Generator) -> dict[str, float]:
     base, prof = _PROFILES["neutral"], _PROFILES[emotion]
-    intensity = speaker.expressiveness * float(np.clip(1.0 + 0.3 * _VARIATION * rng.standard_normal(), 0.3, 1.8))
+    # how strongly this utterance expresses the emotion
+    strength = float(np.clip(1.0 + 0.3 * _VARIATION * rng.standard_normal(), 0.3, 1.8))
+    intensity = speaker.expressiveness * strength
     out = {}
     for k in _PROFILE_KEYS:
         v = base[k] + intensity * (prof[k] - base[k]) + speaker.emotion_offsets[emotion][k]
@@ -520,13 +537,14 @@ def synthesize_utterance(spec: UtteranceSpec, config: SyntheticConfig) -> np.nda
     # text: one of a few sentences per language, shared by speakers and emotions
     text = int(rng.integers(12))
     t_rng = _rng(seed, 22, _LANG_IDS[spec.language], text)
-    target = float(t_rng.uniform(config.min_duration_s, config.max_duration_s * 0.92))
+    target = float(t_rng.uniform(config.min_duration_s,
+                                 max(config.min_duration_s, config.max_duration_s * 0.92)))
     phrases = _make_sentence(seed, spec.language, text, target)
 
     # --- segments -------------------------------------------------------------------
     tempo = spk.rate * emo["tempo"] * float(np.exp(0.04 * rng.standard_normal()))
     seg_f, seg_av, seg_ah, seg_band, seg_namp, seg_dur, seg_gain = [], [], [], [], [], [], []
-    vowels: list[tuple[int, bool, int, int]] = []  # (segment index, stressed, phrase, n_syl_in_word)
+    vowels: list[tuple[int, bool, int, int]] = []  # (segment index, stressed, phrase, long)
     phrase_spans: list[tuple[int, int]] = []  # first/last segment index of each phrase
 
     def add(f, av, ah, band, namp, dur, gain=1.0):
@@ -544,19 +562,15 @@ def synthesize_utterance(spec: UtteranceSpec, config: SyntheticConfig) -> np.nda
     add(_NEUTRAL_F, 0.0, 0.0, None, 0.0, float(rng.uniform(0.08, 0.2)))
     for p, syls in enumerate(phrases):
         start = len(seg_f)
-        n_unstr_run = 0
-        # stress timing: unstressed syllables after a stress are compressed by their number
-        runs = []
-        for syl in syls:
-            n_unstr_run = 0 if syl["stressed"] else n_unstr_run + 1
-            runs.append(n_unstr_run)
+        # stress timing: the more unstressed syllables a foot has, the shorter each of them
+        foot = np.cumsum([syl["stressed"] for syl in syls])
+        foot_unstressed = np.bincount(foot, weights=[not syl["stressed"] for syl in syls])
         for s_i, syl in enumerate(syls):
             final = s_i == len(syls) - 1
-            stretch = 1.45 if final else 1.0
+            stretch = 1.45 if final else 1.0  # phrase-final lengthening
             comp = 1.0
             if lang.stress_timed and not syl["stressed"]:
-                following = sum(1 for r in runs[s_i:] if r > 0)
-                comp = 1.0 / (1.0 + 0.18 * max(following - 1, 0))
+                comp = 1.0 / (1.0 + 0.18 * max(foot_unstressed[foot[s_i]] - 1.0, 0.0))
             gain = 1.0 if syl["stressed"] else lang.unstressed_gain
             vf = _VOWELS[syl["vowel"]]
             for c in syl["onset"]:
@@ -575,12 +589,15 @@ def synthesize_utterance(spec: UtteranceSpec, config: SyntheticConfig) -> np.nda
     dur = np.asarray(seg_dur)
     total = float(dur.sum())
     if total > config.max_duration_s:  # compress to fit
-        dur *= (config.max_duration_s - 2.0 / sr) / total
+        dur *= config.max_duration_s / total
     elif total < config.min_duration_s:  # pad with silence at both ends
-        extra = config.min_duration_s - total + 2.0 / sr
+        extra = config.min_duration_s - total
         dur[0] += extra / 2
         dur[-1] += extra / 2
     bounds = np.round(np.concatenate([[0.0], np.cumsum(dur)]) * sr).astype(np.int64)
+    n_min = int(np.ceil(config.min_duration_s * sr - 1e-6))
+    n_max = max(int(np.floor(config.max_duration_s * sr + 1e-6)), n_min)
+    bounds[-1] = max(int(np.clip(bounds[-1], n_min, n_max)), int(bounds[-2]))
     lengths = np.diff(bounds)
     n = int(bounds[-1])
     t = np.arange(n) / sr
@@ -630,7 +647,7 @@ def synthesize_utterance(spec: UtteranceSpec, config: SyntheticConfig) -> np.nda
     tremor = emo["tremor"] * np.sin(2 * np.pi * rng.uniform(5.0, 7.0) * tf + rng.uniform(0, 6.3))
     st = emo["f0"] + emo["range"] * contour + micro + tremor
 
-    # creak at phrase ends (and for strong creak, sporadically inside phrases)
+    # creak over the last ~150 ms of each phrase (F0 drops, periods alternate in amplitude)
     creak_f = np.zeros_like(tf)
     for a, b in phrase_spans:
         pe = bounds[b + 1] / sr
@@ -670,30 +687,36 @@ def synthesize_utterance(spec: UtteranceSpec, config: SyntheticConfig) -> np.nda
     # --- formant filter (time-varying cascade, 8 ms blocks) -------------------------
     fscale = spk.formant_scale
     emo_f = np.array([emo["f1"], emo["f2"], 0.5 * (1.0 + emo["f2"]), 1.0])
-    F = np.asarray(seg_f, float)[seg_idx] * (fscale * emo_f)
-    F = ndimage.uniform_filter1d(F, max(int(0.035 * sr), 1), axis=0, mode="nearest")
-    block = max(int(round(0.008 * sr)), 1)
+    block = max(round(0.008 * sr), 1)
     starts = np.arange(0, n, block)
-    Fb = np.minimum(F[np.minimum(starts + block // 2, n - 1)], 0.45 * sr)
-    Bb = np.array([80.0, 100.0, 150.0, 220.0]) * (1.0 + 0.8 * breath) * np.array([1.0, 1.0, 1.0, 1.0])
+    # formant tracks smoothed over 35 ms (coarticulation), taken at the block centres
+    Fb = _boxcar_at(starts + block / 2.0, bounds, np.asarray(seg_f, float), 0.035 * sr)
+    Fb = np.minimum(Fb * (fscale * emo_f), 0.45 * sr)
+    Bb = np.array([80.0, 100.0, 150.0, 220.0]) * (1.0 + 0.8 * breath)
     r = np.exp(-np.pi * Bb / sr)
     a1 = -2.0 * r * np.cos(2.0 * np.pi * Fb / sr)
     a2 = np.broadcast_to(r * r, a1.shape)
-    sos = np.zeros((len(starts), 4, 6))
-    sos[..., 0] = 1.0 + a1 + a2  # unity gain at DC
-    sos[..., 3] = 1.0
-    sos[..., 4] = a1
-    sos[..., 5] = a2
+    # the four resonators as one 8th-order all-pole filter per block (unity gain at DC)
+    gain_dc = np.prod(1.0 + a1 + a2, axis=1)
+    den = np.ones((len(starts), 1))
+    for k in range(4):
+        nxt = np.zeros((len(starts), den.shape[1] + 2))
+        nxt[:, :-2] += den
+        nxt[:, 1:-1] += den * a1[:, k, None]
+        nxt[:, 2:] += den * a2[:, k, None]
+        den = nxt
     y = np.empty(n)
-    zi = np.zeros((4, 2))
+    zi = np.zeros(8)
     for i, s0 in enumerate(starts):
-        y[s0:s0 + block], zi = signal.sosfilt(sos[i], source[s0:s0 + block], zi=zi)
+        seg = slice(s0, s0 + block)
+        y[seg], zi = signal.lfilter(gain_dc[i:i + 1], den[i], source[seg], zi=zi)
     y /= max(float(np.sqrt(np.mean(y[vmask] ** 2))) if vmask.any() else float(np.std(y)), 1e-9)
 
     # --- frication and bursts --------------------------------------------------------
     band_of = np.array([(_BAND_NAMES.index(b) if b is not None else -1) for b in seg_band])
-    namp = np.asarray(seg_namp) * gain
+    namp = 0.6 * np.asarray(seg_namp) * gain
     noise = rng.standard_normal(n)
+    pad = int(0.02 * sr)
     for bi, name in enumerate(_BAND_NAMES):
         env = np.where(band_of == bi, namp, 0.0)[seg_idx]
         if not env.any():
@@ -702,23 +725,53 @@ def synthesize_utterance(spec: UtteranceSpec, config: SyntheticConfig) -> np.nda
         hi = min(hi * fscale ** 0.5, 0.45 * sr)
         lo = min(lo * fscale ** 0.5, 0.6 * hi)
         env = ndimage.uniform_filter1d(env, max(int(0.005 * sr), 1), mode="constant")
-        band = signal.sosfilt(signal.butter(2, [lo, hi], btype="band", fs=sr, output="sos"), noise)
-        band /= max(float(np.std(band)), 1e-9)
-        y += env * band
+        nz = np.flatnonzero(env)
+        a, b = max(int(nz[0]) - pad, 0), min(int(nz[-1]) + pad, n)
+        sos, norm = _bandpass(round(lo), round(hi), sr)
+        y[a:b] += env[a:b] * signal.sosfilt(sos, noise[a:b]) * norm
 
     # --- spectral tilt, microphone, level and room noise ------------------------------
     alpha = float(np.clip(emo["tilt"] + spk.mic_tilt, -0.85, 0.9))
     y = signal.lfilter([1.0, -alpha], [1.0], y)
     y /= max(float(np.sqrt(np.mean(y[vmask] ** 2))) if vmask.any() else float(np.std(y)), 1e-9)
-    level_db = -20.0 + spk.loudness_db + emo["energy"] + 1.5 * float(rng.standard_normal())
+    level_db = -23.0 + spk.loudness_db + emo["energy"] + 1.5 * float(rng.standard_normal())
     y *= 10.0 ** (level_db / 20.0)
-    room = signal.lfilter([1.0], [1.0, -0.95], rng.standard_normal(n)) * 0.3 + rng.standard_normal(n)
+    room = signal.lfilter([1.0], [1.0, -0.95], rng.standard_normal(n)) * 0.3  # rumble
+    room += rng.standard_normal(n)  # hiss
     room /= max(float(np.std(room)), 1e-9)
     y += room * 10.0 ** ((spk.noise_db + 2.0 * float(rng.standard_normal())) / 20.0)
     peak = float(np.max(np.abs(y)))
     if peak > 0.95:
         y *= 0.95 / peak
     return np.round(y * 32767.0) / 32767.0
+
+
+def _boxcar_at(x: np.ndarray, bounds: np.ndarray, values: np.ndarray, width: float) -> np.ndarray:
+    """Moving average over ``width`` samples, at points ``x``, of a piecewise-constant track.
+
+    Segment ``i`` holds ``values[i]`` on samples ``bounds[i]:bounds[i+1]``; the first and last
+    values extend beyond the ends. Computed from the exact running integral, so the cost
+    depends on the number of points, not of samples.
+    """
+    values = np.asarray(values, float).reshape(len(bounds) - 1, -1)
+    cum = np.concatenate([np.zeros((1, values.shape[1])),
+                          np.cumsum(values * np.diff(bounds)[:, None], axis=0)])
+
+    def integral(p: np.ndarray) -> np.ndarray:
+        i = np.clip(np.searchsorted(bounds, p, side="right") - 1, 0, len(values) - 1)
+        return cum[i] + (p - bounds[i])[:, None] * values[i]
+
+    return (integral(x + width / 2.0) - integral(x - width / 2.0)) / width
+
+
+@functools.lru_cache(maxsize=512)
+def _bandpass(lo: int, hi: int, sr: int) -> tuple[np.ndarray, float]:
+    """Band-pass ``sos`` and the factor that gives white noise unit variance through it."""
+    sos = signal.butter(2, [lo, hi], btype="band", fs=sr, output="sos")
+    impulse = np.zeros(4096)
+    impulse[0] = 1.0
+    h = signal.sosfilt(sos, impulse)
+    return sos, 1.0 / max(float(np.sqrt(np.sum(h * h))), 1e-9)
 
 
 def _add_consonant(add, c: str, dur: float, gain: float) -> None:
