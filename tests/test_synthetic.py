@@ -50,8 +50,8 @@ def test_default_config_matches_the_demo_corpus() -> None:
     cfg = SyntheticConfig()
     assert cfg.languages == ("xa", "xb", "xc")
     assert cfg.emotions == ("boredom", "disgust", "happiness", "neutral", "sadness")
-    assert (cfg.speakers_per_gender, cfg.utterances_per_emotion, cfg.sample_rate) == (3, 2, 16000)
-    assert cfg.n_files == 180 == len(plan_utterances(cfg))
+    assert (cfg.speakers_per_gender, cfg.utterances_per_emotion, cfg.sample_rate) == (3, 4, 16000)
+    assert cfg.n_files == 360 == len(plan_utterances(cfg))
     assert SyntheticConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert SyntheticConfig(languages=["xa"]).languages == ("xa",)  # lists become tuples
 
@@ -285,7 +285,7 @@ def test_manifest_of_an_empty_folder_generates_a_corpus(tmp_path: Path, monkeypa
 @pytest.mark.slow
 def test_default_corpus_end_to_end() -> None:
     manifest = load_corpus("synthetic")  # default folder under $SERADV_CACHE_DIR
-    assert len(manifest.table) == 180
+    assert len(manifest.table) == 360
     assert Path(manifest.table["path"].iloc[0]).parent == default_data_dir().resolve()
 
 

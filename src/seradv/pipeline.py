@@ -249,7 +249,7 @@ def demo_config() -> RunConfig:
     return RunConfig(
         name="demo",
         data=DataConfig(corpus="synthetic"),
-        augment=AugmentConfig(pitch_steps=(-1.5, 1.5), stretch_rates=(0.9, 1.1)),
+        augment=AugmentConfig(pitch_steps=(-1.5, 1.5), stretch_rates=()),
         train=TrainConfig(epochs=8, patience=4, lr_patience=3),
         attack=AttackConfig(grid="quick", limit=32),
     )

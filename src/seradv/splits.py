@@ -30,11 +30,18 @@ def speaker_split(table: pd.DataFrame, cfg: SplitConfig) -> pd.Series:
     else:
         rng = np.random.default_rng(cfg.seed)
         test, val = [], []
-        for gender in ("m", "f"):
-            pool = sorted(spk[spk == gender].index)
+        # stratify by language x gender when the corpus has several languages (synthetic)
+        lang = table.groupby("speaker")["language"].first() if "language" in table else None
+        multi = lang is not None and lang.nunique() > 1
+        strata = sorted(set(zip(lang[spk.index] if multi else [""] * len(spk), spk)),
+                        key=lambda lg: (lg[0], lg[1] != "m"))  # male first, as before
+        for language, gender in strata:
+            in_lang = (lang[spk.index] == language).to_numpy() if multi else np.ones(len(spk), bool)
+            pool = sorted(spk[(spk == gender).to_numpy() & in_lang].index)
+            where = f" in language {language!r}" if multi else ""
             if len(pool) < 3:
                 raise SplitError(
-                    f"speaker split needs at least 3 {('male', 'female')[gender == 'f']} speakers "
+                    f"speaker split needs at least 3 {('male', 'female')[gender == 'f']} speakers{where} "
                     f"(one each for train, validation and test), the corpus has {len(pool)} "
                     f"({', '.join(pool) or 'none'}); name split.test_speakers/val_speakers "
                     f"yourself or use --split paper"

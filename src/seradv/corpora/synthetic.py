@@ -105,7 +105,7 @@ class SyntheticConfig:
     seed: int = 0
     languages: tuple[str, ...] = ("xa", "xb", "xc")
     speakers_per_gender: int = 3
-    utterances_per_emotion: int = 2
+    utterances_per_emotion: int = 4
     emotions: tuple[str, ...] = STUDY_EMOTIONS
     sample_rate: int = 16000
     min_duration_s: float = 1.5
