@@ -25,7 +25,8 @@ is never handed to ART.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,7 +57,7 @@ class ProbabilityModel(nn.Module):
 class ProbabilityNLLLoss(nn.NLLLoss):
     """Cross-entropy on probability outputs: ``nll(log(p))`` (an ``NLLLoss``, so ART passes indices)."""
 
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # noqa: A002
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return super().forward(torch.log(input.clamp_min(1e-12)), target)
 
 

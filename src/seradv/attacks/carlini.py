@@ -21,13 +21,31 @@ Backend ``"art"``: ART 1.20.1 ``CarliniL2Method`` / ``CarliniLInfMethod`` on
 designed. ``cw_linf`` handles one sample at a time in ART (no batching): it is by far the
 slowest white-box attack (study: 4231 s for EmoDB's 837 test segments on a TITAN V).
 
-What the study's settings do (checked on the study's CNN-LSTM, see the attacks report):
-ART's C&W L2 returns the *clean* sample for every sample it did not turn adversarial (its
-``best_x_adv_batch`` starts as a copy of ``x``). With ``initial_const 0.01``, ``lr 0.01`` and only
-10 iterations per binary-search step, the first steps typically change no prediction; the
-binary search then doubles ``c`` each step (0.01 * 2^k), so the 20 steps reach ``c`` ~ 5000 and
-do attack. With a few binary-search steps (e.g. 1-5) the attack may change no prediction at all:
-seradv then logs a warning from :func:`_warn_if_inert`.
+What the study's settings do. ART's C&W L2 returns the *clean* sample wherever it found no
+adversarial example (``best_x_adv_batch`` starts as a copy of ``x``). With ``initial_const 0.01``,
+``lr 0.01`` and 10 iterations per binary-search step nothing flips at first; a failing sample's
+constant doubles per step (``0.01 * 2^k``), so the attack only bites once ``c`` is large:
+
+* tiny test model (tests/test_attacks.py, 8 samples): 10 binary-search steps (``c`` <= 5.1)
+  changed no sample; the study's 20 steps (``c`` up to ~5,200) took accuracy 1.0 -> 0.125
+  (probabilities) / 0.0 (logits); 1 step changes nothing (a test checks it);
+* the study's CNN-LSTM trained to saturation on synthetic features (16 samples): the study's
+  settings with ``output="probabilities"`` changed **no sample at all** (softmax saturated, its
+  gradient ~0), with ``output="logits"`` accuracy went 1.0 -> 0.0 (mean |perturbation| 0.10).
+
+So on a confident model the study's C&W L2 on probabilities can be inert; seradv logs a warning
+from :func:`_warn_if_inert` whenever an attack changed nothing. Use ``output="logits"`` for
+the attack as designed.
+
+Measured speed (seradv benchmark, /tmp script, not in the repo): the study's CNN-LSTM
+(3.96 M parameters, 4 classes) trained to saturation on synthetic band-offset features (loss
+~0, so attacks that stop on success run their full course), ART backend, batch 16,
+``torch.set_num_threads(2)`` on an otherwise idle 2-core CPU (load < 2); the same runs on the
+machine loaded by other jobs (load 4-6) were 2-8x slower.
+C&W L2 at the study's settings: 0.066 samples/s (244 s for 16 samples, logits; 11,445 queries
+and 6,400 class gradients); with probabilities it did the same work (12,618 queries, 6,400
+gradients) in 1,306 s on the loaded machine. C&W L-inf was not timed (one sample at a time,
+9 constants x 10 Adam steps per ``tau`` level).
 
 Example
 -------
@@ -105,8 +123,8 @@ CW_L2 = register_attack(AttackSpec(
     ),
     paper_grid=({"max_iter": 10, "learning_rate": 0.01, "binary_search_steps": 20,
                  "initial_const": 0.01},),
-    quick_grid=({"max_iter": 10, "learning_rate": 0.1, "binary_search_steps": 5,
-                 "initial_const": 1.0},),
+    quick_grid=({"max_iter": 10, "learning_rate": 0.01, "binary_search_steps": 4,
+                 "initial_const": 500.0},),
     backends={"art": _cw_l2_art},
     notes="unsuccessful samples are returned unchanged by ART",
 ))

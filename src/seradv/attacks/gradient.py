@@ -24,8 +24,8 @@ implementation) on :class:`~seradv.attacks._art.SeradvPyTorchClassifier`.
 
 ``"torch"``: :func:`iterative_gradient_attack`, the same update rule in plain batched torch on
 the model's device (no NumPy round trip per step). It reproduces ART's FGSM adversarial examples
-to float tolerance and BIM/PGD accuracy (tested); its random starts use torch's generator
-instead of NumPy's, so PGD's examples differ sample by sample.
+to float tolerance and BIM/PGD accuracy (tested); its random starts are ART's own draws from
+NumPy's global RNG (seeded by ``run_attack``), so with the same seed PGD's examples match too.
 
 Gradients are taken with the model in eval mode; on CUDA cuDNN is disabled around the backward
 pass because cuDNN cannot backpropagate an LSTM in eval mode
@@ -36,8 +36,21 @@ Example
 >>> from seradv.attacks import run_attack
 >>> res = run_attack("bim", model, x, y, {"eps": 0.5}, clip=(-5, 7))  # doctest: +SKIP
 
-Measured speed (CNN-LSTM of the study, 3.96 M parameters, random weights, batch 16,
-2 CPU threads, ART backend): see :data:`SPEED_NOTES`.
+Measured speed (seradv benchmark, /tmp script, not in the repo): the study's CNN-LSTM
+(3.96 M parameters, 4 classes) trained to saturation on synthetic band-offset features (loss
+~0, so attacks that stop on success run their full course), ART backend, batch 16,
+``torch.set_num_threads(2)`` on an otherwise idle 2-core CPU (load < 2); the same runs on the
+machine loaded by other jobs (load 4-6) were 2-8x slower.
+
+=================  ===========  =============
+attack             ART          torch backend
+=================  ===========  =============
+FGSM               53 samp/s    66 samp/s
+BIM, 10 iter.      6.7 samp/s   10.4 samp/s
+=================  ===========  =============
+
+The study's BIM (100 iterations) is therefore ~0.7 samples/s with ART on this CPU (study:
+25 s for EmoDB's 837 test segments on a TITAN V, ~33 samples/s).
 """
 
 from __future__ import annotations
@@ -47,37 +60,41 @@ from typing import Any
 
 import numpy as np
 import torch
-from art.attacks.evasion import BasicIterativeMethod, FastGradientMethod, ProjectedGradientDescent
+from art.attacks.evasion import (
+    BasicIterativeMethod,
+    FastGradientMethod,
+    ProjectedGradientDescent,
+)
+from art.utils import random_sphere
 from torch import nn
 
 from seradv.attacks._art import white_box_classifier
-from seradv.attacks.base import AttackContext, AttackSpec, ParamSpec, gradient_context, register_attack
+from seradv.attacks.base import (
+    AttackContext,
+    AttackSpec,
+    ParamSpec,
+    gradient_context,
+    register_attack,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["iterative_gradient_attack", "SPEED_NOTES"]
-
-#: Measured on the study's CNN-LSTM (random weights), 16 samples, 2 CPU threads, ART backend.
-SPEED_NOTES = (
-    "FGSM ~45 samples/s (torch backend ~50/s); BIM 10 iterations ~5 samples/s "
-    "(100 iterations: ~0.5 samples/s); see docs in the attacks report"
-)
+__all__ = ["iterative_gradient_attack", "random_start_noise"]
 
 
 # --------------------------------------------------------------------------------------
 # Plain torch implementation
 # --------------------------------------------------------------------------------------
-def _random_start(
-    shape: tuple[int, ...], eps: float, norm: str, gen: torch.Generator
-) -> torch.Tensor:
-    """Uniform sample of the L-inf cube or the L2 ball of radius ``eps`` (ART's ``random_sphere``)."""
+def random_start_noise(shape: tuple[int, ...], eps: float, norm: str) -> torch.Tensor:
+    """Uniform sample of the L-inf cube or L2 ball of radius ``eps`` ``[shape=shape]``, float32.
+
+    Drawn with ART's ``random_sphere`` from NumPy's *global* RNG (seeded by
+    :func:`~seradv.attacks.base.run_attack`), in the same order as ART's PGD, so that the
+    torch backend reproduces ART's random starts draw by draw.
+    """
     n, d = shape[0], int(np.prod(shape[1:]))
-    if norm == "linf":
-        return (torch.rand(shape, generator=gen) * 2 - 1) * eps
-    a = torch.randn((n, d), generator=gen, dtype=torch.float64)
-    a = a / a.norm(dim=1, keepdim=True)
-    r = torch.rand((n, 1), generator=gen, dtype=torch.float64) ** (1.0 / d) * eps
-    return (a * r).reshape(shape).float()
+    noise = random_sphere(n, d, eps, np.inf if norm == "linf" else 2)
+    return torch.from_numpy(noise.reshape(shape).astype(np.float32))
 
 
 def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
@@ -107,9 +124,8 @@ def iterative_gradient_attack(
     eps_step: float,
     max_iter: int,
     norm: str = "linf",
-    random_start: bool = False,
+    start: torch.Tensor | None = None,
     clip: tuple[float, float],
-    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Batched FGSM / BIM / PGD in torch, ART's update rule.
 
@@ -127,11 +143,10 @@ def iterative_gradient_attack(
         Ball radius and step size (standardized units; L2 radius for ``norm="l2"``).
     max_iter : int
     norm : {"linf", "l2"}
-    random_start : bool
-        Start from a uniform point of the ball (PGD).
+    start : Tensor ``[shape=(b, 261, 128)]`` or None
+        Offset of the starting point (PGD's random start, e.g. :func:`random_start_noise`);
+        ``None`` starts at ``x`` (FGSM, BIM).
     clip : (float, float)
-    generator : torch.Generator or None
-        CPU generator for the random start.
 
     Returns
     -------
@@ -139,10 +154,8 @@ def iterative_gradient_attack(
     """
     lo, hi = clip
     x = x.detach()
-    if random_start:
-        gen = generator if generator is not None else torch.Generator().manual_seed(0)
-        noise = _random_start(tuple(x.shape), eps, norm, gen).to(x.device)
-        x_adv = (x + noise).clamp(lo, hi)
+    if start is not None:
+        x_adv = (x + start.to(x.device)).clamp(lo, hi)
     else:
         x_adv = x.clone()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
@@ -161,17 +174,18 @@ def iterative_gradient_attack(
 def _torch_runner(ctx: AttackContext, *, eps: float, eps_step: float, max_iter: int, norm: str,
                   num_random_init: int) -> np.ndarray:
     out = np.empty_like(ctx.x)
-    gen = torch.Generator().manual_seed(ctx.seed)
     model, dev = ctx.model, ctx.device
     for i in range(0, ctx.n, ctx.batch_size):
         xb = torch.from_numpy(ctx.x[i : i + ctx.batch_size]).to(dev)
         yb = torch.from_numpy(ctx.y[i : i + ctx.batch_size]).to(dev)
-        kw = dict(eps=eps, eps_step=eps_step, max_iter=max_iter, norm=norm,
-                  clip=ctx.clip.as_tuple(), generator=gen)
-        best = iterative_gradient_attack(model, xb, yb, random_start=num_random_init > 0, **kw)
+        kw: dict[str, Any] = {"eps": eps, "eps_step": eps_step, "max_iter": max_iter, "norm": norm,
+                              "clip": ctx.clip.as_tuple()}
+        shape = tuple(xb.shape)
+        start = random_start_noise(shape, eps, norm) if num_random_init > 0 else None
+        best = iterative_gradient_attack(model, xb, yb, start=start, **kw)
         ctx.counter.n_grads += xb.shape[0] * max_iter
         for _ in range(1, num_random_init):  # ART: keep a restart's example where it succeeds
-            cand = iterative_gradient_attack(model, xb, yb, random_start=True, **kw)
+            cand = iterative_gradient_attack(model, xb, yb, start=random_start_noise(shape, eps, norm), **kw)
             ctx.counter.n_grads += xb.shape[0] * max_iter
             with torch.inference_mode():
                 ok = model(cand).argmax(1) != yb

@@ -31,7 +31,11 @@ from typing import Any
 import numpy as np
 from art.attacks.evasion import HopSkipJump
 
-from seradv.attacks._art import black_box_classifier, make_predict_fn, random_adversarial_init
+from seradv.attacks._art import (
+    black_box_classifier,
+    make_predict_fn,
+    random_adversarial_init,
+)
 from seradv.attacks.base import AttackContext, AttackSpec, ParamSpec, register_attack
 
 __all__ = ["HOPSKIPJUMP"]

@@ -24,6 +24,18 @@ study's Keras model did; ``"logits"`` the logits.
 Cost: one class gradient and one forward pass of the still-active samples per step, and up to
 ``gamma * 33408 / 2`` steps: use a small ``gamma`` for quick runs.
 
+Measured speed (seradv benchmark, /tmp script, not in the repo): the study's CNN-LSTM
+(3.96 M parameters, 4 classes) trained to saturation on synthetic band-offset features (loss
+~0, so attacks that stop on success run their full course), ART backend, batch 16,
+``torch.set_num_threads(2)`` on an otherwise idle 2-core CPU (load < 2); the same runs on the
+machine loaded by other jobs (load 4-6) were 2-8x slower.
+JSMA ``theta 1, gamma 0.01`` (at most 334 distinct cells, but ART may raise a cell again, so
+the step count is not bounded by ``gamma``): 0.056 samples/s (285 s for 16 samples, ~480 steps,
+7,649 class gradients; accuracy 1.0 -> 0.19, mean |perturbation| 0.027); 0.019 samples/s on the
+loaded machine. About 0.6 s per step for a batch of 16. The cost grows with the number of
+changed cells; the study's mean |perturbation| 0.0015-0.0074 at ``|theta|`` 0.5-1 means
+roughly 50-500 cell changes, i.e. 25-250 steps.
+
 Example
 -------
 >>> run_attack("jsma", model, x, y, {"theta": 1.0, "gamma": 1.0}, clip=(-5, 7))  # doctest: +SKIP

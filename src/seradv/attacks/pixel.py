@@ -26,6 +26,15 @@ under ``torch.inference_mode()``). ART 1.20.1 quirks handled here:
   unless it succeeds early. ART draws from NumPy's global RNG (seeded and restored by
   :func:`~seradv.attacks.base.run_attack`).
 
+Measured speed (seradv benchmark, /tmp script, not in the repo): the study's CNN-LSTM
+(3.96 M parameters, 4 classes) trained to saturation on synthetic band-offset features (loss
+~0, so attacks that stop on success run their full course), ART backend, batch 16,
+``torch.set_num_threads(2)`` on an otherwise idle 2-core CPU (load < 2); the same runs on the
+machine loaded by other jobs (load 4-6) were 2-8x slower.
+Pixel ``th 1, max_iter 20``: 0.028 samples/s (35 s per sample, 8,400 queries per sample, ~240
+queries/s; no sample flipped on this saturated model, so no early stop); 0.004 samples/s on
+the loaded machine.
+
 Example
 -------
 >>> run_attack("pixel", model, x, y, {"th": 10, "max_iter": 20}, clip=(-5, 7))  # doctest: +SKIP

@@ -16,6 +16,12 @@ Backend ``"art"``: ART 1.20.1 ``SquareAttack(norm=inf)`` on
 scores and reshapes queries back to ``(261, 128)``. About 3 queries per still-robust sample and
 iteration. ART's L2 variant assumes square images and is not offered.
 
+ART 1.20.1 quirk: the side of the first square is ``round(sqrt(p_init * rows * cols))`` but its
+position is drawn in ``[0, cols - side)``; on a non-square 261 x 128 input ART's default
+``p_init=0.8`` gives a 163-cell side and ``numpy`` fails ("high <= 0"). seradv defaults to the
+paper's L-inf value ``p_init=0.05`` (41 cells) and rejects ``p_init >= 0.487`` with a
+:class:`~seradv.errors.ParameterError` before the attack starts.
+
 Example
 -------
 >>> run_attack("square", model, x, y, {"eps": 0.5, "max_iter": 1000}, clip=(-5, 7))  # doctest: +SKIP
@@ -23,6 +29,7 @@ Example
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -30,8 +37,22 @@ from art.attacks.evasion import SquareAttack
 
 from seradv.attacks._art import black_box_classifier
 from seradv.attacks.base import AttackContext, AttackSpec, ParamSpec, register_attack
+from seradv.errors import ParameterError
 
 __all__ = ["SQUARE"]
+
+
+def _check_input(p: dict[str, Any], input_shape: tuple[int, ...]) -> None:
+    if len(input_shape) != 2:
+        raise ParameterError(f"square: needs 2-D samples (time, mel), got shape {input_shape}")
+    rows, cols = input_shape
+    side = max(round(math.sqrt(p["p_init"] * rows * cols)), 1)
+    if side >= min(rows, cols):
+        limit = (min(rows, cols) - 0.5) ** 2 / (rows * cols)
+        raise ParameterError(
+            f"square: p_init={p['p_init']!r} gives a first square of {side} cells, wider than the "
+            f"{min(rows, cols)}-cell side of the {rows} x {cols} input; p_init must be < {limit:.3f}"
+        )
 
 
 def _square_art(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
@@ -49,14 +70,15 @@ SQUARE = register_attack(AttackSpec(
     params=(
         ParamSpec("eps", float, 0.25, low=0.0, low_open=True, doc="L-inf radius (standardized units)"),
         ParamSpec("max_iter", int, 1000, low=1, doc="iterations (random squares)"),
-        ParamSpec("p_init", float, 0.8, low=0.0, high=1.0, low_open=True,
-                  doc="initial fraction of cells per square"),
+        ParamSpec("p_init", float, 0.05, low=0.0, high=1.0, low_open=True,
+                  doc="initial fraction of cells per square (< 0.487 for 261 x 128)"),
         ParamSpec("nb_restarts", int, 1, low=1, doc="restarts"),
     ),
-    paper_grid=tuple({"eps": e, "max_iter": 1000, "p_init": 0.8, "nb_restarts": 1}
+    paper_grid=tuple({"eps": e, "max_iter": 1000, "p_init": 0.05, "nb_restarts": 1}
                      for e in (0.25, 0.5, 0.75, 1.0, 1.25)),
-    quick_grid=({"eps": 1.0, "max_iter": 30, "p_init": 0.8, "nb_restarts": 1},),
+    quick_grid=({"eps": 1.0, "max_iter": 30, "p_init": 0.05, "nb_restarts": 1},),
     backends={"art": _square_art},
+    check_input=_check_input,
     in_study=False,
     notes="not in the study; 'paper' grid uses the study's FGSM/BIM eps values",
 ))
