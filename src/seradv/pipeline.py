@@ -251,7 +251,7 @@ def demo_config() -> RunConfig:
         data=DataConfig(corpus="synthetic"),
         augment=AugmentConfig(pitch_steps=(-1.5, 1.5), stretch_rates=()),
         train=TrainConfig(epochs=8, patience=4, lr_patience=3),
-        attack=AttackConfig(grid="quick", limit=32),
+        attack=AttackConfig(grid="quick", limit=32, attacks=("fgsm", "bim", "deepfool", "boundary")),
     )
 
 
