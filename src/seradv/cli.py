@@ -178,7 +178,7 @@ def _print_results(results) -> None:
     if results.empty:
         console.print("no results")
         return
-    cols = ["attack", "params", "group", "n", "clean_accuracy", "adv_accuracy", "mean_abs_delta", "seconds"]
+    cols = ["attack", "params", "language", "group", "n", "clean_accuracy", "adv_accuracy", "mean_abs_delta", "seconds"]
     pivot = results[results["group"] == "All"][[c for c in cols if c in results.columns]]
     console.print(_table(pivot.drop(columns=["group"]), "accuracy under attack (All)"))
 
