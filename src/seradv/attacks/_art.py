@@ -232,3 +232,21 @@ def random_adversarial_init(
             init_size, int((~found).sum()), ctx.n,
         )
     return x_init, found
+
+
+def run_from_random_start(
+    ctx: AttackContext, init_size: int, make_attack: Callable[[Any], Any]
+) -> np.ndarray:
+    """Run a decision-based ART attack (Boundary, HopSkipJump) from seeded starting points.
+
+    ``make_attack(classifier)`` builds the ART attack on the predict-only classifier. Samples
+    for which no misclassified random start was found come back unchanged.
+    """
+    clf = black_box_classifier(ctx)
+    predict_fn = make_predict_fn(ctx)
+    preds = np.argmax(predict_fn(ctx.x), axis=1)
+    x_init, found = random_adversarial_init(ctx, predict_fn, preds, init_size=init_size)
+    x_adv = ctx.x.copy()
+    if found.any():
+        x_adv[found] = make_attack(clf).generate(ctx.x[found], x_adv_init=x_init[found])
+    return x_adv

@@ -55,31 +55,19 @@ from typing import Any
 import numpy as np
 from art.attacks.evasion import BoundaryAttack
 
-from seradv.attacks._art import (
-    black_box_classifier,
-    make_predict_fn,
-    random_adversarial_init,
-)
+from seradv.attacks._art import run_from_random_start
 from seradv.attacks.base import AttackContext, AttackSpec, ParamSpec, register_attack
 
 __all__ = ["BOUNDARY"]
 
 
 def _boundary_art(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
-    clf = black_box_classifier(ctx)
-    predict_fn = make_predict_fn(ctx)
-    preds = np.argmax(predict_fn(ctx.x), axis=1)
-    x_init, found = random_adversarial_init(ctx, predict_fn, preds, init_size=p["init_size"])
-    x_adv = ctx.x.copy()
-    if found.any():
-        atk = BoundaryAttack(
-            clf, batch_size=ctx.batch_size, targeted=False, delta=p["delta"], epsilon=p["epsilon"],
-            step_adapt=p["step_adapt"], max_iter=p["max_iter"], num_trial=p["num_trial"],
-            sample_size=p["sample_size"], init_size=p["init_size"], min_epsilon=p["min_epsilon"],
-            verbose=False,
-        )
-        x_adv[found] = atk.generate(ctx.x[found], x_adv_init=x_init[found])
-    return x_adv
+    return run_from_random_start(ctx, p["init_size"], lambda clf: BoundaryAttack(
+        clf, batch_size=ctx.batch_size, targeted=False, delta=p["delta"], epsilon=p["epsilon"],
+        step_adapt=p["step_adapt"], max_iter=p["max_iter"], num_trial=p["num_trial"],
+        sample_size=p["sample_size"], init_size=p["init_size"], min_epsilon=p["min_epsilon"],
+        verbose=False,
+    ))
 
 
 BOUNDARY = register_attack(AttackSpec(

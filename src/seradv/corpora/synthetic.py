@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage, signal
 
+from seradv.cache import atomic_write_bytes
 from seradv.corpora.base import Recipe, SkipFile
 from seradv.errors import CorpusError, ParameterError
 from seradv.vocab import EMOTIONS, LANGUAGES
@@ -799,22 +800,6 @@ def _wav_bytes(y: np.ndarray, sr: int) -> bytes:
     return buf.getvalue()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _metadata(config: SyntheticConfig) -> dict[str, Any]:
     return {
         "generator": "seradv.corpora.synthetic",
@@ -895,7 +880,7 @@ def generate_synthetic_corpus(out_dir: str | Path, config: SyntheticConfig | Non
         )
     else:
         data = (json.dumps(_metadata(config), indent=2) + "\n").encode("utf-8")
-        _atomic_write(meta_path, data)
+        atomic_write_bytes(meta_path, data)
 
     todo = [u for u in plan_utterances(config) if not (out_dir / u.file_name).is_file()]
     if not todo:
@@ -903,7 +888,7 @@ def generate_synthetic_corpus(out_dir: str | Path, config: SyntheticConfig | Non
     log.info("synthetic: generating %d of %d files into %s", len(todo), config.n_files, out_dir)
     for spec in todo:
         y = synthesize_utterance(spec, config)
-        _atomic_write(out_dir / spec.file_name, _wav_bytes(y, config.sample_rate))
+        atomic_write_bytes(out_dir / spec.file_name, _wav_bytes(y, config.sample_rate))
     return out_dir
 
 
