@@ -151,10 +151,11 @@ def attack(
     attacks: Optional[str] = typer.Option(None, "--attacks", help="Comma-separated attack names (default: the study's eight)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Attack a seeded, stratified subset of N test segments."),
     seed: int = typer.Option(0, "--seed", help="Seed of the subset and of every random choice of the attacks."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="art (the study's toolbox) or torch (where available)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="art (the study's toolbox) or torch (seradv's fast batched code); default: each attack's fastest backend that matches ART."),
     batch_size: int = typer.Option(64, "--batch-size", help="Samples per forward/backward pass."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
     no_examples: bool = typer.Option(False, "--no-examples", help="Do not save the perturbations (npy)."),
+    early_stop: bool = typer.Option(False, "--early-stop", help="Stop iterating on samples already misclassified (faster; smaller perturbations; recorded as its own setting)."),
     list_only: bool = typer.Option(False, "--list", help="List the registered attacks and their grids, then exit."),
 ) -> None:
     """Run an attack grid on the test set; resumable (finished cells are reused)."""
@@ -168,7 +169,8 @@ def attack(
         return
     names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
     results = run_grid(run_dir, attacks=names, grid=grid, limit=limit, seed=seed, backend=backend,
-                       batch_size=batch_size, device=device, save_examples=not no_examples)
+                       batch_size=batch_size, device=device, save_examples=not no_examples,
+                       early_stop=early_stop)
     _print_results(results)
     console.print(f"wrote {run_dir / 'attacks' / 'results.csv'} (and .parquet), trust checks in "
                   f"{run_dir / 'attacks' / 'trust.csv'}")

@@ -55,6 +55,7 @@ class Cell:
     attack: str
     params: dict
     backend: str
+    early_stop: bool = False
 
     @property
     def label(self) -> str:
@@ -66,7 +67,10 @@ class Cell:
         return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()) or "default"
 
     def cell_id(self, subset_key: str, seed: int) -> str:
-        blob = json.dumps([self.attack, self.params, self.backend, subset_key, seed], sort_keys=True, default=str)
+        key: list = [self.attack, self.params, self.backend, subset_key, seed]
+        if self.early_stop:  # appended only when set, so ids of existing cells do not change
+            key.append("early_stop")
+        blob = json.dumps(key, sort_keys=True, default=str)
         return f"{self.attack}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
@@ -76,10 +80,12 @@ def _varying(spec) -> set[str]:
     return {k for k in keys if len({json.dumps(g.get(k), default=str) for g in grid}) > 1}
 
 
-def plan_grid(attacks: Iterable[str] | None, grid: str = "paper", backend: str | None = None) -> list[Cell]:
+def plan_grid(attacks: Iterable[str] | None, grid: str = "paper", backend: str | None = None,
+              early_stop: bool = False) -> list[Cell]:
     """The cells of ``grid`` ("paper" or "quick") for ``attacks`` (default: the study's eight).
 
-    Every parameter set is validated before any work starts.
+    ``backend=None`` takes each attack's ``default_backend``; a named backend that an attack
+    lacks is an error. Every parameter set is validated before any work starts.
     """
     from seradv.attacks import STUDY_ATTACKS, get_attack
 
@@ -89,14 +95,13 @@ def plan_grid(attacks: Iterable[str] | None, grid: str = "paper", backend: str |
     cells = []
     for name in names:
         spec = get_attack(name)
-        be = backend or "art"
+        be = backend or spec.default_backend
         if be not in spec.backends:
-            if backend is not None:
-                raise ParameterError(f"{name}: backend={backend!r} not available; choose one of {', '.join(spec.backends)}")
-            be = next(iter(spec.backends))
+            raise ParameterError(f"{name}: backend={backend!r} not available; choose one of {', '.join(spec.backends)}")
         sets = spec.grid(grid) or [{}]
         for params in sets:
-            cells.append(Cell(attack=spec.name, params=spec.validate(params), backend=be))
+            cells.append(Cell(attack=spec.name, params=spec.validate(params), backend=be,
+                              early_stop=bool(early_stop)))
     return cells
 
 
@@ -150,7 +155,7 @@ def attack_cell(
     x = data.x
     t0 = time.perf_counter()
     res = run_attack(cell.attack, model, x, data.y, cell.params, clip=clip, backend=cell.backend,
-                     batch_size=batch_size, seed=seed, device=device)
+                     batch_size=batch_size, seed=seed, device=device, early_stop=cell.early_stop)
     wall = time.perf_counter() - t0
     if clean_logits is None:
         clean_logits = _logits(model, x, device)
@@ -169,7 +174,8 @@ def attack_cell(
     for k in ("mean_abs", "l2", "linf", "l0"):
         samples[k] = norms[k]
     facts = {"seconds": res.seconds, "wall_seconds": wall, "n_queries": res.n_queries,
-             "n_grads": res.n_grads, "backend": res.backend}
+             "n_grads": res.n_grads, "n_backward": res.n_backward, "backend": res.backend,
+             "early_stop": cell.early_stop}
     return samples.reset_index(drop=True), (res.x_adv - x), facts
 
 
@@ -186,7 +192,7 @@ def summarise(samples: pd.DataFrame, cell: Cell, facts: dict, *, cell_id: str, n
             rows.append({
                 "cell_id": cell_id, "attack": cell.attack, "params": cell.label,
                 "params_json": json.dumps(cell.params, sort_keys=True, default=str),
-                "backend": cell.backend, "corpus": corpus, "language": language, "group": group,
+                "backend": cell.backend, "early_stop": bool(cell.early_stop), "corpus": corpus, "language": language, "group": group,
                 "n": int(len(part)),
                 "clean_accuracy": float(clean_ok.mean()),
                 "adv_accuracy": float(adv_ok.mean()),
@@ -218,6 +224,7 @@ def run_grid(
     device: str = "cpu",
     save_examples: bool = True,
     trust: bool = True,
+    early_stop: bool = False,
 ) -> pd.DataFrame:
     """Run the attack grid on the test set of a trained run; resumable. Returns the results table."""
     from seradv.pipeline import load_model, run_logging
@@ -225,7 +232,7 @@ def run_grid(
 
     run_dir = Path(run_dir)
     info = read_preprocessing(run_dir)
-    cells = plan_grid(attacks, grid, backend)  # validates every parameter first
+    cells = plan_grid(attacks, grid, backend, early_stop)  # validates every parameter first
     if batch_size < 1:
         raise ParameterError(f"batch_size={batch_size} must be >= 1")
     model = load_model(run_dir, device=device)
@@ -253,7 +260,7 @@ def run_grid(
                       meta=test.meta.iloc[idx].reset_index(drop=True), classes=test.classes)
         atomic_write_text(out / "grid.yaml", yaml.safe_dump({
             "grid": grid, "attacks": sorted({c.attack for c in cells}), "limit": limit, "seed": seed,
-            "backend": backend, "batch_size": batch_size, "device": device, "n_samples": len(data),
+            "backend": backend, "early_stop": bool(early_stop), "batch_size": batch_size, "device": device, "n_samples": len(data),
             "subset": subset_key, "clip_values": [lo, hi], "clean_cells_clipped_fraction": outside,
         }, sort_keys=False))
         clean_logits = _logits(model, data.x, device)

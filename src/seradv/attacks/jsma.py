@@ -18,8 +18,8 @@ already predicted as their target.
 Backend ``"art"``: ART 1.20.1 ``SaliencyMapMethod`` on
 :class:`~seradv.attacks._art.SeradvPyTorchClassifier` (eval-mode gradients, cuDNN off on
 CUDA). ART's version uses only the target-class gradient (``class_gradient(x, label=target)``)
-per step. ``output="probabilities"`` (default) differentiates the softmax output, as the
-study's Keras model did; ``"logits"`` the logits.
+per step. ``output="logits"`` (default, see :mod:`seradv.attacks.deepfool`) differentiates
+the logits; ``"probabilities"`` the softmax output of a Keras-style softmax head.
 
 Cost: one class gradient and one forward pass of the still-active samples per step, and up to
 ``gamma * 33408 / 2`` steps: use a small ``gamma`` for quick runs.
