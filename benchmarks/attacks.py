@@ -1,0 +1,335 @@
+"""Attack benchmark: every attack of the paper grid x every backend, against its cost floor.
+
+On a fixed trained model (a run directory) and a fixed, seeded subset of its test segments, each
+(attack, parameter set, backend) is timed and measured: wall time, samples/s, peak memory,
+adversarial accuracy, mean |delta| (the study's metric), L2 / Linf / L0, and the cost *floor*:
+the model evaluations the algorithm performed (the attack's counters) times the measured cost of
+one forward (``t_f``), one forward+backward (``t_fb``) and one extra backward (``t_fb - t_f``) per
+sample at the same batch size::
+
+    floor = n_queries * t_f + n_grads * t_fb + n_backward * (t_fb - t_f)
+
+Backends: ``art`` (ART 1.20.1, the study's toolbox), ``torch`` (seradv's batched code) and
+``torchattacks`` (3.5.1, FGSM / BIM / DeepFool only: its other attacks implement different
+algorithms or parameters than the study's; it assumes inputs in [0, 1], so the model is wrapped
+in an affine map from [0, 1] to the clip box and the budgets are divided by the box width).
+
+Each finished row is written atomically to ``OUT/rows/<key>.json`` and reused, so an interrupted
+benchmark continues where it stopped. At the end ``OUT/attacks.csv`` and ``OUT/attacks.md`` (a
+Markdown table for docs/benchmarks.md) are written.
+
+Usage (from the repository root, after ``make install``)::
+
+    SERADV_CACHE_DIR=... .venv/bin/python benchmarks/attacks.py runs/emodb-paper \\
+        --n 16 --backends torch,art --attacks fgsm,bim --out benchmarks/results/emodb-paper
+
+``--n-art`` uses a smaller subset (>= 16) for the slow reference backend; every row reports the
+full-test-set time extrapolated linearly from its own samples/s (stated as such).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from seradv.attacks import ATTACKS, STUDY_ATTACKS, get_attack, perturbation_norms, run_attack
+from seradv.attacks.base import gradient_context
+from seradv.cache import atomic_write_json, atomic_write_text, read_json
+from seradv.dataset import load_subset, read_preprocessing
+from seradv.pipeline import load_model
+from seradv.robustness import select_subset
+
+
+# --------------------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------------------
+def reset_peak_memory(device: torch.device) -> None:
+    """Reset the peak-RSS counter of this process (Linux ``clear_refs``) or CUDA's peak stats."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """Peak resident memory of the process (CPU) or peak allocated CUDA memory, MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --------------------------------------------------------------------------------------
+# Floor
+# --------------------------------------------------------------------------------------
+def measure_pass_costs(model: nn.Module, x: np.ndarray, batch_size: int, device: torch.device,
+                       repeats: int = 5) -> dict[str, float]:
+    """Seconds per *sample* of one forward (inference mode) and one forward+backward (input
+    gradient of the summed logits) at ``batch_size``; median of ``repeats`` after a warm-up."""
+    model.eval()
+    xb = torch.from_numpy(np.ascontiguousarray(x[:batch_size])).to(device)
+    while xb.shape[0] < batch_size:  # tile to a full batch
+        xb = torch.cat([xb, xb])[:batch_size]
+
+    def fwd() -> None:
+        with torch.inference_mode():
+            model(xb)
+
+    def fwd_bwd() -> None:
+        xr = xb.clone().requires_grad_(True)
+        with gradient_context(device), torch.enable_grad():
+            out = model(xr)
+            torch.autograd.grad(out.sum(), xr)
+
+    times: dict[str, float] = {}
+    for name, fn in (("t_f", fwd), ("t_fb", fwd_bwd)):
+        fn()
+        _sync(device)
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            ts.append(time.perf_counter() - t0)
+        times[name] = float(np.median(ts)) / batch_size
+    return times
+
+
+def floor_seconds(counters: dict[str, int | None], costs: dict[str, float]) -> float:
+    """The algorithm's cost floor from its counters and the per-sample pass costs."""
+    nq = counters.get("n_queries") or 0
+    ng = counters.get("n_grads") or 0
+    nb = counters.get("n_backward") or 0
+    return nq * costs["t_f"] + ng * costs["t_fb"] + nb * max(costs["t_fb"] - costs["t_f"], 0.0)
+
+
+# --------------------------------------------------------------------------------------
+# torchattacks adapter (benchmark only)
+# --------------------------------------------------------------------------------------
+class UnitBox(nn.Module):
+    """``model(lo + (hi - lo) * u)``: the model seen on inputs in [0, 1] (torchattacks' domain)."""
+
+    def __init__(self, model: nn.Module, lo: float, hi: float) -> None:
+        super().__init__()
+        self.model, self.lo, self.width = model, lo, hi - lo
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.model(self.lo + self.width * u)
+
+
+TORCHATTACKS = ("fgsm", "bim", "deepfool")
+
+
+def run_torchattacks(name: str, model: nn.Module, x: np.ndarray, y: np.ndarray, params: dict[str, Any],
+                     clip: tuple[float, float], batch_size: int, device: torch.device) -> tuple[np.ndarray, float]:
+    """Run torchattacks' version of ``name``; returns ``x_adv`` and seconds."""
+    import torchattacks
+
+    lo, hi = clip
+    w = hi - lo
+    wrapped = UnitBox(model, lo, hi).to(device).eval()
+    if name == "fgsm":
+        atk = torchattacks.FGSM(wrapped, eps=params["eps"] / w)
+    elif name == "bim":
+        atk = torchattacks.BIM(wrapped, eps=params["eps"] / w, alpha=params["eps_step"] / w,
+                               steps=params["max_iter"])
+    elif name == "deepfool":
+        atk = torchattacks.DeepFool(wrapped, steps=params["max_iter"], overshoot=params["overshoot"])
+    else:
+        raise ValueError(f"torchattacks backend not benchmarked for {name}")
+    out = np.empty_like(x)
+    t0 = time.perf_counter()
+    for i in range(0, len(x), batch_size):
+        u = torch.from_numpy((x[i:i + batch_size] - lo) / w).to(device)
+        yb = torch.from_numpy(y[i:i + batch_size]).to(device)
+        adv = atk(u, yb)
+        out[i:i + batch_size] = (lo + w * adv.detach()).cpu().numpy()
+    _sync(device)
+    return np.clip(out, lo, hi), time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------------------
+# One row
+# --------------------------------------------------------------------------------------
+def row_key(attack: str, params: dict, backend: str, n: int, seed: int, early_stop: bool) -> str:
+    blob = json.dumps([attack, params, backend, n, seed, early_stop], sort_keys=True, default=str)
+    return f"{attack}-{backend}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def bench_row(model: nn.Module, x: np.ndarray, y: np.ndarray, attack: str, params: dict, backend: str, *,
+              clip: tuple[float, float], batch_size: int, seed: int, device: torch.device,
+              costs: dict[str, float], n_full: int, early_stop: bool = False) -> dict[str, Any]:
+    """Time and measure one (attack, params, backend) on ``x``."""
+    reset_peak_memory(device)
+    if backend == "torchattacks":
+        x_adv, seconds = run_torchattacks(attack, model, x, y, params, clip, batch_size, device)
+        counters: dict[str, int | None] = {"n_queries": None, "n_grads": None, "n_backward": None}
+    else:
+        res = run_attack(attack, model, x, y, params, clip=clip, backend=backend, batch_size=batch_size,
+                         seed=seed, device=device, early_stop=early_stop)
+        x_adv, seconds = res.x_adv, res.seconds
+        counters = {"n_queries": res.n_queries, "n_grads": res.n_grads, "n_backward": res.n_backward}
+    peak = peak_memory_mib(device)
+    with torch.inference_mode():
+        preds = []
+        for i in range(0, len(x_adv), 128):
+            preds.append(model(torch.from_numpy(x_adv[i:i + 128]).to(device)).argmax(1).cpu())
+    pred = torch.cat(preds).numpy()
+    norms = perturbation_norms(x, x_adv)
+    floor = floor_seconds(counters, costs) if counters["n_grads"] is not None else float("nan")
+    n = len(x)
+    return {
+        "attack": attack, "params": json.dumps(params, sort_keys=True), "backend": backend,
+        "early_stop": early_stop, "n": n, "seconds": seconds, "samples_per_s": n / seconds,
+        "full_set_seconds": seconds / n * n_full, "full_set_extrapolated": n < n_full,
+        "peak_mib": peak, "adv_accuracy": float(np.mean(pred == y)),
+        "mean_abs_delta": float(norms["mean_abs"].mean()), "mean_l2": float(norms["l2"].mean()),
+        "mean_linf": float(norms["linf"].mean()), "mean_l0": float(norms["l0"].mean()),
+        **counters, "floor_seconds": floor, "floor_ratio": seconds / floor if floor == floor and floor > 0 else float("nan"),
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------
+def _fmt_params(spec_name: str, params_json: str) -> str:
+    spec = get_attack(spec_name)
+    params = json.loads(params_json)
+    grid = list(spec.paper_grid)
+    varying = {k for k in params if len({json.dumps(g.get(k)) for g in grid}) > 1}
+    return ", ".join(f"{k}={params[k]:g}" if isinstance(params[k], float) else f"{k}={params[k]}"
+                     for k in sorted(varying)) or "study"
+
+
+def markdown(table: pd.DataFrame, meta: dict[str, Any]) -> str:
+    """Markdown table of the benchmark rows plus the machine line."""
+    lines = [
+        f"Machine: {meta['machine']}; torch {meta['torch']}, {meta['threads']} threads, device {meta['device']}; "
+        f"date {meta['date']}. Model: {meta['run_dir']} ({meta['n_full']} test segments). "
+        f"Pass costs per sample at batch {meta['batch_size']}: forward {1e3 * meta['t_f']:.2f} ms, "
+        f"forward+backward {1e3 * meta['t_fb']:.2f} ms.",
+        "",
+        "| attack | params | backend | n | s | samples/s | full set s (extrap.) | floor s | ratio | peak MiB "
+        "| adv acc | mean \\|d\\| | L2 | Linf | L0 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table.itertuples():
+        es = " (early stop)" if r.early_stop else ""
+        ratio = f"{r.floor_ratio:.2f}" if r.floor_ratio == r.floor_ratio else "-"
+        floor = f"{r.floor_seconds:.1f}" if r.floor_seconds == r.floor_seconds else "-"
+        lines.append(
+            f"| {r.attack} | {_fmt_params(r.attack, r.params)} | {r.backend}{es} | {r.n} | {r.seconds:.1f} | "
+            f"{r.samples_per_s:.3g} | {r.full_set_seconds:,.0f} | {floor} | {ratio} | {r.peak_mib:,.0f} | "
+            f"{r.adv_accuracy:.3f} | {r.mean_abs_delta:.4g} | {r.mean_l2:.3g} | {r.mean_linf:.3g} | {r.mean_l0:,.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", type=Path, help="trained run directory (e.g. runs/emodb-paper)")
+    ap.add_argument("--attacks", default=",".join(STUDY_ATTACKS), help="comma-separated attacks (default: the study's eight)")
+    ap.add_argument("--backends", default="torch,art", help="comma-separated: torch, art, torchattacks")
+    ap.add_argument("--grid", default="paper", choices=("paper", "quick"))
+    ap.add_argument("--n", type=int, default=64, help="seeded test subset size")
+    ap.add_argument("--n-art", type=int, default=None, help="smaller subset for the art backend (>= 16)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--early-stop", action="store_true", help="also run the torch backend with early stop")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/attacks"))
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    info = read_preprocessing(args.run_dir)
+    clip = tuple(float(v) for v in info["clip_values"])
+    model = load_model(args.run_dir, device=str(device)).eval()
+    test = load_subset(args.run_dir, "test")
+    n_full = len(test)
+    x_all = np.clip(test.x, *clip).astype(np.float32)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    names = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    for nm in names:
+        get_attack(nm)
+    rows_dir = args.out / "rows"
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    costs = measure_pass_costs(model, x_all, args.batch_size, device)
+    print(f"pass costs per sample at batch {args.batch_size}: forward {1e3 * costs['t_f']:.2f} ms, "
+          f"forward+backward {1e3 * costs['t_fb']:.2f} ms", flush=True)
+    subsets: dict[int, np.ndarray] = {}
+    rows = []
+    for name in names:
+        spec = ATTACKS[name]
+        for params in spec.grid(args.grid):
+            params = spec.validate(params)
+            runs = [(b, False) for b in backends]
+            if args.early_stop and "torch" in spec.backends:
+                runs.append(("torch", True))
+            for backend, es in runs:
+                if backend == "torchattacks" and name not in TORCHATTACKS:
+                    continue
+                if backend not in ("torchattacks",) and backend not in spec.backends:
+                    continue
+                n = args.n_art if (backend == "art" and args.n_art) else args.n
+                if n not in subsets:
+                    subsets[n] = select_subset(test.meta, n, args.seed)
+                idx = subsets[n]
+                key = row_key(name, params, backend, len(idx), args.seed, es)
+                path = rows_dir / f"{key}.json"
+                if path.exists():
+                    row = read_json(path)
+                else:
+                    print(f"{name} {_fmt_params(name, json.dumps(params, sort_keys=True))} [{backend}"
+                          f"{', early stop' if es else ''}] on {len(idx)} samples ...", flush=True)
+                    row = bench_row(model, x_all[idx], test.y[idx], name, params, backend, clip=clip,
+                                    batch_size=args.batch_size, seed=args.seed, device=device, costs=costs,
+                                    n_full=n_full, early_stop=es)
+                    atomic_write_json(path, row)
+                print(f"  {row['seconds']:.1f} s, {row['samples_per_s']:.3g} samples/s, adv acc "
+                      f"{row['adv_accuracy']:.3f}, mean|d| {row['mean_abs_delta']:.4g}, floor ratio "
+                      f"{row['floor_ratio']:.2f}", flush=True)
+                rows.append(row)
+    table = pd.DataFrame(rows)
+    meta = {"machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(device),
+            "date": date.today().isoformat(), "run_dir": str(args.run_dir), "n_full": n_full,
+            "batch_size": args.batch_size, "python": sys.version.split()[0], "command": " ".join(sys.argv), **costs}
+    table.to_csv(args.out / "attacks.csv", index=False)
+    atomic_write_json(args.out / "meta.json", meta)
+    atomic_write_text(args.out / "attacks.md", markdown(table, meta))
+    print(markdown(table, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
