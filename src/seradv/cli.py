@@ -1,6 +1,6 @@
 """The ``seradv`` command line: a thin layer over :mod:`seradv.pipeline`.
 
-Verbs: ``manifest``, ``prepare``, ``train``, ``evaluate``, ``run``. Every error that seradv
+Verbs: ``manifest``, ``prepare``, ``train``, ``evaluate``, ``attack``, ``report``, ``run``. Every error that seradv
 raises on purpose is printed as one clear line (exit code 2), never as a traceback.
 """
 
@@ -183,6 +183,28 @@ def _print_results(results) -> None:
     cols = ["attack", "params", "language", "group", "n", "clean_accuracy", "adv_accuracy", "mean_abs_delta", "seconds"]
     pivot = results[results["group"] == "All"][[c for c in cols if c in results.columns]]
     console.print(_table(pivot.drop(columns=["group"]), "accuracy under attack (All)"))
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="One or more run directories; several make one cross-language report."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default RUN_DIR/report; for several runs <parent>/report-<a>+<b>)."),
+    examples: int = typer.Option(3, "--examples", help="Attacks shown as spectrograms and audio per run (0: none)."),
+    no_audio: bool = typer.Option(False, "--no-audio", help="Skip the Griffin-Lim audio renderings."),
+    boot: int = typer.Option(2000, "--boot", help="Bootstrap resamples of every confidence interval."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap, the permutation tests and the audio phase."),
+    link_images: bool = typer.Option(False, "--link-images", help="Link figures/ from report.html instead of embedding them."),
+) -> None:
+    """Write report.html (self-contained) and report.md: tables, plots, audio, statistics."""
+    from seradv.errors import ParameterError
+    from seradv.report import build_report
+
+    if examples < 0 or boot < 1:
+        raise ParameterError(f"--examples={examples} must be >= 0 and --boot={boot} >= 1")
+    path = build_report(run_dirs, out, n_examples=examples, audio=not no_audio, n_boot=boot, seed=seed,
+                        embed_images=not link_images)
+    console.print(f"report: {path.resolve()}")
+    console.print(f"        {path.with_suffix('.md').resolve()}")
 
 
 @app.command()

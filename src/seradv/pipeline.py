@@ -12,7 +12,7 @@ The CLI is a thin layer over these functions. A notebook user can call them dire
 Every run directory holds ``config.yaml``, ``manifest.csv``, ``skipped.csv``, ``split.csv``,
 ``segments.csv``, ``standardizer.safetensors``, ``preprocessing.json``, ``model.safetensors``,
 ``model.json``, ``history.csv``, ``metrics.json``, ``metrics.csv``, ``confusion.csv``,
-``predictions.csv`` and ``log.txt``.
+``predictions.csv`` and ``log.txt``; :func:`run` adds ``attacks/`` and ``report/``.
 """
 
 from __future__ import annotations
@@ -256,7 +256,11 @@ def demo_config() -> RunConfig:
 
 
 def run(cfg: RunConfig | None = None, *, out: str | Path | None = None) -> Path:
-    """All stages end to end; returns the run directory (``./runs/<name>`` by default)."""
+    """All stages end to end, then the report; returns the run directory (``./runs/<name>`` by default).
+
+    The report is written to ``<run_dir>/report/`` (:func:`seradv.report.build_report`) and
+    its path printed.
+    """
     cfg = (cfg or demo_config()).validate()
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
     prepare_run(cfg, run_dir)
@@ -268,6 +272,11 @@ def run(cfg: RunConfig | None = None, *, out: str | Path | None = None) -> Path:
         a = cfg.attack
         run_grid(run_dir, attacks=a.attacks, grid=a.grid, limit=a.limit, seed=a.seed, backend=a.backend,
                  batch_size=a.batch_size, device=a.device)
+    from seradv.report import build_report
+
+    with run_logging(run_dir):
+        report = build_report(run_dir)
+    print(f"report: {report.resolve()}", flush=True)  # the run's last word: where to look
     return run_dir
 
 

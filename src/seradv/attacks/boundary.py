@@ -50,17 +50,280 @@ Example
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
+import torch
 from art.attacks.evasion import BoundaryAttack
+from torch import nn
 
 from seradv.attacks._art import run_from_random_start
-from seradv.attacks.base import AttackContext, AttackSpec, ParamSpec, register_attack
+from seradv.attacks.base import AttackContext, AttackSpec, ParamSpec, QueryCounter, register_attack
 
-__all__ = ["BOUNDARY"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["BOUNDARY", "QUERY_ROWS", "boundary_attack_torch", "random_adversarial_start"]
+
+# --------------------------------------------------------------------------------------
+# Plain torch implementation
+# --------------------------------------------------------------------------------------
+#: Most query rows per forward pass of the torch backend (memory bound; see pixel.QUERY_ROWS).
+QUERY_ROWS = 1024
+#: Uniform draws per sample and round of the random start (as random_adversarial_init).
+INIT_CHUNK = 10
 
 
+def _predict(model: nn.Module, xs: torch.Tensor, counter: QueryCounter | None, max_rows: int) -> torch.Tensor:
+    """Predicted class (argmax of the softmax, as ART's predict function) of ``xs``, chunked."""
+    out = torch.empty(xs.shape[0], dtype=torch.int64, device=xs.device)
+    for s in range(0, xs.shape[0], max_rows):
+        e = min(s + max_rows, xs.shape[0])
+        out[s:e] = torch.softmax(model(xs[s:e]), -1).argmax(1)
+        if counter is not None:
+            counter.n_queries += e - s
+    return out
+
+
+@torch.inference_mode()
+def random_adversarial_start(
+    model: nn.Module,
+    x: torch.Tensor,
+    preds: torch.Tensor,
+    *,
+    init_size: int,
+    clip: tuple[float, float],
+    generator: torch.Generator,
+    counter: QueryCounter | None = None,
+    max_rows: int = QUERY_ROWS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched version of ART's (and seradv's seeded) search for a misclassified start.
+
+    Up to ``init_size`` uniform draws in the clip box per sample, ``INIT_CHUNK`` per sample and
+    round, all samples still searching in one forward pass; each keeps its first draw whose
+    predicted class differs from ``preds``. Returns ``(x_init, found)``; ``x_init`` is the
+    clean sample where none was found.
+    """
+    lo, hi = clip
+    x_init, found = x.clone(), torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    drawn = 0
+    while drawn < init_size:
+        todo = (~found).nonzero()[:, 0]
+        if todo.numel() == 0:
+            break
+        k = min(INIT_CHUNK, init_size - drawn)
+        u = torch.rand((todo.numel(), k, *x.shape[1:]), generator=generator).to(x.device)
+        cand = (lo + (hi - lo) * u).to(torch.float32)
+        hit = _predict(model, cand.flatten(0, 1), counter, max_rows).view(-1, k) != preds[todo, None]
+        drawn += k
+        ok = hit.any(1)
+        first = hit.to(torch.int8).argmax(1)
+        x_init[todo[ok]] = cand[ok, first[ok]]
+        found[todo[ok]] = True
+    return x_init, found
+
+
+def _take(t: torch.Tensor, idx: torch.Tensor, n: int) -> torch.Tensor:
+    """``t[idx]``, without a copy where ``idx`` is all of ``range(n)`` (kept in order)."""
+    return t if idx.numel() == n else t[idx]
+
+
+def _adapt(step: torch.Tensor, ratio: torch.Tensor, step_adapt: float) -> torch.Tensor:
+    """ART's trust-region rule: ``* step_adapt`` below 20 % success, ``/ step_adapt`` above 50 %."""
+    step = torch.where(ratio < 0.2, step * step_adapt, step)
+    return torch.where(ratio > 0.5, step / step_adapt, step)
+
+
+def _closest(x0: torch.Tensor, cand: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """Per sample, the candidate with ``ok`` nearest to ``x0`` in L2 (first on ties).
+
+    ``x0`` ``[shape=(k, d)]``, ``cand`` ``[shape=(k, s, d)]``, ``ok`` ``[shape=(k, s)]``.
+    """
+    dist = (cand - x0[:, None]).norm(dim=2)
+    dist = torch.where(ok, dist, torch.full_like(dist, float("inf")))
+    return cand[torch.arange(cand.shape[0], device=cand.device), dist.argmin(1)]
+
+
+def _orthogonal_candidates(x0: torch.Tensor, cur: torch.Tensor, delta: torch.Tensor, s: int,
+                           generator: torch.Generator) -> torch.Tensor:
+    """``s`` candidates ``cur + perturb`` per sample, ART's ``_orthogonal_perturb`` (unclipped).
+
+    ART, per candidate: ``p = randn``, ``p *= delta ||x0 - cur|| / ||p||``, remove its component
+    along ``u = (x0 - cur) / ||x0 - cur||``, ``h = sqrt(1 + delta^2)``,
+    ``perturb = ((1 - h) (cur - x0) + p) / h``. Here the same in fused form:
+    ``cur + (1 - h) / h (cur - x0) + c (p - (p.u) u)`` with ``c = delta ||x0 - cur|| / (||p|| h)``.
+
+    ``x0``, ``cur`` ``[shape=(k, d)]``, ``delta`` ``[shape=(k,)]`` -> ``[shape=(k, s, d)]`` float32.
+    """
+    k, d = x0.shape
+    diff = x0 - cur
+    dist = diff.norm(dim=1)
+    u = diff / dist[:, None]
+    dl = delta.to(torch.float32)
+    h = torch.sqrt(1 + dl * dl)
+    pert = torch.randn((k, s, d), generator=generator).to(x0.device)
+    c = (dl * dist / h)[:, None] / pert.norm(dim=2)
+    pu = torch.bmm(pert, u[:, :, None])[..., 0]
+    base = cur - ((1 - h) / h)[:, None] * diff
+    out = torch.addcmul(base[:, None], pert, c[..., None])
+    return out.addcmul_(u[:, None], (c * pu)[..., None], value=-1.0)
+
+
+@torch.inference_mode()
+def boundary_attack_torch(
+    model: nn.Module,
+    x: torch.Tensor,
+    x_init: torch.Tensor,
+    preds: torch.Tensor,
+    *,
+    delta: float,
+    epsilon: float,
+    step_adapt: float,
+    max_iter: int,
+    num_trial: int,
+    sample_size: int,
+    min_epsilon: float,
+    clip: tuple[float, float],
+    generator: torch.Generator,
+    counter: QueryCounter | None = None,
+    max_rows: int = QUERY_ROWS,
+) -> torch.Tensor:
+    """ART 1.20.1's untargeted ``BoundaryAttack._attack``, all samples of a batch in lockstep.
+
+    Every sample runs ART's loop from its misclassified start ``x_init``: per iteration up to
+    ``num_trial`` trials of ``sample_size`` orthogonal candidates from the current point
+    (step ``delta``, adapted after each trial), then, from the adversarial ones, up to
+    ``num_trial`` trials of the step ``epsilon`` towards ``x`` (adapted likewise); the new
+    point is the adversarial candidate nearest to ``x``. A sample stops where ART returns:
+    no adversarial orthogonal candidate in ``num_trial`` trials (keeps its point), no
+    adversarial step towards ``x`` in ``num_trial`` trials (takes the nearest orthogonal
+    candidate), ``epsilon < min_epsilon``, or ``max_iter`` iterations. Each trial is one
+    forward pass over the candidates of every sample still in that trial.
+
+    Parameters
+    ----------
+    model : nn.Module
+        In eval mode on ``x``'s device.
+    x, x_init : Tensor ``[shape=(b, 261, 128)]`` float32
+        Clean samples and misclassified starting points.
+    preds : Tensor ``[shape=(b,)]`` int64
+        Clean predictions (adversarial = predicted class differs).
+    delta, epsilon, step_adapt, max_iter, num_trial, sample_size, min_epsilon
+        ART's parameters.
+    clip : (float, float)
+    generator : torch.Generator
+        CPU generator of the orthogonal directions (drawn on the CPU, moved to the device).
+    counter : QueryCounter or None
+        ``n_queries`` += rows of each forward pass.
+    max_rows : int
+        Most candidates per forward pass.
+
+    Returns
+    -------
+    Tensor ``[shape=(b, 261, 128)]`` float32
+    """
+    lo, hi = clip
+    dev, b, shape = x.device, x.shape[0], tuple(x.shape[1:])
+    x0_all = x.reshape(b, -1)
+    x_adv = x_init.reshape(b, -1).clone()
+    n_cells = x0_all.shape[1]
+    cur_delta = torch.full((b,), float(delta), dtype=torch.float64, device=dev)
+    cur_eps = torch.full((b,), float(epsilon), dtype=torch.float64, device=dev)
+    running = torch.arange(b, device=dev)
+    s = sample_size
+    for _ in range(max_iter):
+        r = running.numel()
+        if r == 0:
+            break
+        x0_r, cur_r, preds_r = _take(x0_all, running, b), _take(x_adv, running, b), preds[running]
+        delta_r, eps_r = cur_delta[running], cur_eps[running]
+        # 1. orthogonal steps: trials until one candidate of the sample is adversarial
+        todo = torch.arange(r, device=dev)  # positions in ``running``
+        cands = torch.empty(0, device=dev)  # [r, s, d] once a trial succeeds
+        sat = torch.zeros((r, s), dtype=torch.bool, device=dev)
+        for _ in range(num_trial):
+            k = todo.numel()
+            if k == 0:
+                break
+            cand = _orthogonal_candidates(_take(x0_r, todo, r), _take(cur_r, todo, r), delta_r[todo], s,
+                                          generator).clamp_(lo, hi)
+            ok = _predict(model, cand.view(k * s, *shape), counter, max_rows).view(k, s) != preds_r[todo, None]
+            delta_r[todo] = _adapt(delta_r[todo], ok.to(torch.float64).mean(1), step_adapt)
+            hit = ok.any(1)
+            if k == r and bool(hit.all()):
+                cands = cand
+            else:
+                if cands.numel() == 0:
+                    cands = torch.zeros((r, s, cand.shape[2]), dtype=torch.float32, device=dev)
+                cands[todo[hit]] = cand[hit]
+            sat[todo[hit]] = ok[hit]
+            todo = todo[~hit]
+        cur_delta[running] = delta_r
+        # samples without an adversarial orthogonal candidate stop here, at x_adv (ART's return)
+        stepped = sat.any(1)
+        # 2. steps towards x: trials until one stepped candidate stays adversarial
+        todo = stepped.nonzero()[:, 0]
+        moved = torch.zeros(r, dtype=torch.bool, device=dev)
+        for _ in range(num_trial):
+            k = todo.numel()
+            if k == 0:
+                break
+            m = sat[todo]  # [k, s]: the adversarial orthogonal candidates of each sample
+            e = eps_r[todo].to(torch.float32)[:, None, None]
+            x0_k = _take(x0_r, todo, r)
+            pot = torch.lerp(_take(cands, todo, r), x0_k[:, None], e).clamp_(lo, hi)  # xs + eps (x - xs)
+            queries = pot.view(k * s, *shape) if bool(m.all()) else pot[m].view(-1, *shape)
+            ok = torch.zeros_like(m)
+            ok[m] = _predict(model, queries, counter, max_rows) != preds_r[todo].repeat_interleave(m.sum(1))
+            ratio = ok.sum(1).to(torch.float64) / m.sum(1).to(torch.float64)
+            eps_r[todo] = _adapt(eps_r[todo], ratio, step_adapt)
+            hit = ok.any(1)
+            if bool(hit.any()):
+                x_adv[running[todo[hit]]] = _closest(_take(x0_k, hit.nonzero()[:, 0], k),
+                                                     _take(pot, hit.nonzero()[:, 0], k), ok[hit])
+                moved[todo[hit]] = True
+            todo = todo[~hit]
+        cur_eps[running] = eps_r
+        # no adversarial step towards x: the nearest orthogonal candidate, and stop (ART's return)
+        if todo.numel():
+            x_adv[running[todo]] = _closest(x0_r[todo], cands[todo], sat[todo])
+        running = running[moved & (eps_r >= min_epsilon)]
+    return x_adv.view(b, *shape)
+
+
+def _boundary_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
+    gen = torch.Generator().manual_seed(ctx.seed)
+    out = np.empty_like(ctx.x)
+    clip = ctx.clip.as_tuple()
+    n_missing = 0
+    for i in range(0, ctx.n, ctx.batch_size):
+        xb = torch.from_numpy(ctx.x[i : i + ctx.batch_size]).to(ctx.device)
+        with torch.inference_mode():
+            preds = _predict(ctx.model, xb, ctx.counter, QUERY_ROWS)
+        x_init, found = random_adversarial_start(ctx.model, xb, preds, init_size=p["init_size"],
+                                                 clip=clip, generator=gen, counter=ctx.counter)
+        n_missing += int((~found).sum())
+        adv = xb.clone()
+        idx = found.nonzero()[:, 0]
+        if idx.numel():
+            adv[idx] = boundary_attack_torch(
+                ctx.model, xb[idx], x_init[idx], preds[idx], delta=p["delta"], epsilon=p["epsilon"],
+                step_adapt=p["step_adapt"], max_iter=p["max_iter"], num_trial=p["num_trial"],
+                sample_size=p["sample_size"], min_epsilon=p["min_epsilon"], clip=clip,
+                generator=gen, counter=ctx.counter,
+            )
+        out[i : i + xb.shape[0]] = adv.cpu().numpy()
+    if n_missing:
+        logger.warning(
+            "no adversarial starting point in %d uniform draws for %d of %d samples; they stay clean",
+            p["init_size"], n_missing, ctx.n,
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Runners
+# --------------------------------------------------------------------------------------
 def _boundary_art(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
     return run_from_random_start(ctx, p["init_size"], lambda clf: BoundaryAttack(
         clf, batch_size=ctx.batch_size, targeted=False, delta=p["delta"], epsilon=p["epsilon"],
@@ -88,6 +351,7 @@ BOUNDARY = register_attack(AttackSpec(
                  "num_trial": 3, "sample_size": 10},),
     quick_grid=({"delta": 0.01, "epsilon": 0.01, "step_adapt": 0.5, "max_iter": 10,
                  "num_trial": 3, "sample_size": 5, "init_size": 20},),
-    backends={"art": _boundary_art},
+    backends={"art": _boundary_art, "torch": _boundary_torch},
+    default_backend="torch",
     notes="float64 queries cast to float32; seeded starting points",
 ))

@@ -59,13 +59,23 @@ from typing import Any
 import numpy as np
 from art.attacks.evasion import CarliniL2Method, CarliniLInfMethod
 
+import torch
+from torch import nn
+
 from seradv.attacks._art import white_box_classifier
-from seradv.attacks.base import AttackContext, AttackSpec, ParamSpec, register_attack
+from seradv.attacks.base import (
+    AttackContext,
+    AttackSpec,
+    ParamSpec,
+    QueryCounter,
+    gradient_context,
+    register_attack,
+)
 from seradv.attacks.deepfool import OUTPUT_PARAM
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CW_L2", "CW_LINF"]
+__all__ = ["CW_L2", "CW_LINF", "art_l2_const_update", "cw_l2_batch", "cw_linf_batch"]
 
 
 def _warn_if_inert(name: str, ctx: AttackContext, x_adv: np.ndarray) -> None:
@@ -104,6 +114,386 @@ def _cw_linf_art(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
     return x_adv
 
 
+# --------------------------------------------------------------------------------------
+# Plain torch implementation
+# --------------------------------------------------------------------------------------
+#: ART's ``_tanh_smoother``: ``arctanh`` of ``(2u - 1) * 0.999999`` so the box edges stay finite.
+TANH_SMOOTHER = 0.999999
+#: ART's ``_c_upper_bound`` of C&W L2 (samples whose constant reaches it stop).
+C_UPPER_BOUND = 10e10
+#: ART's C&W L-inf: Adam stops once the objective drops below this (``loss_converged``).
+LINF_LOSS_CONVERGED = 0.001
+#: ART's C&W L-inf: the tau loop ends once tau is at most this.
+LINF_TAU_MIN = 1.0 / 256.0
+_ADAM_BETAS = (0.9, 0.999)
+_ADAM_EPS = 1e-8
+
+
+def to_tanh(x: torch.Tensor, clip: tuple[float, float]) -> torch.Tensor:
+    """ART's ``original_to_tanh``: ``arctanh((2 (x - lo) / (hi - lo) - 1) * 0.999999)``."""
+    lo, hi = clip
+    u = (x.clamp(lo, hi) - lo) / (hi - lo)
+    return torch.atanh((u * 2 - 1) * TANH_SMOOTHER)
+
+
+def from_tanh(w: torch.Tensor, clip: tuple[float, float]) -> torch.Tensor:
+    """ART's ``tanh_to_original``: ``(tanh(w) + 1) / 2 * (hi - lo) + lo`` (always inside the box)."""
+    lo, hi = clip
+    return (torch.tanh(w) + 1.0) / 2.0 * (hi - lo) + lo
+
+
+def margin(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``Z_y - max_{k != y} Z_k`` per row ``[shape=(b,)]`` (ART's ``z_target - z_other``)."""
+    z_y = z.gather(1, y[:, None])[:, 0]
+    z_other = z.scatter(1, y[:, None], float("-inf")).amax(1)
+    return z_y - z_other
+
+
+def _outputs(model: nn.Module, x: torch.Tensor, output: str) -> torch.Tensor:
+    z = model(x)
+    return torch.softmax(z, dim=-1) if output == "probabilities" else z
+
+
+class _Adam:
+    """Adam on rows of a batch (ART's ``art.optimizers.Adam`` = torch's rule, no weight decay).
+
+    All rows share the step count (they start together); ``rows`` selects the rows updated.
+    """
+
+    def __init__(self, w: torch.Tensor, lr: float) -> None:
+        self.m = torch.zeros_like(w)
+        self.v = torch.zeros_like(w)
+        self.lr = lr
+        self.t = 0
+
+    def step(self, w: torch.Tensor, grad: torch.Tensor, rows: torch.Tensor) -> None:
+        b1, b2 = _ADAM_BETAS
+        self.t += 1
+        m = self.m[rows].mul_(b1).add_(grad, alpha=1 - b1)
+        v = self.v[rows].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        self.m[rows], self.v[rows] = m, v
+        m_hat = m / (1 - b1**self.t)
+        v_hat = v / (1 - b2**self.t)
+        w[rows] = w[rows] - self.lr * m_hat / (v_hat.sqrt() + _ADAM_EPS)
+
+
+def art_l2_const_update(
+    c: torch.Tensor, c_lower: torch.Tensor, c_double: torch.Tensor, success: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ART 1.20.1's update of C&W L2's constant after a binary-search step (new tensors).
+
+    Success: ``c_double = False``, ``c = (c_lower + c) / 2``. Failure: ``c *= 2`` while the row
+    never succeeded (``c_double``), else ``c += (c - c_lower) / 2``; then ``c_lower = c``.
+    ART writes ``c_old = c_current`` (an alias, not a copy) before updating ``c_current`` in
+    place, so ``c_lower`` takes the *new* constant: once a row has failed and then succeeded
+    (or succeeded and then failed), ``c_lower == c`` and the constant never changes again.
+
+    Parameters
+    ----------
+    c, c_lower : Tensor ``[shape=(b,)]`` float
+    c_double : Tensor ``[shape=(b,)]`` bool
+    success : Tensor ``[shape=(b,)]`` bool
+        Whether any iterate of the step was adversarial.
+
+    Returns
+    -------
+    (c, c_lower, c_double)
+    """
+    fail = ~success
+    dbl = c_double & fail
+    c = torch.where(success, (c_lower + c) / 2, c)
+    c = torch.where(fail & dbl, c * 2, c)
+    c = torch.where(fail & ~dbl, c + (c - c_lower) / 2, c)
+    c_lower = torch.where(fail, c, c_lower)
+    return c, c_lower, dbl
+
+
+def cw_l2_batch(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    confidence: float,
+    learning_rate: float,
+    max_iter: int,
+    binary_search_steps: int,
+    initial_const: float,
+    clip: tuple[float, float],
+    output: str = "logits",
+    counter: QueryCounter | None = None,
+    early_stop: bool = False,
+) -> torch.Tensor:
+    """Batched C&W L2 with Adam, ART 1.20.1's binary search on ``c``; all rows in parallel.
+
+    Per binary-search step every active row restarts from ``x`` (``w = arctanh`` of it) and
+    takes ``max_iter`` Adam steps on ``||x_adv - x||_2^2 + c * max(Z_y - max_{k!=y} Z_k +
+    confidence, 0)``, one forward+backward of the batch per step and one forward of the last
+    iterate; every iterate (the start ``x`` included) that satisfies ``Z_y - max_{k!=y} Z_k +
+    confidence <= 0`` and beats the row's best L2 becomes its adversarial example.
+
+    Parameters
+    ----------
+    model : nn.Module
+        In eval mode, on ``x``'s device.
+    x : Tensor ``[shape=(b, 261, 128)]`` float32, inside ``clip``
+    y : Tensor ``[shape=(b,)]`` int64
+    confidence, learning_rate, max_iter, binary_search_steps, initial_const
+        As ART's ``CarliniL2Method``.
+    clip : (float, float)
+    output : {"logits", "probabilities"}
+        ``Z``: the model's logits or its softmax probabilities.
+    counter : QueryCounter or None
+        ``n_grads += rows`` per Adam step, ``n_queries += rows`` per last-iterate forward.
+    early_stop : bool
+        Stop a row at its first adversarial iterate (no further steps or constants).
+
+    Returns
+    -------
+    Tensor ``[shape=(b, 261, 128)]``: the smallest-L2 adversarial iterate per row, ``x``
+    itself where none was found.
+    """
+    counter = counter if counter is not None else QueryCounter()
+    x, y = x.detach(), y.detach()
+    n, dev = x.shape[0], x.device
+    w0 = to_tanh(x, clip)
+    best_x = x.clone()
+    best_l2 = torch.full((n,), float("inf"), device=dev)
+    c = torch.full((n,), float(initial_const), device=dev, dtype=torch.float64)
+    c_lower = torch.zeros_like(c)
+    c_double = torch.ones(n, dtype=torch.bool, device=dev)
+    done = torch.zeros(n, dtype=torch.bool, device=dev)
+
+    def record(rows: torch.Tensor, xa: torch.Tensor, l2: torch.Tensor, z: torch.Tensor,
+               yr: torch.Tensor) -> torch.Tensor:
+        ok = margin(z, yr) + confidence <= 0
+        better = ok & (l2 < best_l2[rows])
+        idx = rows[better]
+        best_l2[idx] = l2[better]
+        best_x[idx] = xa[better]
+        return ok
+
+    for _ in range(binary_search_steps):
+        active = ~done & (c < C_UPPER_BOUND)
+        if not bool(active.any()):
+            break
+        rows = active.nonzero()[:, 0]
+        xr, yr, cr = x[rows], y[rows], c[rows].to(x.dtype)
+        w = w0[rows].clone()
+        adam = _Adam(w, learning_rate)
+        live = torch.arange(rows.numel(), device=dev)  # rows still optimising (early_stop)
+        success = torch.zeros(rows.numel(), dtype=torch.bool, device=dev)
+        with gradient_context(dev):
+            for k in range(max_iter + 1):
+                last = k == max_iter
+                wl = w[live]
+                if last:
+                    with torch.inference_mode():
+                        xa = from_tanh(wl, clip)
+                        z = _outputs(model, xa, output)
+                    counter.n_queries += live.numel()
+                else:
+                    wl.requires_grad_(True)
+                    with torch.enable_grad():
+                        xa = from_tanh(wl, clip)
+                        z = _outputs(model, xa, output)
+                        l2 = (xa - xr[live]).square().flatten(1).sum(1)
+                        loss = l2 + cr[live] * (margin(z, yr[live]) + confidence).clamp_min(0)
+                        (grad,) = torch.autograd.grad(loss.sum(), wl)
+                    counter.n_grads += live.numel()
+                with torch.no_grad():
+                    xa, z = xa.detach(), z.detach()
+                    if k == 0:  # ART's first iterate is x itself (L2 exactly 0)
+                        xa = xr[live]
+                        l2 = torch.zeros(live.numel(), device=dev)
+                    else:
+                        l2 = (xa - xr[live]).square().flatten(1).sum(1)
+                    ok = record(rows[live], xa, l2, z, yr[live])
+                    success[live] |= ok
+                    if last:
+                        break
+                    if early_stop and bool(ok.any()):
+                        keep = ~ok
+                        live, grad = live[keep], grad[keep]
+                        if live.numel() == 0:
+                            break
+                    adam.step(w, torch.nan_to_num(grad), live)
+        c_old = c[rows]
+        c_r, lo_r, dbl_r = art_l2_const_update(c_old, c_lower[rows], c_double[rows], success)
+        c[rows], c_lower[rows], c_double[rows] = c_r, lo_r, dbl_r
+        # a constant that no longer changes would repeat the same deterministic run: skip it
+        done[rows] = c_r == c_old
+        if early_stop:
+            done[rows] |= success
+    return best_x
+
+
+def cw_linf_batch(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    confidence: float,
+    learning_rate: float,
+    max_iter: int,
+    decrease_factor: float,
+    initial_const: float,
+    largest_const: float,
+    const_factor: float,
+    clip: tuple[float, float],
+    output: str = "logits",
+    counter: QueryCounter | None = None,
+    early_stop: bool = False,
+) -> torch.Tensor:
+    """Batched C&W L-inf, ART 1.20.1's ``CarliniLInfMethod`` loop run for all rows at once.
+
+    Per row: ``tau = 1``; per ``tau`` level, for each constant ``c = initial_const *
+    const_factor^j < largest_const``, ART runs Adam (``max_iter`` steps from ``x``) on the
+    gradient of ``Z_y - max_{k!=y} Z_k + sum(max(|x_adv - x| - tau, 0))`` and stops when
+    ``c * max(Z_y - max_{k!=y} Z_k + confidence, 0) + sum(max(|x_adv - x| - tau, 0)) < 0.001``.
+    The gradient does not depend on ``c``, so the runs of one level are prefixes of one Adam
+    trajectory, which this function computes once: the run of constant ``c_j`` ends at the
+    first iterate where its objective converges (else at step ``max_iter``). A run's end point
+    is accepted if it is misclassified and its L-inf distance beats the row's best (initially
+    1.0, ART's ``delta_i_best``), in the order of the constants. After a level, ``tau <-
+    min(tau, ||best - x||_inf) * decrease_factor``; a row stops when nothing was accepted in
+    the level or ``tau <= 1/256``.
+
+    Parameters
+    ----------
+    model : nn.Module
+    x : Tensor ``[shape=(b, 261, 128)]`` float32, inside ``clip``
+    y : Tensor ``[shape=(b,)]`` int64
+    confidence, learning_rate, max_iter, decrease_factor, initial_const, largest_const, const_factor
+        As ART's ``CarliniLInfMethod``.
+    clip : (float, float)
+    output : {"logits", "probabilities"}
+    counter : QueryCounter or None
+        ``n_grads += rows`` per Adam step, ``n_queries += rows`` per last-iterate forward.
+    early_stop : bool
+        Stop a row at its first accepted example (no further steps or ``tau`` levels).
+
+    Returns
+    -------
+    Tensor ``[shape=(b, 261, 128)]``: the accepted example with the smallest L-inf distance,
+    ``x`` where none was accepted.
+    """
+    counter = counter if counter is not None else QueryCounter()
+    x, y = x.detach(), y.detach()
+    n, dev = x.shape[0], x.device
+    consts = []
+    c = float(initial_const)
+    while c < largest_const:
+        consts.append(c)
+        c *= const_factor
+    best_x = x.clone()
+    if not consts:  # ART runs no optimisation at all
+        return best_x
+    c_t = torch.tensor(consts, device=dev, dtype=x.dtype)
+    n_c = len(consts)
+    w0 = to_tanh(x, clip)
+    best_d = torch.ones(n, device=dev, dtype=x.dtype)  # ART: delta_i_best = 1.0
+    tau = torch.ones(n, device=dev, dtype=x.dtype)
+    alive = torch.ones(n, dtype=torch.bool, device=dev)
+    while bool(alive.any()):
+        rows = alive.nonzero()[:, 0]
+        xr, yr, taur = x[rows], y[rows], tau[rows]
+        w = w0[rows].clone()
+        adam = _Adam(w, learning_rate)
+        live = torch.arange(rows.numel(), device=dev)
+        next_c = torch.zeros(rows.numel(), dtype=torch.long, device=dev)  # first unfinished const
+        found = torch.zeros(rows.numel(), dtype=torch.bool, device=dev)
+        with gradient_context(dev):
+            for k in range(max_iter + 1):
+                last = k == max_iter
+                wl = w[live]
+                xl, yl, tl = xr[live], yr[live], taur[live, None, None]
+                if last:
+                    with torch.inference_mode():
+                        xa = from_tanh(wl, clip)
+                        z = _outputs(model, xa, output)
+                    counter.n_queries += live.numel()
+                else:
+                    wl.requires_grad_(True)
+                    with torch.enable_grad():
+                        xa = from_tanh(wl, clip)
+                        z = _outputs(model, xa, output)
+                        # ART's gradient: no hinge on the margin, no constant
+                        obj = margin(z, yl).sum() + ((xa - xl).abs() - tl).clamp_min(0).sum()
+                        (grad,) = torch.autograd.grad(obj, wl)
+                    counter.n_grads += live.numel()
+                if k == 0:
+                    adam.step(w, torch.nan_to_num(grad), live)
+                    continue
+                with torch.no_grad():
+                    xa, z = xa.detach(), z.detach()
+                    if last:
+                        n_conv = torch.full_like(next_c[live], n_c)
+                    else:
+                        l1 = (margin(z, yl) + confidence).clamp_min(0)
+                        l2 = ((xa - xl).abs() - tl).clamp_min(0).flatten(1).sum(1)
+                        conv = l1[:, None] * c_t[None, :] + l2[:, None] < LINF_LOSS_CONVERGED
+                        n_conv = conv.sum(1)  # a prefix of the constants (l1 >= 0)
+                    ends = n_conv > next_c[live]  # some constant's run ends at this iterate
+                    delta = (xa - xl).abs().flatten(1).amax(1)
+                    glob = rows[live]
+                    accept = ends & (z.argmax(1) != yl) & (delta < best_d[glob])
+                    idx = glob[accept]
+                    best_x[idx] = xa[accept]
+                    best_d[idx] = delta[accept]
+                    found[live[accept]] = True
+                    next_c[live] = torch.maximum(next_c[live], n_conv)
+                    if last:
+                        break
+                    keep = next_c[live] < n_c
+                    if early_stop:
+                        keep &= ~accept
+                    if not bool(keep.all()):
+                        live, grad = live[keep], grad[keep]
+                        if live.numel() == 0:
+                            break
+                    adam.step(w, torch.nan_to_num(grad), live)
+        with torch.no_grad():
+            tau_actual = (best_x[rows] - xr).abs().flatten(1).amax(1)
+            new_tau = torch.minimum(taur, tau_actual) * decrease_factor
+            tau[rows] = new_tau
+            alive[rows] = found & (new_tau > LINF_TAU_MIN)
+            if early_stop:
+                alive[rows] = False
+    return best_x
+
+
+def _batched(ctx: AttackContext, fn: Any, **kw: Any) -> np.ndarray:
+    out = np.empty_like(ctx.x)
+    for i in range(0, ctx.n, ctx.batch_size):
+        xb = torch.from_numpy(ctx.x[i : i + ctx.batch_size]).to(ctx.device)
+        yb = torch.from_numpy(ctx.y[i : i + ctx.batch_size]).to(ctx.device)
+        adv = fn(ctx.model, xb, yb, clip=ctx.clip.as_tuple(), counter=ctx.counter,
+                 early_stop=ctx.early_stop, **kw)
+        out[i : i + xb.shape[0]] = adv.cpu().numpy()
+    return out
+
+
+def _cw_l2_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
+    x_adv = _batched(
+        ctx, cw_l2_batch, confidence=p["confidence"], learning_rate=p["learning_rate"],
+        max_iter=p["max_iter"], binary_search_steps=p["binary_search_steps"],
+        initial_const=p["initial_const"], output=p["output"],
+    )
+    _warn_if_inert("cw_l2", ctx, x_adv)
+    return x_adv
+
+
+def _cw_linf_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
+    x_adv = _batched(
+        ctx, cw_linf_batch, confidence=p["confidence"], learning_rate=p["learning_rate"],
+        max_iter=p["max_iter"], decrease_factor=p["decrease_factor"],
+        initial_const=p["initial_const"], largest_const=p["largest_const"],
+        const_factor=p["const_factor"], output=p["output"],
+    )
+    _warn_if_inert("cw_linf", ctx, x_adv)
+    return x_adv
+
+
 _COMMON = (
     ParamSpec("confidence", float, 0.0, low=0.0, doc="required logit margin (kappa)"),
     ParamSpec("learning_rate", float, 0.01, low=0.0, low_open=True, doc="initial step size"),
@@ -116,15 +506,16 @@ CW_L2 = register_attack(AttackSpec(
     params=_COMMON + (
         ParamSpec("binary_search_steps", int, 20, low=1, doc="binary search steps on the constant c"),
         ParamSpec("initial_const", float, 0.01, low=0.0, low_open=True, doc="first constant c"),
-        ParamSpec("max_halving", int, 5, low=1, doc="line search: learning-rate halvings"),
-        ParamSpec("max_doubling", int, 5, low=1, doc="line search: learning-rate doublings"),
+        ParamSpec("max_halving", int, 5, low=1, doc="ART backend only: line-search halvings"),
+        ParamSpec("max_doubling", int, 5, low=1, doc="ART backend only: line-search doublings"),
         OUTPUT_PARAM,
     ),
     paper_grid=({"max_iter": 10, "learning_rate": 0.01, "binary_search_steps": 20,
                  "initial_const": 0.01},),
     quick_grid=({"max_iter": 10, "learning_rate": 0.01, "binary_search_steps": 4,
                  "initial_const": 500.0},),
-    backends={"art": _cw_l2_art},
+    backends={"art": _cw_l2_art, "torch": _cw_l2_torch},
+    default_backend="torch",
     notes="unsuccessful samples are returned unchanged by ART",
 ))
 
@@ -143,6 +534,7 @@ CW_LINF = register_attack(AttackSpec(
                  "largest_const": 20.0, "decrease_factor": 0.8, "const_factor": 4.0},),
     quick_grid=({"max_iter": 5, "learning_rate": 0.05, "initial_const": 0.1,
                  "largest_const": 20.0, "decrease_factor": 0.5, "const_factor": 10.0},),
-    backends={"art": _cw_linf_art},
+    backends={"art": _cw_linf_art, "torch": _cw_linf_torch},
+    default_backend="torch",
     notes="one sample at a time in ART; the slowest white-box attack",
 ))

@@ -47,12 +47,21 @@ import logging
 from typing import Any
 
 import numpy as np
+import torch
 from art.attacks.evasion import DeepFool
+from torch import nn
 
 from seradv.attacks._art import OUTPUTS, white_box_classifier
-from seradv.attacks.base import AttackContext, AttackSpec, ParamSpec, register_attack
+from seradv.attacks.base import (
+    AttackContext,
+    AttackSpec,
+    ParamSpec,
+    QueryCounter,
+    gradient_context,
+    register_attack,
+)
 
-__all__ = ["DEEPFOOL"]
+__all__ = ["DEEPFOOL", "deepfool_batch", "forward_with_graph", "model_output", "refit_rows"]
 
 OUTPUT_PARAM = ParamSpec(
     "output", str, "logits", choices=OUTPUTS,
@@ -65,6 +74,189 @@ class _DropProbabilityWarning(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "predicting probabilities" not in record.getMessage()
+
+
+# --------------------------------------------------------------------------------------
+# Plain torch implementation
+# --------------------------------------------------------------------------------------
+#: ART's "small scalar to avoid division by 0" (``tol = 10e-8`` in ``DeepFool.generate``).
+_TOL = 10e-8
+
+#: Assumed cost of one backward pass relative to one forward pass of the model, used only to
+#: decide whether re-running the forward pass on the still-active rows is cheaper than
+#: back-propagating through rows that just finished (the numbers are the same either way).
+_BACKWARD_OVER_FORWARD = 2.0
+
+
+def model_output(model: nn.Module, x: torch.Tensor, output: str) -> torch.Tensor:
+    """``model(x)`` (``"logits"``) or ``softmax(model(x))`` (``"probabilities"``) ``[shape=(b, C)]``.
+
+    The same output :func:`~seradv.attacks._art.white_box_classifier` hands to ART.
+    """
+    out = model(x)
+    return torch.softmax(out, dim=-1) if output == "probabilities" else out
+
+
+def refit_rows(m: int, m_keep: int, n_backward: int) -> bool:
+    """Whether a fresh forward pass on ``m_keep`` of ``m`` rows beats back-propagating all ``m``.
+
+    ``n_backward`` backward passes follow the forward pass (classes of a Jacobian). A graph of
+    ``m`` rows costs ``m * (1 + n_backward * r)`` forward units to differentiate (``r`` =
+    backward / forward cost); dropping rows costs the extra forward ``m`` but saves
+    ``(m - m_keep) * (1 + n_backward * r)``.
+    """
+    return (m - m_keep) * (1.0 + n_backward * _BACKWARD_OVER_FORWARD) > m
+
+
+def forward_with_graph(
+    model: nn.Module, x: torch.Tensor, output: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Leaf copy of ``x`` that requires grad, and :func:`model_output` on it with its graph."""
+    xg = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        return xg, model_output(model, xg, output)
+
+
+def _class_jacobian(xg: torch.Tensor, f: torch.Tensor, labels: list[int]) -> torch.Tensor:
+    """Gradients of ``f[:, c]`` for ``c`` in ``labels`` ``[shape=(m, k, *xg.shape[1:])]``.
+
+    One backward pass per label through the retained graph; a row's gradient is that of its own
+    output (eval mode: rows are independent), as ART's ``class_gradient``.
+    """
+    k = len(labels)
+    grads = []
+    with torch.enable_grad():
+        for j, c in enumerate(labels):
+            (g,) = torch.autograd.grad(f[:, c].sum(), xg, retain_graph=j < k - 1)
+            grads.append(g)
+    return torch.stack(grads, 1)
+
+
+def deepfool_batch(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    labels: list[int],
+    max_iter: int,
+    overshoot: float,
+    clip: tuple[float, float],
+    output: str = "logits",
+    counter: QueryCounter | None = None,
+    y: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """ART 1.20.1's DeepFool on one batch, all samples in parallel (see the module docstring).
+
+    Parameters
+    ----------
+    model : nn.Module
+        In eval mode, on ``x``'s device.
+    x : Tensor ``[shape=(b, 261, 128)]`` float32
+    labels : list of int
+        Sorted classes whose gradients are used (ART's ``labels_set``); must hold every
+        sample's predicted class.
+    max_iter : int
+    overshoot : float
+        ART's ``epsilon``: the result is ``clip(x + (1 + overshoot) * (x_deepfool - x))``.
+    clip : (float, float)
+        Box; every step is also multiplied by ``clip[1] - clip[0]`` (ART quirk).
+    output : {"logits", "probabilities"}
+    counter : QueryCounter or None
+        Work counters to add to.
+    y : int Tensor ``[shape=(b,)]`` or None
+        ``early_stop``: samples not predicted as ``y`` are not attacked (None: all are).
+
+    Returns
+    -------
+    Tensor ``[shape=(b, 261, 128)]`` float32, detached, inside ``clip``.
+    """
+    counter = counter if counter is not None else QueryCounter()
+    lo, hi = clip
+    scale = hi - lo
+    k = len(labels)
+    x = x.detach()
+    dev = x.device
+    labels_t = torch.tensor(labels, dtype=torch.long, device=dev)
+    pos = torch.full((max(labels) + 1,), -1, dtype=torch.long, device=dev)  # class -> column
+    pos[labels_t] = torch.arange(k, device=dev)
+    x_cur = x.clone()
+    active = torch.arange(x.shape[0], device=dev)
+    fk_hat = torch.zeros(x.shape[0], dtype=torch.long, device=dev)
+    with gradient_context(dev):
+        for step in range(max_iter):
+            xa = x_cur[active]
+            m = xa.shape[0]
+            xg, f = forward_with_graph(model, xa, output)
+            pred = f.detach().argmax(1)
+            if step == 0:
+                fk_hat[active] = pred  # ART: the prediction on the clean input
+                keep = torch.ones_like(pred, dtype=torch.bool)
+            else:  # ART: stop on the samples whose prediction changed
+                keep = pred == fk_hat[active]
+            if y is not None:
+                keep &= pred == y[active]
+            m_keep = int(keep.sum())
+            if m_keep == 0:
+                counter.n_queries += m
+                break
+            trim = None
+            if m_keep < m:
+                active = active[keep]
+                if refit_rows(m, m_keep, k):  # a fresh graph of the kept rows only
+                    counter.n_queries += m
+                    xg, f = forward_with_graph(model, xa[keep], output)
+                else:  # back-propagate the finished rows too, drop them afterwards
+                    trim = keep
+            grd = _class_jacobian(xg, f, labels)
+            counter.n_grads += xg.shape[0]
+            counter.n_backward += xg.shape[0] * (k - 1)
+            f = f.detach()
+            if trim is not None:
+                f, grd = f[trim], grd[trim]
+            with torch.no_grad():  # ART's update, line by line
+                ar = torch.arange(active.shape[0], device=dev)
+                own = pos[fk_hat[active]]
+                grad_diff = grd - grd[ar, own].unsqueeze(1)
+                f_diff = f[:, labels_t] - f[ar, fk_hat[active]].unsqueeze(1)
+                norm = grad_diff.flatten(2).norm(dim=2) + _TOL
+                value = f_diff.abs() / norm
+                value[ar, own] = torch.inf
+                l_var = value.argmin(1)
+                absolute1 = f_diff[ar, l_var].abs()
+                draddiff = grad_diff[ar, l_var]
+                pow1 = draddiff.flatten(1).norm(dim=1) ** 2 + _TOL
+                r_var = (absolute1 / pow1).view(-1, *([1] * (x.ndim - 1))) * draddiff
+                x_cur[active] = (x_cur[active] + r_var * scale).clamp(lo, hi)
+    with torch.no_grad():
+        return (x + (1 + overshoot) * (x_cur - x)).clamp(lo, hi)
+
+
+def gradient_labels(ctx: AttackContext, nb_grads: int, output: str) -> list[int]:
+    """ART's ``labels_set``: all classes, or the union over *all* of ``ctx.x`` of each sample's
+    ``nb_grads`` top classes (one forward pass of every sample when ``nb_grads < n_classes``)."""
+    if nb_grads >= ctx.n_classes:
+        return list(range(ctx.n_classes))
+    tops = []
+    with torch.inference_mode():
+        for i in range(0, ctx.n, ctx.batch_size):
+            f = model_output(ctx.model, torch.from_numpy(ctx.x[i : i + ctx.batch_size]).to(ctx.device), output)
+            # np.argsort(-preds) on <= 16 classes is an insertion sort: stable on ties
+            tops.append(torch.sort(-f, dim=1, stable=True).indices[:, :nb_grads])
+    ctx.counter.n_queries += ctx.n
+    return sorted(int(c) for c in torch.cat(tops).unique().tolist())
+
+
+def _deepfool_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
+    labels = gradient_labels(ctx, p["nb_grads"], p["output"])
+    out = np.empty_like(ctx.x)
+    for i in range(0, ctx.n, ctx.batch_size):
+        xb = torch.from_numpy(ctx.x[i : i + ctx.batch_size]).to(ctx.device)
+        yb = torch.from_numpy(ctx.y[i : i + ctx.batch_size]).to(ctx.device) if ctx.early_stop else None
+        adv = deepfool_batch(
+            ctx.model, xb, labels=labels, max_iter=p["max_iter"], overshoot=p["overshoot"],
+            clip=ctx.clip.as_tuple(), output=p["output"], counter=ctx.counter, y=yb,
+        )
+        out[i : i + xb.shape[0]] = adv.cpu().numpy()
+    return out
 
 
 def _deepfool_art(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
@@ -92,6 +284,7 @@ DEEPFOOL = register_attack(AttackSpec(
     ),
     paper_grid=tuple({"max_iter": m, "nb_grads": 5, "overshoot": 1e-5} for m in (1, 5, 20)),
     quick_grid=({"max_iter": 5, "nb_grads": 5, "overshoot": 1e-5},),
-    backends={"art": _deepfool_art},
+    backends={"art": _deepfool_art, "torch": _deepfool_torch},
+    default_backend="torch",
     notes="ART scales every step by (clip_max - clip_min); see module docstring",
 ))

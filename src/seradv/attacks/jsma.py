@@ -46,14 +46,23 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from art.attacks.evasion import SaliencyMapMethod
+from torch import nn
 
 from seradv.attacks._art import white_box_classifier
-from seradv.attacks.base import AttackContext, AttackSpec, ParamSpec, register_attack
-from seradv.attacks.deepfool import OUTPUT_PARAM
+from seradv.attacks.base import (
+    AttackContext,
+    AttackSpec,
+    ParamSpec,
+    QueryCounter,
+    gradient_context,
+    register_attack,
+)
+from seradv.attacks.deepfool import OUTPUT_PARAM, forward_with_graph, refit_rows
 from seradv.errors import ParameterError
 
-__all__ = ["JSMA", "random_targets"]
+__all__ = ["JSMA", "jsma_batch", "random_targets"]
 
 
 def random_targets(y: np.ndarray, n_classes: int, seed: int) -> np.ndarray:
@@ -61,6 +70,113 @@ def random_targets(y: np.ndarray, n_classes: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     shift = rng.integers(1, n_classes, size=y.shape[0])
     return ((y + shift) % n_classes).astype(np.int64)
+
+
+def jsma_batch(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    theta: float,
+    gamma: float,
+    clip: tuple[float, float],
+    output: str = "logits",
+    counter: QueryCounter | None = None,
+    y: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """ART 1.20.1's ``SaliencyMapMethod`` on one batch, all samples in parallel (module docstring).
+
+    Parameters
+    ----------
+    model : nn.Module
+        In eval mode, on ``x``'s device.
+    x : Tensor ``[shape=(b, 261, 128)]`` float32, inside ``clip``
+    target : int Tensor ``[shape=(b,)]``
+        Target class of each sample.
+    theta : float
+        Added to each chosen cell (standardized units, not scaled by the clip range); non-zero.
+    gamma : float
+        A sample stops once more than a fraction ``gamma`` of its cells has been chosen.
+    clip : (float, float)
+    output : {"logits", "probabilities"}
+    counter : QueryCounter or None
+        Work counters to add to.
+    y : int Tensor ``[shape=(b,)]`` or None
+        ``early_stop``: a sample also stops once it is no longer predicted as ``y``.
+
+    Returns
+    -------
+    Tensor ``[shape=(b, 261, 128)]`` float32, detached, inside ``clip``.
+    """
+    counter = counter if counter is not None else QueryCounter()
+    lo, hi = clip
+    b, dev = x.shape[0], x.device
+    n_feat = x[0].numel()
+    xf = x.detach().reshape(b, n_feat).clone()
+    # ART's search domain: the cells that can still move in theta's direction
+    search = xf < hi if theta > 0 else xf > lo
+    clip_value = hi if theta > 0 else lo
+    used = torch.zeros_like(search)  # ART's all_feat: cells chosen at least once
+    active = torch.arange(b, device=dev)
+    with gradient_context(dev):
+        while active.numel() > 0:
+            xa = xf[active].view(-1, *x.shape[1:])
+            m = xa.shape[0]
+            xg, f = forward_with_graph(model, xa, output)
+            pred = f.detach().argmax(1)
+            keep = pred != target[active]  # ART: stop once the target class is predicted
+            if y is not None:
+                keep &= pred == y[active]
+            m_keep = int(keep.sum())
+            if m_keep == 0:
+                counter.n_queries += m
+                break
+            graph_rows, trim = active, None
+            if m_keep < m:
+                active = active[keep]
+                if refit_rows(m, m_keep, 1):  # a fresh graph of the kept rows only
+                    counter.n_queries += m
+                    xg, f = forward_with_graph(model, xa[keep], output)
+                    graph_rows = active
+                else:  # back-propagate the finished rows too, drop them afterwards
+                    trim = keep
+            with torch.enable_grad():  # ART: class_gradient(x, label=target)
+                sel = f.gather(1, target[graph_rows].unsqueeze(1)).sum()
+                (grad,) = torch.autograd.grad(sel, xg)
+            counter.n_grads += xg.shape[0]
+            with torch.no_grad():
+                grad = grad.reshape(xg.shape[0], n_feat)
+                if trim is not None:
+                    grad = grad[trim]
+                # ART: the two cells of the search domain with the largest (theta > 0) or
+                # smallest (theta < 0) target-class gradient
+                score = grad if theta > 0 else -grad
+                score = score.masked_fill(~search[active], -torch.inf)
+                idx = score.topk(2, dim=1).indices
+                rows = active.unsqueeze(1)
+                new = xf[rows, idx] + theta
+                new = new.clamp(max=hi) if theta > 0 else new.clamp(min=lo)
+                xf[rows, idx] = new
+                used[rows, idx] = True
+                search[rows, idx] &= new != clip_value
+                # ART: go on while at most gamma of the cells were used and some can still move
+                budget = used[active].sum(1).double() / n_feat <= gamma
+                active = active[budget & search[active].any(1)]
+    return xf.view_as(x)
+
+
+def _jsma_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
+    targets = random_targets(ctx.y, ctx.n_classes, ctx.seed)
+    out = np.empty_like(ctx.x)
+    for i in range(0, ctx.n, ctx.batch_size):
+        sl = slice(i, i + ctx.batch_size)
+        xb = torch.from_numpy(ctx.x[sl]).to(ctx.device)
+        tb = torch.from_numpy(targets[sl]).to(ctx.device)
+        yb = torch.from_numpy(ctx.y[sl]).to(ctx.device) if ctx.early_stop else None
+        adv = jsma_batch(ctx.model, xb, tb, theta=p["theta"], gamma=p["gamma"], clip=ctx.clip.as_tuple(),
+                         output=p["output"], counter=ctx.counter, y=yb)
+        out[sl] = adv.cpu().numpy()
+    return out
 
 
 def _jsma_art(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
@@ -88,6 +204,7 @@ JSMA = register_attack(AttackSpec(
     ),
     paper_grid=tuple({"theta": t, "gamma": 1.0} for t in (-1.0, -0.5, 0.5, 1.0)),
     quick_grid=({"theta": 1.0, "gamma": 0.02},),
-    backends={"art": _jsma_art},
+    backends={"art": _jsma_art, "torch": _jsma_torch},
+    default_backend="torch",
     check=_check,
 ))

@@ -45,17 +45,241 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from art.attacks.evasion import PixelAttack
+from torch import nn
 
 from seradv.attacks._art import black_box_classifier
-from seradv.attacks.base import AttackContext, AttackSpec, ParamSpec, register_attack
+from seradv.attacks.base import AttackContext, AttackSpec, ParamSpec, QueryCounter, register_attack
 
-__all__ = ["PIXEL", "ROUNDTRIP_TOL"]
+__all__ = ["PIXEL", "QUERY_ROWS", "ROUNDTRIP_TOL", "de_population_size", "pixel_attack_torch"]
 
 #: Cells that moved less than this are ART's [0, 255] round-trip noise, not attacked cells.
 ROUNDTRIP_TOL = 1e-4
 
+# --------------------------------------------------------------------------------------
+# Plain torch implementation
+# --------------------------------------------------------------------------------------
+#: Most candidate rows per forward pass of the torch backend (a memory bound: 1,024 inputs of
+#: (261, 128) float32 are 137 MB; the CNN-LSTM's first convolution holds ~16x that).
+QUERY_ROWS = 1024
+#: ART's target number of DE candidates per generation (``popsize = max(1, 400 // len(bounds))``).
+_POP_TARGET = 400
 
+
+def de_population_size(th: int) -> int:
+    """ART's DE population for ``th`` cells: ``max(5, max(1, 400 // (3 th)) * 3 th)``."""
+    n_par = 3 * th
+    return max(5, max(1, _POP_TARGET // n_par) * n_par)
+
+
+def _cell_levels(k: torch.Tensor, clip: tuple[float, float]) -> torch.Tensor:
+    """Value of level ``k`` (int 0..255) in model units: ART's ``rescale_input``, in float32."""
+    lo, hi = clip
+    kf = k.to(torch.float32)
+    if hi == 255.0:  # ART only rescales when clip_max != 255
+        return kf
+    return kf / 255.0 * (hi - lo) + lo
+
+
+def _rand(gen: torch.Generator, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Uniform [0, 1) float64 draws from ``gen`` (CPU), moved to ``device``."""
+    return torch.rand(shape, generator=gen, dtype=torch.float64).to(device)
+
+
+def _randint(gen: torch.Generator, high: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    return torch.randint(0, high, shape, generator=gen).to(device)
+
+
+class _PixelProblem:
+    """Decoding of DE candidates into cells and their evaluation (one batch of samples)."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, th: int,
+                 clip: tuple[float, float], counter: QueryCounter | None, max_rows: int) -> None:
+        self.model, self.y, self.th, self.clip = model, y, th, clip
+        self.shape = tuple(x.shape[1:])
+        self.rows, self.cols = self.shape[-2], self.shape[-1]
+        self.x_flat = x.reshape(x.shape[0], -1)
+        self.counter, self.max_rows = counter, max_rows
+        high = torch.tensor([self.rows, self.cols, 255] * th, dtype=torch.float64, device=x.device)
+        # ART's _scale_parameters: 0.5 * (low + high) + (trial - 0.5) * |low - high|, low = 0
+        self.arg1, self.arg2 = 0.5 * high, high.abs()
+
+    def decode(self, trial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat cell index and float32 value of each of the ``th`` cells, ``[shape=(..., th)]``.
+
+        ART: ``x.astype(int)`` (truncation), row ``% rows``, column ``% cols``, value level
+        ``k`` in ``0..255``; cells are written in order, so of two cells at one position the
+        later one wins: every cell takes the value of the last cell at its position.
+        """
+        par = (self.arg1 + (trial - 0.5) * self.arg2).to(torch.int64)
+        pos = (par[..., 0::3] % self.rows) * self.cols + par[..., 1::3] % self.cols
+        val = _cell_levels(par[..., 2::3], self.clip)
+        if self.th > 1:
+            idx = torch.arange(self.th, device=pos.device)
+            same = (pos[..., :, None] == pos[..., None, :]) & (idx[None, :] >= idx[:, None])
+            last = torch.where(same, idx, torch.zeros_like(idx)).amax(-1)
+            val = val.gather(-1, last)
+        return pos, val
+
+    def perturb(self, sample: torch.Tensor, pos: torch.Tensor, val: torch.Tensor) -> torch.Tensor:
+        """Inputs ``[shape=(r, *shape)]``: ``x[sample]`` with cells ``pos`` set to ``val``."""
+        out = self.x_flat.index_select(0, sample)
+        out.scatter_(1, pos, val)
+        return out.view(-1, *self.shape)
+
+    def evaluate(self, sample: torch.Tensor, trial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """True-class probability and predicted class of each candidate.
+
+        ``sample`` ``[shape=(a,)]`` (batch rows), ``trial`` ``[shape=(a, m, 3 th)]`` in [0, 1];
+        returns two ``[shape=(a, m)]`` tensors. One forward pass per ``max_rows`` candidates.
+        """
+        a, m = trial.shape[:2]
+        pos, val = self.decode(trial.reshape(a * m, -1))
+        rows = sample.repeat_interleave(m)
+        y_rows = self.y.index_select(0, rows)
+        p_true = torch.empty(a * m, dtype=torch.float32, device=trial.device)
+        pred = torch.empty(a * m, dtype=torch.int64, device=trial.device)
+        for s in range(0, a * m, self.max_rows):
+            e = min(s + self.max_rows, a * m)
+            probs = torch.softmax(self.model(self.perturb(rows[s:e], pos[s:e], val[s:e])), -1)
+            if self.counter is not None:
+                self.counter.n_queries += e - s
+            p_true[s:e] = probs.gather(1, y_rows[s:e, None])[:, 0].float()
+            pred[s:e] = probs.argmax(1)
+        return p_true.view(a, m), pred.view(a, m)
+
+
+@torch.inference_mode()
+def pixel_attack_torch(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    th: int,
+    max_iter: int,
+    clip: tuple[float, float],
+    generator: torch.Generator,
+    counter: QueryCounter | None = None,
+    max_rows: int = QUERY_ROWS,
+) -> torch.Tensor:
+    """ART 1.20.1's ``PixelAttack(es=1)`` (differential evolution), batched over samples.
+
+    Per sample, as ART: a population of :func:`de_population_size` candidates, each ``th``
+    cells encoded as ``(row, column, level)`` scaled to ``[0, 1]`` (bounds ``[0, rows]``,
+    ``[0, cols]``, ``[0, 255]``), Latin-hypercube start, then ``max_iter`` generations of
+    ``best1bin`` with dithered mutation factor ``U(0.5, 1)`` drawn once per generation,
+    recombination 1 (the trial is the mutant), out-of-range parameters redrawn uniformly,
+    greedy replacement (ART's order: each improved member, then the best of the trials into
+    slot 0); fitness = softmax probability of the true class ``y`` (minimised). A sample stops
+    after the first generation whose best member is misclassified (success: that member's
+    cells are written into ``x``); after ``max_iter`` generations without success it is
+    returned clean. All candidates of all running samples of a generation are evaluated
+    together, ``max_rows`` per forward pass.
+
+    Parameters
+    ----------
+    model : nn.Module
+        In eval mode on ``x``'s device; ``[shape=(b, 261, 128)]`` -> logits.
+    x : Tensor ``[shape=(b, rows, cols)]`` float32
+    y : Tensor ``[shape=(b,)]`` int64
+        True classes (untargeted).
+    th : int
+        Cells changed per candidate.
+    max_iter : int
+        DE generations.
+    clip : (float, float)
+        Clip box; levels ``k`` in ``0..255`` map to ``lo + k (hi - lo) / 255``.
+    generator : torch.Generator
+        CPU generator of every random draw (drawn on the CPU, then moved to the device).
+    counter : QueryCounter or None
+        ``n_queries`` += rows of each forward pass.
+    max_rows : int
+        Most candidates per forward pass.
+
+    Returns
+    -------
+    Tensor ``[shape=(b, rows, cols)]`` float32
+    """
+    dev = x.device
+    b = x.shape[0]
+    prob = _PixelProblem(model, x, y, th, clip, counter, max_rows)
+    n_par, n_pop = 3 * th, de_population_size(th)
+    cand = torch.arange(n_pop, device=dev)
+
+    # Latin hypercube initialisation (ART's init_population_lhs), per sample
+    seg = _rand(generator, (b, n_pop, n_par), dev) * (1.0 / n_pop)
+    seg = seg + (torch.arange(n_pop, dtype=torch.float64, device=dev) / n_pop)[:, None]
+    order = _rand(generator, (b, n_par, n_pop), dev).argsort(-1).transpose(1, 2)
+    pop = seg.gather(1, order)
+    everyone = torch.arange(b, device=dev)
+    energy, pred = prob.evaluate(everyone, pop)
+    best = energy.argmin(1)
+    # put the lowest energy first (ART swaps slots 0 and argmin)
+    p0, pb = pop[everyone, 0].clone(), pop[everyone, best].clone()
+    pop[everyone, 0], pop[everyone, best] = pb, p0
+    e0, eb = energy[everyone, 0].clone(), energy[everyone, best].clone()
+    energy[everyone, 0], energy[everyone, best] = eb, e0
+    best_pred = pred[everyone, best]
+
+    success = torch.zeros(b, dtype=torch.bool, device=dev)
+    active = everyone
+    for _ in range(max_iter):
+        a = active.numel()
+        if a == 0:
+            break
+        p_a, e_a = pop[active], energy[active]
+        scale = _rand(generator, (a,), dev) * 0.5 + 0.5  # dither (0.5, 1)
+        # r0, r1: distinct, uniform, both different from the candidate itself
+        r0 = _randint(generator, n_pop - 1, (a, n_pop), dev)
+        r0 = r0 + (r0 >= cand)
+        r1 = _randint(generator, n_pop - 2, (a, n_pop), dev)
+        lo_i, hi_i = torch.minimum(cand, r0), torch.maximum(cand, r0)
+        r1 = r1 + (r1 >= lo_i)
+        r1 = r1 + (r1 >= hi_i)
+        take = lambda r: p_a.gather(1, r[..., None].expand(-1, -1, n_par))  # noqa: E731
+        trial = p_a[:, :1] + scale[:, None, None] * (take(r0) - take(r1))
+        redraw = _rand(generator, (a, n_pop, n_par), dev)
+        trial = torch.where((trial < 0) | (trial > 1), redraw, trial)
+
+        e_t, pred_t = prob.evaluate(active, trial)
+        improved = e_t < e_a
+        p_a = torch.where(improved[..., None], trial, p_a)
+        e_new = torch.where(improved, e_t, e_a)
+        jmin = e_t.argmin(1)
+        e_min = e_t.gather(1, jmin[:, None])[:, 0]
+        better = e_min < e_a[:, 0]
+        p_a[:, 0] = torch.where(better[:, None], trial[torch.arange(a, device=dev), jmin], p_a[:, 0])
+        e_new[:, 0] = torch.where(better, e_min, e_new[:, 0])
+        bp = torch.where(better, pred_t.gather(1, jmin[:, None])[:, 0], best_pred[active])
+        pop[active], energy[active], best_pred[active] = p_a, e_new, bp
+        fooled = bp != y[active]  # ART's callback: stop once the best member fools the model
+        success[active[fooled]] = True
+        active = active[~fooled]
+
+    x_adv = x.clone()
+    won = success.nonzero()[:, 0]
+    if won.numel():
+        pos, val = prob.decode(pop[won, 0])
+        x_adv[won] = prob.perturb(won, pos, val)
+    return x_adv
+
+
+def _pixel_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
+    gen = torch.Generator().manual_seed(ctx.seed)
+    out = np.empty_like(ctx.x)
+    for i in range(0, ctx.n, ctx.batch_size):
+        xb = torch.from_numpy(ctx.x[i : i + ctx.batch_size]).to(ctx.device)
+        yb = torch.from_numpy(ctx.y[i : i + ctx.batch_size]).to(ctx.device)
+        adv = pixel_attack_torch(ctx.model, xb, yb, th=p["th"], max_iter=p["max_iter"],
+                                 clip=ctx.clip.as_tuple(), generator=gen, counter=ctx.counter)
+        out[i : i + xb.shape[0]] = adv.cpu().numpy()
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Runners
+# --------------------------------------------------------------------------------------
 def _pixel_art(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
     shape3 = (1, *ctx.input_shape)
     clf = black_box_classifier(ctx, input_shape=shape3)
@@ -76,6 +300,7 @@ PIXEL = register_attack(AttackSpec(
     ),
     paper_grid=tuple({"th": t, "max_iter": 20} for t in (1, 5, 10)),
     quick_grid=({"th": 10, "max_iter": 1},),
-    backends={"art": _pixel_art},
+    backends={"art": _pixel_art, "torch": _pixel_torch},
+    default_backend="torch",
     notes="~400 queries per generation and sample; estimator shape (1, 261, 128)",
 ))

@@ -1,0 +1,20 @@
+"""The robustness report: the study's tables, plots, listenable examples and honest statistics.
+
+``seradv report RUN_DIR [RUN_DIR ...]`` (or :func:`build_report`) writes ``report.html``
+(self-contained) and ``report.md`` with the same tables, plus ``figures/``, ``audio/`` and
+``stats/`` beside them. Modules:
+
+* :mod:`seradv.report.data`: read a run directory (never writes into it);
+* :mod:`seradv.report.stats`: bootstrap CIs, McNemar, Fisher, permutation test, Holm;
+* :mod:`seradv.report.analysis`: the numbers of every table;
+* :mod:`seradv.report.plots`: matplotlib figures;
+* :mod:`seradv.report.audio`: Griffin-Lim renderings of (adversarial) features;
+* :mod:`seradv.report.render`: Markdown and HTML from one document model;
+* :mod:`seradv.report.build`: the report's sections and :func:`build_report`.
+"""
+
+from __future__ import annotations
+
+from seradv.report.build import build_report
+
+__all__ = ["build_report"]

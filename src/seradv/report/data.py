@@ -1,0 +1,219 @@
+"""Read what a run directory holds for the report, without writing anything into it.
+
+The attack results are read from ``attacks/cells/*.json`` (the source ``results.csv`` is
+written from, and the only one that is up to date while a grid is still running), plus the
+per-sample worst case of :func:`seradv.robustness.worst_case`. Each row gets:
+
+``run``      the run's folder name;
+``source``   the corpus and language it is about, e.g. ``emodb (de)`` (unique over the runs
+             of one report);
+``series``   what must never be averaged over: backend, the attacked samples (full test
+             set or a seeded subset) and their seed, and early stop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from seradv.cache import read_json
+from seradv.dataset import read_preprocessing
+from seradv.errors import RunDirError
+from seradv.evaluation import GROUPS
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RunData", "load_run", "load_runs", "attack_order", "GROUP_ORDER"]
+
+GROUP_ORDER = tuple(GROUPS)  # ("All", "Male", "Female")
+
+
+def attack_order(names) -> list[str]:
+    """The study's attacks in SPEC.md order, then the others alphabetically, worst case last."""
+    from seradv.attacks import STUDY_ATTACKS
+
+    names = set(names)
+    first = [a for a in STUDY_ATTACKS if a in names]
+    rest = sorted(n for n in names if n not in STUDY_ATTACKS and n != "worst_case")
+    return first + rest + (["worst_case"] if "worst_case" in names else [])
+
+
+@dataclass
+class RunData:
+    """Everything the report reads from one run directory."""
+
+    run_dir: Path
+    info: dict
+    metrics: pd.DataFrame | None
+    confusion: pd.DataFrame | None
+    predictions: pd.DataFrame | None
+    model_meta: dict | None
+    results: pd.DataFrame
+    cells: dict[str, dict]
+    trust: pd.DataFrame | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.info["classes"])
+
+    @property
+    def clip(self) -> tuple[float, float]:
+        lo, hi = self.info["clip_values"]
+        return float(lo), float(hi)
+
+    def samples(self, cell_id: str) -> pd.DataFrame | None:
+        """Per-sample results of one cell (``None`` if the file is missing)."""
+        cache = self.__dict__.setdefault("_samples", {})
+        if cell_id not in cache:
+            path = self.run_dir / "attacks" / "cells" / f"{cell_id}.samples.csv"
+            cache[cell_id] = (pd.read_csv(path, dtype={"utterance": str, "speaker": str})
+                              if path.exists() else None)
+        return cache[cell_id]
+
+    def worst_case_samples(self, row: pd.Series) -> pd.DataFrame | None:
+        """Per-sample table of a worst-case row: ``pred_adv`` is the label if every attack failed."""
+        cids = row["members"]
+        frames = [self.samples(c) for c in cids]
+        if not cids or any(f is None for f in frames):
+            return None
+        frames = [f.sort_values("segment_id").reset_index(drop=True) for f in frames]
+        base = frames[0].copy()
+        robust = np.ones(len(base), bool)
+        for f in frames:
+            robust &= (f["pred_adv"] == f["label"]).to_numpy()
+        # any wrong label stands for "not robust"; the report only compares with ``label``
+        base["pred_adv"] = np.where(robust, base["label"], (base["label"] + 1) % len(self.classes))
+        return base
+
+    def adv_path(self, cell_id: str) -> Path:
+        return self.run_dir / "attacks" / "adv" / f"{cell_id}.npy"
+
+    @cached_property
+    def has_features(self) -> bool:
+        return Path(self.info.get("feature_cache", "")).is_dir()
+
+
+def _read_csv(path: Path) -> pd.DataFrame | None:
+    return pd.read_csv(path, dtype={"utterance": str, "speaker": str}) if path.exists() else None
+
+
+def _subset_label(run_dir: Path, key: str, seed: int) -> str:
+    if key == "all":
+        return f"full test set, seed {seed}"
+    f = run_dir / "attacks" / "subsets" / f"{key}.json"
+    if f.exists():
+        d = read_json(f)
+        return f"seeded subset of {d['limit']}, seed {d['seed']}"
+    return f"subset {key}, seed {seed}"
+
+
+def _read_results(run_dir: Path) -> tuple[pd.DataFrame, dict[str, dict], list[str]]:
+    from seradv.robustness import worst_case
+
+    notes: list[str] = []
+    cells_dir = run_dir / "attacks" / "cells"
+    cells: dict[str, dict] = {}
+    rows: list[dict] = []
+    for f in sorted(cells_dir.glob("*.json")) if cells_dir.is_dir() else []:
+        cell = read_json(f)
+        cells[cell["cell_id"]] = cell
+        rows += cell["rows"]
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table, cells, notes
+    if "early_stop" not in table:
+        table["early_stop"] = False
+    table["early_stop"] = table["early_stop"].fillna(False).astype(bool)
+    subset = {cid: _subset_label(run_dir, c.get("subset", "all"), int(c.get("seed", 0))) for cid, c in cells.items()}
+    table["subset"] = table["cell_id"].map(subset)
+    table["members"] = [[c] for c in table["cell_id"]]
+    wc = worst_case(run_dir, table)
+    if not wc.empty:
+        wc = wc.copy()
+        wc["early_stop"] = False
+        members, subsets = [], []
+        linf = table[table["attack"].isin(["fgsm", "bim", "pgd", "square"])]
+        eps_of = linf["params_json"].map(lambda s: json.loads(s).get("eps"))
+        for pj in wc["params_json"]:
+            eps = json.loads(pj)["eps"]
+            cids = sorted(set(linf.loc[eps_of == eps, "cell_id"]))
+            members.append(cids)
+            subsets.append(subset[cids[0]] if cids else "")
+        wc["members"] = members
+        wc["subset"] = subsets
+        table = pd.concat([table, wc], ignore_index=True)
+    csv = run_dir / "attacks" / "results.csv"
+    if csv.exists():
+        old = pd.read_csv(csv, usecols=["cell_id"])
+        missing = sorted(set(table["cell_id"]) - set(old["cell_id"]))
+        if missing:
+            notes.append(f"{len(missing)} finished cell(s) are not yet in results.csv (a grid still "
+                         f"running?); this report reads attacks/cells/ directly")
+    return table, cells, notes
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Read one run directory (prepared, trained and evaluated; attacks optional)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"run directory {run_dir} does not exist")
+    info = read_preprocessing(run_dir)
+    metrics = _read_csv(run_dir / "metrics.csv")
+    if metrics is None:
+        raise RunDirError(f"{run_dir} has no metrics.csv; run `seradv evaluate {run_dir}` first")
+    results, cells, notes = _read_results(run_dir)
+    trust = _read_csv(run_dir / "attacks" / "trust.csv")
+    model_meta = read_json(run_dir / "model.json") if (run_dir / "model.json").exists() else None
+    return RunData(run_dir=run_dir, info=info, metrics=metrics,
+                   confusion=_read_csv(run_dir / "confusion.csv"),
+                   predictions=_read_csv(run_dir / "predictions.csv"), model_meta=model_meta,
+                   results=results, cells=cells, trust=trust, notes=notes)
+
+
+def _source_label(corpus: str, language: str) -> str:
+    return f"{corpus} ({language})"
+
+
+def load_runs(run_dirs) -> list[RunData]:
+    """Read several runs and label their sources (corpus and language) uniquely."""
+    runs = [load_run(d) for d in run_dirs]
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise RunDirError(f"run directories must have distinct folder names, got {names}")
+    seen: dict[str, int] = {}
+    for r in runs:
+        for c, lang in r.metrics[["corpus", "language"]].drop_duplicates().itertuples(index=False):
+            seen[_source_label(c, lang)] = seen.get(_source_label(c, lang), 0) + 1
+    for r in runs:
+        def label(c: str, lang: str, run: RunData = r) -> str:
+            base = _source_label(c, lang)
+            return base if seen.get(base, 0) <= 1 else f"{base} [{run.name}]"
+
+        r.metrics = r.metrics.assign(source=[label(c, lg) for c, lg in zip(r.metrics["corpus"], r.metrics["language"])])
+        if r.confusion is not None:
+            r.confusion = r.confusion.assign(
+                source=[label(c, lg) for c, lg in zip(r.confusion["corpus"], r.confusion["language"])])
+        if r.predictions is not None:
+            r.predictions = r.predictions.assign(
+                source=[label(c, lg) for c, lg in zip(r.predictions["corpus"], r.predictions["language"])])
+        if not r.results.empty:
+            res = r.results.assign(
+                run=r.name,
+                source=[label(c, lg) for c, lg in zip(r.results["corpus"], r.results["language"])])
+            res["series"] = [
+                f"{b} backend, {s}" + (", early stop" if e else "")
+                for b, s, e in zip(res["backend"], res["subset"], res["early_stop"])
+            ]
+            r.results = res
+    return runs

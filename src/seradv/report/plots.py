@@ -1,0 +1,200 @@
+"""Matplotlib figures of the report, drawn without pyplot (no global state, no display).
+
+Every function writes one PNG and returns its path. Accuracies carry their bootstrap 95 %
+intervals as error bars.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+__all__ = ["accuracy_vs_strength", "strongest_bars", "confidence_histograms", "confusion_pairs",
+           "clean_confusions", "spectrograms", "COLOURS"]
+
+COLOURS = {"All": "#333333", "Male": "#1f77b4", "Female": "#d62728"}
+DPI = 100
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, facecolor="white")
+    return path
+
+
+def _err(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return np.vstack([np.clip(values - lo, 0, None), np.clip(hi - values, 0, None)])
+
+
+def accuracy_vs_strength(rows: pd.DataFrame, key: str, path: Path, *, title: str) -> Path:
+    """Accuracy under attack versus the strength parameter ``key``: one panel per source,
+    one line per group (All / Male / Female) with 95 % CIs; dotted: clean accuracy."""
+    import json
+
+    sources = list(dict.fromkeys(rows["source"]))
+    fig = Figure(layout="constrained", figsize=(min(max(6.0, 4.2 * len(sources)), 13), 3.6))
+    axes = fig.subplots(1, len(sources), squeeze=False)[0]
+    for ax, source in zip(axes, sources):
+        part = rows[rows["source"] == source]
+        for group, colour in COLOURS.items():
+            g = part[part["group"] == group].copy()
+            if g.empty:
+                continue
+            g["x"] = g["params_json"].map(lambda s: json.loads(s)[key])
+            g = g.sort_values("x")
+            y = g["adv_accuracy"].to_numpy()
+            ax.errorbar(g["x"], y, yerr=_err(y, g["adv_lo"].to_numpy(), g["adv_hi"].to_numpy()),
+                        color=colour, marker="o", ms=4, capsize=3, lw=1.6 if group != "All" else 2.2,
+                        ls="-" if group != "All" else "--", label=group)
+            ax.axhline(float(g["clean_accuracy"].iloc[0]), color=colour, ls=":", lw=1)
+        ax.set_title(source, fontsize=10)
+        ax.set_xlabel(key)
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy under attack")
+    axes[-1].legend(fontsize=8, loc="best", title="dotted: clean", title_fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def strongest_bars(items: pd.DataFrame, path: Path, *, title: str) -> Path:
+    """Grouped bars: every attack (x) at its strongest setting, one bar per source, 95 % CIs;
+    a black tick marks the clean accuracy of the same samples.
+
+    ``items`` columns: ``label``, ``source``, ``adv_accuracy``, ``adv_lo``, ``adv_hi``,
+    ``clean_accuracy``.
+    """
+    labels = list(dict.fromkeys(items["label"]))
+    sources = list(dict.fromkeys(items["source"]))
+    width = 0.8 / max(1, len(sources))
+    fig = Figure(layout="constrained", figsize=(max(6.0, 1.0 + 1.1 * len(labels) * max(1, len(sources)) ** 0.5), 4.2))
+    ax = fig.subplots()
+    cmap = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
+    for j, source in enumerate(sources):
+        part = items[items["source"] == source].set_index("label")
+        xs, ys, lo, hi, clean = [], [], [], [], []
+        for i, lab in enumerate(labels):
+            if lab in part.index:
+                r = part.loc[lab]
+                xs.append(i - 0.4 + width * (j + 0.5))
+                ys.append(r["adv_accuracy"])
+                lo.append(r["adv_lo"])
+                hi.append(r["adv_hi"])
+                clean.append(r["clean_accuracy"])
+        ys_a = np.array(ys, float)
+        ax.bar(xs, ys_a, width=width * 0.95, color=cmap[j % len(cmap)], label=source,
+               yerr=_err(ys_a, np.array(lo, float), np.array(hi, float)), capsize=2, ecolor="#222222")
+        ax.scatter(xs, clean, marker="_", s=180, color="black", zorder=3,
+                   label="clean (same samples)" if j == 0 else None)
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, fontsize=7, rotation=30, ha="right")
+    ax.set_ylabel("accuracy under attack (All)")
+    ax.set_ylim(0, 1.05)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=min(4, len(sources) + 1), loc="upper right")
+    ax.set_title(title, fontsize=11)
+    return _save(fig, path)
+
+
+def confidence_histograms(panels: list[tuple[str, np.ndarray, np.ndarray]], path: Path, *,
+                          title: str) -> Path:
+    """Top-class confidence before (clean) and after the attack, one panel per attack."""
+    n = len(panels)
+    cols = min(4, n)
+    nrows = int(np.ceil(n / cols))
+    fig = Figure(layout="constrained", figsize=(3.2 * cols, 2.6 * nrows))
+    axes = np.atleast_1d(fig.subplots(nrows, cols, squeeze=False)).ravel()
+    bins = np.linspace(0, 1, 21)
+    for ax, (name, before, after) in zip(axes, panels):
+        ax.hist(before, bins=bins, alpha=0.55, color="#4c72b0", label="clean")
+        ax.hist(after, bins=bins, alpha=0.55, color="#c44e52", label="attacked")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("top-class confidence", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    axes[0].set_ylabel("samples", fontsize=8)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def _heatmap(ax, cm: np.ndarray, classes: list[str], title: str) -> None:
+    cm = np.asarray(cm, float)
+    rows = cm.sum(1, keepdims=True)
+    frac = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    ax.imshow(frac, vmin=0, vmax=1, cmap="Blues")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=7,
+                    color="white" if frac[i, j] > 0.6 else "black")
+    ax.set_xticks(range(len(classes)))
+    ax.set_yticks(range(len(classes)))
+    ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=7)
+    ax.set_yticklabels(classes, fontsize=7)
+    ax.set_xlabel("predicted", fontsize=8)
+    ax.set_title(title, fontsize=9)
+
+
+def confusion_pairs(pairs: list[tuple[str, np.ndarray, np.ndarray]], classes: list[str], path: Path, *,
+                    title: str) -> Path:
+    """Per-class confusion on the same samples, clean (left) versus attacked (right), one row
+    per ``(name, cm_clean, cm_adv)``. Colour: share of the true class's samples; numbers: counts."""
+    fig = Figure(layout="constrained", figsize=(7.0, 3.2 * len(pairs)))
+    axes = fig.subplots(len(pairs), 2, squeeze=False)
+    for (name, cm_clean, cm_adv), (a, b) in zip(pairs, axes):
+        _heatmap(a, cm_clean, classes, f"{name}: clean")
+        _heatmap(b, cm_adv, classes, f"{name}: attacked")
+        a.set_ylabel("true", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def clean_confusions(cms: dict[str, np.ndarray], classes: list[str], path: Path, *, title: str) -> Path:
+    """Clean confusion matrices, one panel per group (All / Male / Female)."""
+    fig = Figure(layout="constrained", figsize=(3.6 * len(cms), 3.4))
+    axes = np.atleast_1d(fig.subplots(1, len(cms), squeeze=False)).ravel()
+    for ax, (group, cm) in zip(axes, cms.items()):
+        _heatmap(ax, cm, classes, group)
+    axes[0].set_ylabel("true", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def spectrograms(x: np.ndarray, x_adv: np.ndarray, path: Path, *, title: str,
+                 seconds_per_frame: float) -> Path:
+    """Original, adversarial and their difference (standardized log-Mel, ``[shape=(T, F)]``).
+
+    Original and adversarial share one colour scale; the difference uses a diverging scale
+    of the *same width* (so a change looks as large as it is relative to the features),
+    and a fourth panel magnifies it to its own range.
+    """
+    x = np.asarray(x, np.float32)
+    x_adv = np.asarray(x_adv, np.float32)
+    d = x_adv - x
+    vmin = float(min(x.min(), x_adv.min()))
+    vmax = float(max(x.max(), x_adv.max()))
+    half = (vmax - vmin) / 2
+    dmax = float(np.abs(d).max()) or 1.0
+    extent = (0, x.shape[0] * seconds_per_frame, 0, x.shape[1])
+    fig = Figure(layout="constrained", figsize=(13, 3.0))
+    axes = fig.subplots(1, 4)
+    panels = [
+        (x, "original", "magma", vmin, vmax),
+        (x_adv, "adversarial", "magma", vmin, vmax),
+        (d, "difference (same scale)", "coolwarm", -half, half),
+        (d, f"difference (magnified, ±{dmax:.3g})", "coolwarm", -dmax, dmax),
+    ]
+    for ax, (arr, name, cmap, lo, hi) in zip(axes, panels):
+        im = ax.imshow(arr.T, origin="lower", aspect="auto", cmap=cmap, vmin=lo, vmax=hi, extent=extent,
+                       interpolation="nearest")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("time (s)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+    axes[0].set_ylabel("Mel band", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -1,0 +1,101 @@
+"""Fast torch backends of the Pixel and Boundary attacks against ART 1.20.1 (tiny model, CPU).
+
+Both backends see the same model, inputs, parameters and seed. Acceptance (issue 5): the
+torch backend's adversarial accuracy is within 0.03 of ART's or lower, its perturbation norms
+are of the same order, and it keeps the black-box threat model (no autograd, clip box).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from seradv.attacks import accuracy, get_attack, perturbation_norms, run_attack
+
+from attack_helpers import CLIP, GuardedModel, train_tiny
+
+PIXEL = {"th": 5, "max_iter": 3}
+BOUNDARY = {"delta": 0.01, "epsilon": 0.01, "step_adapt": 0.5, "max_iter": 20, "num_trial": 3,
+            "sample_size": 10}
+N = 8
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def trained(_one_thread) -> dict[str, Any]:
+    return train_tiny()
+
+
+@pytest.fixture
+def no_autograd(monkeypatch):
+    """Any backward pass or autograd.grad call fails the test."""
+    def forbidden(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("black-box attack called autograd")
+
+    monkeypatch.setattr(torch.autograd, "backward", forbidden)
+    monkeypatch.setattr(torch.autograd, "grad", forbidden)
+    monkeypatch.setattr(torch.Tensor, "backward", forbidden)
+
+
+def _both(trained, name: str, params: dict) -> dict[str, Any]:
+    m, x, y = trained["model"], trained["x"][:N], trained["y"][:N]
+    return {b: run_attack(name, m, x, y, params, clip=CLIP, backend=b, seed=3) for b in ("art", "torch")}
+
+
+@pytest.mark.parametrize("name,params", [("pixel", PIXEL), ("boundary", BOUNDARY)])
+def test_torch_at_least_as_strong_as_art_with_norms_of_the_same_order(trained, name, params):
+    m, x, y = trained["model"], trained["x"][:N], trained["y"][:N]
+    res = _both(trained, name, params)
+    acc = {b: accuracy(m, r.x_adv, y) for b, r in res.items()}
+    assert acc["torch"] <= acc["art"] + 0.03, acc
+    assert acc["torch"] < accuracy(m, x, y)
+    for norm in ("l2", "l0"):
+        art = perturbation_norms(x, res["art"].x_adv)[norm]
+        fast = perturbation_norms(x, res["torch"].x_adv)[norm]
+        fooled_a, fooled_t = art > 0, fast > 0
+        if fooled_a.any() and fooled_t.any():  # same order of magnitude where both changed a sample
+            ratio = fast[fooled_t].mean() / art[fooled_a].mean()
+            assert 0.2 < ratio < 5.0, (norm, ratio)
+
+
+def test_pixel_changes_at_most_th_cells_on_the_256_level_grid(trained):
+    x = trained["x"][:N]
+    r = run_attack("pixel", trained["model"], x, trained["y"][:N], PIXEL, clip=CLIP, backend="torch", seed=1)
+    changed = r.x_adv != x
+    assert (changed.reshape(N, -1).sum(1) <= PIXEL["th"]).all()
+    lo, hi = CLIP
+    levels = (r.x_adv[changed] - lo) / (hi - lo) * 255
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)  # ART's [0, 255] grid
+
+
+@pytest.mark.parametrize("name,params", [("pixel", PIXEL), ("boundary", BOUNDARY)])
+def test_black_box_torch_backend_never_calls_autograd_and_stays_in_the_box(trained, no_autograd, name, params):
+    guarded = GuardedModel(trained["model"])
+    x, y = trained["x"][:N], trained["y"][:N]
+    r = run_attack(name, guarded, x, y, params, clip=CLIP, backend="torch", seed=2)
+    assert guarded.grad_forwards == 0 and guarded.backwards == 0 and guarded.forwards > 0
+    assert r.x_adv.min() >= CLIP[0] and r.x_adv.max() <= CLIP[1]
+    assert r.n_queries > 0 and r.n_grads == 0
+
+
+@pytest.mark.parametrize("name,params", [("pixel", PIXEL), ("boundary", BOUNDARY)])
+def test_torch_backend_is_deterministic_per_seed(trained, name, params):
+    m, x, y = trained["model"], trained["x"][:4], trained["y"][:4]
+    a = run_attack(name, m, x, y, params, clip=CLIP, backend="torch", seed=5)
+    b = run_attack(name, m, x, y, params, clip=CLIP, backend="torch", seed=5)
+    np.testing.assert_array_equal(a.x_adv, b.x_adv)
+
+
+def test_torch_is_the_default_backend():
+    assert get_attack("pixel").default_backend == "torch"
+    assert get_attack("boundary").default_backend == "torch"
