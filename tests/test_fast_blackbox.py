@@ -99,3 +99,19 @@ def test_torch_backend_is_deterministic_per_seed(trained, name, params):
 def test_torch_is_the_default_backend():
     assert get_attack("pixel").default_backend == "torch"
     assert get_attack("boundary").default_backend == "torch"
+
+
+@pytest.mark.parametrize("delta", [0.01, 3.0, 2.4e19, 1e30, 1e200])
+def test_boundary_orthogonal_step_stays_finite_and_on_the_sphere(delta):
+    """ART's delta doubles while most candidates stay adversarial (seen on the EmoDB model:
+    2.4e19 after ~70 trials); the step must stay finite and never move away from x."""
+    from seradv.attacks.boundary import _orthogonal_candidates
+
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3, 50, generator=gen)
+    cur = x0 + 2.0 * torch.randn(3, 50, generator=gen)
+    cand = _orthogonal_candidates(x0, cur, torch.full((3,), delta, dtype=torch.float64), 4, gen)
+    assert torch.isfinite(cand).all()
+    dist = (cur - x0).norm(dim=1)
+    # ||cand - x0||^2 = (dist^2 + ||p_orth||^2) / (1 + delta^2) <= dist^2
+    assert ((cand - x0[:, None]).norm(dim=2) <= dist[:, None] * (1 + 1e-5)).all()

@@ -159,12 +159,16 @@ def _orthogonal_candidates(x0: torch.Tensor, cur: torch.Tensor, delta: torch.Ten
     diff = x0 - cur
     dist = diff.norm(dim=1)
     u = diff / dist[:, None]
-    dl = delta.to(torch.float32)
-    h = torch.sqrt(1 + dl * dl)
+    # 1 / h and delta / h in float64: ART's delta may double hundreds of times (it grows while
+    # more than half the candidates stay adversarial), and h = sqrt(1 + delta^2) overflows
+    # float32 from delta ~ 1.8e19 on (inf / inf = NaN); the ratios stay in (0, 1].
+    dl = delta.to(torch.float64).clamp(max=1e150)  # delta / h == 1 in float32 long before
+    inv_h = torch.rsqrt(1 + dl * dl)
+    dl_h = (dl * inv_h).to(torch.float32)
     pert = torch.randn((k, s, d), generator=generator).to(x0.device)
-    c = (dl * dist / h)[:, None] / pert.norm(dim=2)
+    c = (dl_h * dist)[:, None] / pert.norm(dim=2)
     pu = torch.bmm(pert, u[:, :, None])[..., 0]
-    base = cur - ((1 - h) / h)[:, None] * diff
+    base = cur - (inv_h - 1).to(torch.float32)[:, None] * diff
     out = torch.addcmul(base[:, None], pert, c[..., None])
     return out.addcmul_(u[:, None], (c * pu)[..., None], value=-1.0)
 
