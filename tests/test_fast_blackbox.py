@@ -115,3 +115,63 @@ def test_boundary_orthogonal_step_stays_finite_and_on_the_sphere(delta):
     dist = (cur - x0).norm(dim=1)
     # ||cand - x0||^2 = (dist^2 + ||p_orth||^2) / (1 + delta^2) <= dist^2
     assert ((cand - x0[:, None]).norm(dim=2) <= dist[:, None] * (1 + 1e-5)).all()
+
+
+# ------------------------------------------------------------------ chunked-model fast path
+def _small_cnn_lstm():
+    from seradv.models import CNNLSTM
+
+    torch.manual_seed(0)
+    return CNNLSTM(4, n_frames=58, n_mels=40, n_chunks=2, lstm_units=8).eval()
+
+
+def test_cnn_lstm_implements_the_chunked_protocol_exactly():
+    from seradv.models import CNNLSTM, chunked
+
+    from attack_helpers import TinySER
+
+    m = _small_cnn_lstm()
+    assert chunked(m) and chunked(CNNLSTM()) and not chunked(TinySER()) and not chunked(GuardedModel(m))
+    x = torch.randn(3, 58, 40)
+    with torch.no_grad():
+        feats = m.encode_chunks(x.reshape(6, 29, 40)).reshape(3, 2, -1)
+        torch.testing.assert_close(m.decode_chunks(feats), m(x), rtol=0, atol=1e-6)
+
+
+def test_pixel_chunked_queries_equal_full_forward_passes():
+    """Re-encoding only the chunks a candidate's cells fall in gives the full model's outputs."""
+    from seradv.attacks.pixel import _PixelProblem
+
+    m = _small_cnn_lstm()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 58, 40, generator=gen).clamp(*CLIP)
+    y = torch.tensor([0, 1, 2])
+    with torch.inference_mode():
+        for th in (1, 3, 8):
+            fast = _PixelProblem(m, x, y, th, CLIP, None, 64)
+            slow = _PixelProblem(GuardedModel(m), x, y, th, CLIP, None, 64)
+            assert fast.chunk == 29 and slow.chunk == 0
+            trial = torch.rand(3, 50, 3 * th, generator=gen, dtype=torch.float64)
+            p_fast, c_fast = fast.evaluate(torch.arange(3), trial)
+            p_slow, c_slow = slow.evaluate(torch.arange(3), trial)
+            torch.testing.assert_close(p_fast, p_slow, rtol=0, atol=1e-6)
+            assert torch.equal(c_fast, c_slow)
+
+
+def test_pixel_attack_same_result_with_and_without_the_chunked_path():
+    from seradv.attacks.pixel import pixel_attack_torch
+
+    m = _small_cnn_lstm()
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(6, 58, 40, generator=gen).clamp(*CLIP)
+    with torch.no_grad():
+        y = m(x).argmax(1)  # attack the model's own predictions: every sample starts "correct"
+    runs = {}
+    for name, model in (("fast", m), ("slow", GuardedModel(m))):
+        runs[name] = pixel_attack_torch(model, x, y, th=2, max_iter=3, clip=CLIP,
+                                        generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fooled = {k: int((m(v).argmax(1) != y).sum()) for k, v in runs.items()}
+    assert abs(fooled["fast"] - fooled["slow"]) <= 1, fooled
+    for v in runs.values():
+        assert ((v != x).flatten(1).sum(1) <= 2).all()

@@ -51,6 +51,7 @@ from torch import nn
 
 from seradv.attacks._art import black_box_classifier
 from seradv.attacks.base import AttackContext, AttackSpec, ParamSpec, QueryCounter, register_attack
+from seradv.models import chunked
 
 __all__ = ["PIXEL", "QUERY_ROWS", "ROUNDTRIP_TOL", "de_population_size", "pixel_attack_torch"]
 
@@ -101,6 +102,16 @@ class _PixelProblem:
         self.rows, self.cols = self.shape[-2], self.shape[-1]
         self.x_flat = x.reshape(x.shape[0], -1)
         self.counter, self.max_rows = counter, max_rows
+        # chunked-model fast path (seradv.models.chunked): encode x's chunks once, re-encode
+        # only the chunks a candidate's cells fall in; eval mode only (no dropout / BN updates)
+        self.chunk = 0
+        if chunked(model) and not model.training and self.rows % model.chunk_frames == 0:
+            self.chunk = model.chunk_frames
+            self.n_chunks = self.rows // self.chunk
+            self.x_chunks = x.reshape(x.shape[0] * self.n_chunks, self.chunk, self.cols)
+            self.base = torch.cat([model.encode_chunks(self.x_chunks[s : s + max_rows])
+                                   for s in range(0, self.x_chunks.shape[0], max_rows)])
+            self.base = self.base.view(x.shape[0], self.n_chunks, -1)
         high = torch.tensor([self.rows, self.cols, 255] * th, dtype=torch.float64, device=x.device)
         # ART's _scale_parameters: 0.5 * (low + high) + (trial - 0.5) * |low - high|, low = 0
         self.arg1, self.arg2 = 0.5 * high, high.abs()
@@ -128,6 +139,27 @@ class _PixelProblem:
         out.scatter_(1, pos, val)
         return out.view(-1, *self.shape)
 
+    def logits(self, sample: torch.Tensor, pos: torch.Tensor, val: torch.Tensor) -> torch.Tensor:
+        """Model logits of ``x[sample]`` with cells ``pos`` set to ``val`` (one forward pass).
+
+        On a chunked model only the (candidate, chunk) pairs holding a changed cell go through
+        :meth:`encode_chunks`; the other chunks' features are the clean ones, encoded once.
+        """
+        if not self.chunk:
+            return self.model(self.perturb(sample, pos, val))
+        n, c = pos.shape[0], self.n_chunks
+        frame_len = self.chunk * self.cols
+        chunk_of = pos // frame_len  # [n, th]
+        keys = (torch.arange(n, device=pos.device)[:, None] * c + chunk_of).flatten()
+        uniq, inv = keys.unique(return_inverse=True)
+        cand, ch = uniq // c, uniq % c
+        xin = self.x_chunks.index_select(0, sample.index_select(0, cand) * c + ch).reshape(uniq.numel(), -1)
+        # cells at one position carry one value (decode: the last cell wins), so order is moot
+        xin[inv, (pos - chunk_of * frame_len).flatten()] = val.flatten()
+        feats = self.base.index_select(0, sample)  # a copy
+        feats[cand, ch] = self.model.encode_chunks(xin.view(-1, self.chunk, self.cols))
+        return self.model.decode_chunks(feats)
+
     def evaluate(self, sample: torch.Tensor, trial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """True-class probability and predicted class of each candidate.
 
@@ -142,7 +174,7 @@ class _PixelProblem:
         pred = torch.empty(a * m, dtype=torch.int64, device=trial.device)
         for s in range(0, a * m, self.max_rows):
             e = min(s + self.max_rows, a * m)
-            probs = torch.softmax(self.model(self.perturb(rows[s:e], pos[s:e], val[s:e])), -1)
+            probs = torch.softmax(self.logits(rows[s:e], pos[s:e], val[s:e]), -1)
             if self.counter is not None:
                 self.counter.n_queries += e - s
             p_true[s:e] = probs.gather(1, y_rows[s:e, None])[:, 0].float()

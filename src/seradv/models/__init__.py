@@ -8,6 +8,14 @@ Any ``torch.nn.Module`` that maps features ``[shape=(batch, 261, 128)]`` to logi
 
 The builder receives ``n_classes`` and the training hyperparameters ``dropout`` and
 ``lstm_dropout`` as keyword arguments (it may ignore them).
+
+Optional *chunked-model protocol* (a speed-up, never required): a model that processes the
+time axis in independent chunks before a sequence head (the study's "time distributed" CNN)
+may expose ``chunk_frames`` (int), ``encode_chunks(chunks [m, chunk_frames, n_mels]) ->
+[m, F]`` and ``decode_chunks(feats [b, n_chunks, F]) -> logits`` with ``forward(x) ==
+decode_chunks(encode_chunks(chunks of x))``. Black-box attacks whose queries change only a
+few cells (the Pixel attack) then re-encode only the chunks those cells fall in; the outputs
+are the same up to float round-off. :class:`CNNLSTM` implements it; see :func:`chunked`.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from torch import nn
 from seradv.errors import ModelError
 from seradv.models.cnn_lstm import CNNLSTM, count_parameters
 
-__all__ = ["CNNLSTM", "count_parameters", "MODELS", "register_model", "build_model", "check_model"]
+__all__ = ["CNNLSTM", "count_parameters", "MODELS", "register_model", "build_model", "check_model", "chunked"]
 
 ModelBuilder = Callable[..., nn.Module]
 MODELS: dict[str, ModelBuilder] = {}
@@ -42,6 +50,13 @@ def build_model(name: str, n_classes: int, **hyper: float) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise ModelError(f"model builder {name!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def chunked(model: nn.Module) -> bool:
+    """Whether ``model`` implements the chunked-model protocol (module docstring)."""
+    return (isinstance(getattr(model, "chunk_frames", None), int)
+            and callable(getattr(model, "encode_chunks", None))
+            and callable(getattr(model, "decode_chunks", None)))
 
 
 def check_model(model: nn.Module, n_classes: int, input_shape: tuple[int, int] = (261, 128)) -> None:

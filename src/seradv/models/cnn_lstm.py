@@ -86,8 +86,23 @@ class CNNLSTM(nn.Module):
                 f"{self.input_shape[1]}), got {tuple(x.shape)}"
             )
         b = x.shape[0]
-        chunks = x.reshape(b * self.n_chunks, 1, self.chunk, x.shape[2])
-        feats = self.cnn(chunks).reshape(b, self.n_chunks, self.n_flat)
+        feats = self.encode_chunks(x.reshape(b * self.n_chunks, self.chunk, x.shape[2]))
+        return self.decode_chunks(feats.reshape(b, self.n_chunks, self.n_flat))
+
+    # The chunked-model protocol (see :mod:`seradv.models`): ``forward(x)`` equals
+    # ``decode_chunks(encode_chunks(chunks of x))``, so that an attack whose queries change
+    # a few cells re-encodes only the time chunks they fall in.
+    @property
+    def chunk_frames(self) -> int:
+        """Frames per time chunk (29 in the study); chunk ``c`` is frames ``[29 c, 29 (c + 1))``."""
+        return self.chunk
+
+    def encode_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
+        """CNN features ``[shape=(m, n_flat)]`` of time chunks ``[shape=(m, chunk_frames, n_mels)]``."""
+        return self.cnn(chunks.unsqueeze(1))
+
+    def decode_chunks(self, feats: torch.Tensor) -> torch.Tensor:
+        """Logits ``[shape=(b, n_classes)]`` from chunk features ``[shape=(b, n_chunks, n_flat)]``."""
         feats = self.lstm_dropout(self.dropout(feats))
         _, (h_n, _) = self.lstm(feats)
         last = torch.cat([h_n[0], h_n[1]], dim=1)  # forward last state, backward last state
