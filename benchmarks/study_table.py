@@ -7,12 +7,21 @@ Usage: .venv/bin/python benchmarks/study_table.py runs/emodb-paper runs/emodb-sp
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from seradv.robustness import load_results
+from seradv.cache import read_json
+
+
+def load_cells(run_dir: Path) -> pd.DataFrame:
+    """Rows of every finished cell (read-only: works while a grid is still running)."""
+    rows = []
+    for f in sorted((run_dir / "attacks" / "cells").glob("*.json")):
+        rows += read_json(f)["rows"]
+    return pd.DataFrame(rows)
 
 #: SPEC.md, "Published results", EmoDB column (All / Male / Female).
 STUDY_EMODB = {
@@ -38,7 +47,7 @@ def _study(attack: str, params: str) -> str:
 def table(run_dirs: list[Path]) -> str:
     frames = []
     for rd in run_dirs:
-        res = load_results(rd)
+        res = load_cells(rd)
         res = res[~res["early_stop"].astype(bool)] if "early_stop" in res else res
         res = res.assign(run=rd.name)
         frames.append(res)
@@ -51,7 +60,8 @@ def table(run_dirs: list[Path]) -> str:
     head.append("study EmoDB (All / M / F)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     keys = res[["attack", "params"]].drop_duplicates()
-    keys = keys.assign(o=keys["attack"].map(ORDER.index)).sort_values(["o"], kind="stable")
+    nums = keys["params"].map(lambda t: tuple(float(v) for v in re.findall(r"=(-?[0-9.eE+-]+)", t)))
+    keys = keys.assign(o=keys["attack"].map(ORDER.index), n=nums).sort_values(["o", "n"], kind="stable")
     for _, k in keys.iterrows():
         cells = [k["attack"], k["params"]]
         for r in runs:
