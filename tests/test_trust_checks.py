@@ -1,0 +1,52 @@
+"""Trust checks on results tables built by hand (each check can pass and can fire)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from seradv.robustness import trust_checks
+
+
+def _row(attack: str, params: dict, acc: float, linf: float, n: int = 64) -> dict:
+    return {"attack": attack, "params": ", ".join(f"{k}={v}" for k, v in params.items()),
+            "params_json": json.dumps(params), "group": "All", "n": n, "adv_accuracy": acc,
+            "mean_linf": linf}
+
+
+def _status(table: pd.DataFrame, check: str, attack: str) -> list[str]:
+    return table[(table["check"] == check) & (table["attack"] == attack)]["status"].tolist()
+
+
+def test_monotone_passes_and_fails():
+    ok = pd.DataFrame([_row("bim", {"eps": e}, a, e) for e, a in ((0.25, 0.3), (0.5, 0.1), (1.0, 0.0))])
+    assert _status(trust_checks(ok), "monotone", "bim") == ["pass"]
+    bad = pd.DataFrame([_row("bim", {"eps": e}, a, e) for e, a in ((0.25, 0.1), (0.5, 0.3))])
+    out = trust_checks(bad)
+    assert _status(out, "monotone", "bim") == ["fail"]
+    assert "0.25->0.5" in out["detail"].iloc[0]
+    fgsm = pd.DataFrame([_row("fgsm", {"eps": e}, a, e) for e, a in ((0.25, 0.1), (1.25, 0.2))])
+    assert _status(trust_checks(fgsm), "monotone", "fgsm") == ["warn"]  # one step may overshoot
+
+
+def test_black_box_beating_a_white_box_linf_attack_at_a_larger_budget_is_flagged():
+    rows = [_row("bim", {"eps": 1.25}, 0.30, 1.25), _row("boundary", {"delta": 0.01}, 0.05, 1.0)]
+    out = trust_checks(pd.DataFrame(rows))
+    assert _status(out, "black_vs_white", "boundary") == ["warn"]
+    assert "gradient masking" in out[out["check"] == "black_vs_white"]["detail"].iloc[0]
+    rows[0]["adv_accuracy"] = 0.0
+    assert _status(trust_checks(pd.DataFrame(rows)), "black_vs_white", "boundary") == ["pass"]
+
+
+def test_minimal_perturbation_attacks_are_not_comparables():
+    """DeepFool's large Linf is an outcome, not a budget: no warning from it (EmoDB speaker split)."""
+    rows = [_row("deepfool", {"max_iter": 5}, 0.31, 5.6), _row("bim", {"eps": 1.25}, 0.0, 1.25),
+            _row("boundary", {"delta": 0.01}, 0.22, 2.58)]
+    out = trust_checks(pd.DataFrame(rows))
+    assert _status(out, "black_vs_white", "boundary") == []  # no Linf attack with a budget >= 2.58
+
+
+def test_other_subset_sizes_are_not_compared():
+    rows = [_row("bim", {"eps": 1.25}, 0.30, 1.25, n=64), _row("boundary", {"delta": 0.01}, 0.05, 1.0, n=16)]
+    assert _status(trust_checks(pd.DataFrame(rows)), "black_vs_white", "boundary") == []
