@@ -111,3 +111,21 @@ def test_bad_requests_fail_before_any_work(trained_run, tmp_path):
     with pytest.raises(RunDirError, match="no trained model"):
         robustness.run_grid(untrained, attacks=["fgsm"], grid="quick")
     assert not (untrained / "attacks").exists()
+
+
+def test_where_selects_parameter_sets_and_rejects_bad_filters():
+    from seradv.errors import ParameterError
+    from seradv.robustness import parse_where, plan_grid
+
+    assert parse_where("theta=1, gamma=1") == {"theta": 1.0, "gamma": 1.0}
+    assert [c.params["theta"] for c in plan_grid(["jsma"], "paper", where="theta=1")] == [1.0]
+    full = {c.cell_id("s", 0) for c in plan_grid(["jsma"], "paper")}
+    assert {c.cell_id("s", 0) for c in plan_grid(["jsma"], "paper", where="theta=-0.5")} <= full  # same cells
+    pix = plan_grid(["pixel", "fgsm"], "paper", where="th=10")
+    assert [(c.attack, c.params["th"]) for c in pix] == [("pixel", 10)]
+    with pytest.raises(ParameterError, match="th is not a parameter of jsma"):
+        plan_grid(["jsma"], "paper", where="th=1")
+    with pytest.raises(ParameterError, match="selects no cell"):
+        plan_grid(["jsma"], "paper", where="theta=7")
+    with pytest.raises(ParameterError, match="NAME=VALUE"):
+        plan_grid(["jsma"], "paper", where="theta")

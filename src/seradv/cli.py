@@ -156,6 +156,7 @@ def attack(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
     no_examples: bool = typer.Option(False, "--no-examples", help="Do not save the perturbations (npy)."),
     early_stop: bool = typer.Option(False, "--early-stop", help="Stop iterating on samples already misclassified (faster; smaller perturbations; recorded as its own setting)."),
+    where: Optional[str] = typer.Option(None, "--where", help="Only the grid's parameter sets with these values, e.g. 'theta=1' or 'th=1,max_iter=20'."),
     list_only: bool = typer.Option(False, "--list", help="List the registered attacks and their grids, then exit."),
 ) -> None:
     """Run an attack grid on the test set; resumable (finished cells are reused)."""
@@ -170,7 +171,7 @@ def attack(
     names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
     results = run_grid(run_dir, attacks=names, grid=grid, limit=limit, seed=seed, backend=backend,
                        batch_size=batch_size, device=device, save_examples=not no_examples,
-                       early_stop=early_stop)
+                       early_stop=early_stop, where=where)
     _print_results(results)
     console.print(f"wrote {run_dir / 'attacks' / 'results.csv'} (and .parquet), trust checks in "
                   f"{run_dir / 'attacks' / 'trust.csv'}")

@@ -80,12 +80,42 @@ def _varying(spec) -> set[str]:
     return {k for k in keys if len({json.dumps(g.get(k), default=str) for g in grid}) > 1}
 
 
+def parse_where(where: str | None) -> dict[str, float | str]:
+    """``"theta=1,th=10"`` -> ``{"theta": 1.0, "th": 10.0}`` (numbers as floats, else strings)."""
+    out: dict[str, float | str] = {}
+    for part in (where or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, val = part.partition("=")
+        if not sep or not key.strip() or not val.strip():
+            raise ParameterError(f"where={where!r}: {part!r} is not NAME=VALUE (e.g. 'theta=1' or 'th=1,max_iter=20')")
+        try:
+            out[key.strip()] = float(val)
+        except ValueError:
+            out[key.strip()] = val.strip()
+    return out
+
+
+def _matches(params: dict, where: dict) -> bool:
+    for k, v in where.items():
+        have = params.get(k)
+        if isinstance(v, float):
+            if isinstance(have, bool) or not isinstance(have, (int, float)) or float(have) != v:
+                return False
+        elif str(have) != v:
+            return False
+    return True
+
+
 def plan_grid(attacks: Iterable[str] | None, grid: str = "paper", backend: str | None = None,
-              early_stop: bool = False) -> list[Cell]:
+              early_stop: bool = False, where: str | None = None) -> list[Cell]:
     """The cells of ``grid`` ("paper" or "quick") for ``attacks`` (default: the study's eight).
 
     ``backend=None`` takes each attack's ``default_backend``; a named backend that an attack
-    lacks is an error. Every parameter set is validated before any work starts.
+    lacks is an error. ``where="theta=1"`` keeps only the parameter sets with those values
+    (each name must be a parameter of some chosen attack; no cell left is an error). Every
+    parameter set is validated before any work starts.
     """
     from seradv.attacks import STUDY_ATTACKS, get_attack
 
@@ -102,6 +132,16 @@ def plan_grid(attacks: Iterable[str] | None, grid: str = "paper", backend: str |
         for params in sets:
             cells.append(Cell(attack=spec.name, params=spec.validate(params), backend=be,
                               early_stop=bool(early_stop)))
+    cond = parse_where(where)
+    if cond:
+        known = set().union(*(get_attack(c.attack).param_names for c in cells)) if cells else set()
+        unknown = sorted(set(cond) - known)
+        if unknown:
+            raise ParameterError(f"where: {', '.join(unknown)} is not a parameter of {', '.join(names)}; "
+                                 f"parameters: {', '.join(sorted(known))}")
+        cells = [c for c in cells if _matches(c.params, cond)]
+        if not cells:
+            raise ParameterError(f"where={where!r} selects no cell of the {grid} grid of {', '.join(names)}")
     return cells
 
 
@@ -225,14 +265,18 @@ def run_grid(
     save_examples: bool = True,
     trust: bool = True,
     early_stop: bool = False,
+    where: str | None = None,
 ) -> pd.DataFrame:
-    """Run the attack grid on the test set of a trained run; resumable. Returns the results table."""
+    """Run the attack grid on the test set of a trained run; resumable. Returns the results table.
+
+    ``where="theta=1"`` runs only the grid's parameter sets with those values (:func:`plan_grid`).
+    """
     from seradv.pipeline import load_model, run_logging
     from seradv.progress import make_progress
 
     run_dir = Path(run_dir)
     info = read_preprocessing(run_dir)
-    cells = plan_grid(attacks, grid, backend, early_stop)  # validates every parameter first
+    cells = plan_grid(attacks, grid, backend, early_stop, where)  # validates every parameter first
     if batch_size < 1:
         raise ParameterError(f"batch_size={batch_size} must be >= 1")
     model = load_model(run_dir, device=device)
