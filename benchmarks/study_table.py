@@ -30,11 +30,11 @@ STUDY_EMODB = {
     ("bim", "*"): ".067 / .070 / .065 (every eps)",
     ("deepfool", "max_iter=1"): ".118 / .098 / .130",
     ("deepfool", "max_iter=5"): ".061 / .070 / .056",
-    ("jsma", "theta=1"): ".013 / .019 / .010",
+    ("jsma", "theta=1, gamma=1"): ".013 / .019 / .010",
     ("cw_l2", "*"): ".188 / .127 / .224",
     ("cw_linf", "*"): ".069 / .076 / .065",
-    ("pixel", "th=1"): ".669 / .597 / .713",
-    ("pixel", "th=10"): ".547 / .454 / .603",
+    ("pixel", "th=1, max_iter=20"): ".669 / .597 / .713",
+    ("pixel", "th=10, max_iter=20"): ".547 / .454 / .603",
     ("boundary", "*"): ".045 / .057 / .038",
 }
 ORDER = ["fgsm", "bim", "deepfool", "jsma", "cw_l2", "cw_linf", "pixel", "boundary"]
