@@ -78,7 +78,15 @@ def table(run_dirs: list[Path]) -> str:
     for r, f in zip(runs, frames):
         g = f[f["group"].isin(["All", "Male", "Female"])].drop_duplicates("group").set_index("group")
         clean.append(f"{r}: " + " / ".join(f"{g.loc[x, 'clean_accuracy']:.3f}" for x in ("All", "Male", "Female")))
-    return "\n".join(lines) + "\n\nClean accuracy of the attacked samples (All / M / F): " + "; ".join(clean) + "\n"
+    totals = []
+    for rd, f in zip(run_dirs, frames):
+        n_test = int(pd.read_csv(rd / "metrics.csv").query("group == 'All'")["n"].iloc[0])
+        cells = f[f["group"] == "All"]
+        full = float((cells["seconds"] * n_test / cells["n"]).sum())
+        totals.append(f"{rd.name}: {cells['seconds'].sum():,.0f} s for {len(cells)} cells; the same cells on all "
+                      f"{n_test} test segments, extrapolated linearly: {full:,.0f} s ({full / 3600:.1f} h)")
+    return ("\n".join(lines) + "\n\nClean accuracy of the attacked samples (All / M / F): " + "; ".join(clean)
+            + "\n\nTime: " + "; ".join(totals) + "\n")
 
 
 if __name__ == "__main__":
