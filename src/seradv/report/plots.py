@@ -6,6 +6,8 @@ intervals as error bars.
 
 from __future__ import annotations
 
+import textwrap
+
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +92,8 @@ def strongest_bars(items: pd.DataFrame, path: Path, *, title: str) -> Path:
         ax.scatter(xs, clean, marker="_", s=180, color="black", zorder=3,
                    label="clean (same samples)" if j == 0 else None)
     ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels, fontsize=7, rotation=30, ha="right")
+    # long parameter lists (C&W Linf) wrapped so that the axes keep their height
+    ax.set_xticklabels([textwrap.fill(str(lab), 26) for lab in labels], fontsize=7, rotation=0, ha="center")
     ax.set_ylabel("accuracy under attack (All)")
     ax.set_ylim(0, 1.05)
     ax.grid(axis="y", alpha=0.3)
