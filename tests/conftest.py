@@ -36,3 +36,24 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("SERADV_CACHE_DIR", None)
     else:
         os.environ["SERADV_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: the tiny model gains nothing from two, and on a busy 2-core machine
+    two OpenMP threads stall small LSTM calls for hundreds of milliseconds. Attack test modules
+    use it for all their tests (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def trained(one_thread):
+    """The tiny trained SER model, its test data and clip box (``attack_helpers.train_tiny``)."""
+    from attack_helpers import train_tiny
+
+    return train_tiny()

@@ -49,23 +49,11 @@ from attack_helpers import (  # noqa: E402  (shared with the fast-backend tests)
     GuardedModel,
     TinySER,
     make_data,
-    train_tiny,
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: the tiny model gains nothing from two, and on a busy 2-core machine
-    two OpenMP threads stall small LSTM calls for hundreds of milliseconds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def trained(_one_thread) -> dict[str, Any]:
-    return train_tiny()
+# one intra-op thread for the whole module; ``trained``: the tiny model (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_tiny_model_is_accurate(trained):

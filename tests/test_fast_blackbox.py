@@ -15,7 +15,7 @@ import torch
 
 from seradv.attacks import accuracy, get_attack, perturbation_norms, run_attack
 
-from attack_helpers import CLIP, GuardedModel, train_tiny
+from attack_helpers import CLIP, GuardedModel
 
 PIXEL = {"th": 5, "max_iter": 3}
 BOUNDARY = {"delta": 0.01, "epsilon": 0.01, "step_adapt": 0.5, "max_iter": 20, "num_trial": 3,
@@ -23,17 +23,8 @@ BOUNDARY = {"delta": 0.01, "epsilon": 0.01, "step_adapt": 0.5, "max_iter": 20, "
 N = 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def trained(_one_thread) -> dict[str, Any]:
-    return train_tiny()
+# one intra-op thread for the whole module; ``trained``: the tiny model (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from seradv.attacks import accuracy, get_attack, perturbation_norms, predict, ru
 from seradv.attacks.base import QueryCounter
 from seradv.attacks.carlini import art_l2_const_update, cw_l2_batch, cw_linf_batch
 
-from attack_helpers import CLIP, GuardedModel, train_tiny
+from attack_helpers import CLIP, GuardedModel
 
 L2_QUICK = {"max_iter": 10, "learning_rate": 0.01, "binary_search_steps": 4, "initial_const": 500.0}
 LINF_QUICK = {"max_iter": 5, "learning_rate": 0.05, "initial_const": 0.1, "largest_const": 20.0,
@@ -26,17 +26,8 @@ LINF_QUICK = {"max_iter": 5, "learning_rate": 0.05, "initial_const": 0.1, "large
 N = 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def trained(_one_thread) -> dict[str, Any]:
-    return train_tiny()
+# one intra-op thread for the whole module; ``trained``: the tiny model (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,24 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from attack_helpers import CLIP, N_CLASSES, GuardedModel, train_tiny
+from attack_helpers import CLIP, N_CLASSES, GuardedModel
 from seradv.attacks import accuracy, get_attack, perturbation_norms, run_attack
 from seradv.attacks.base import QueryCounter
 from seradv.attacks.deepfool import deepfool_batch
 from seradv.attacks.jsma import jsma_batch, random_targets
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def trained(_one_thread) -> dict[str, Any]:
-    return train_tiny()
+# one intra-op thread for the whole module; ``trained``: the tiny model (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _norms(x: np.ndarray, x_adv: np.ndarray) -> dict[str, float]:
