@@ -7,6 +7,7 @@ are of the same order, and it keeps the black-box threat model (no autograd, cli
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -124,9 +125,40 @@ def test_cnn_lstm_implements_the_chunked_protocol_exactly():
     m = _small_cnn_lstm()
     assert chunked(m) and chunked(CNNLSTM()) and not chunked(TinySER()) and not chunked(GuardedModel(m))
     x = torch.randn(3, 58, 40)
+    for grad in (False, True):  # oneDNN CNN without autograd, strided CNN with it
+        with torch.set_grad_enabled(grad):
+            feats = m.encode_chunks(x.reshape(6, 29, 40)).reshape(3, 2, -1)
+            torch.testing.assert_close(m.decode_chunks(feats), m(x), rtol=0, atol=1e-6)
+
+
+def _trained_bn(m):
+    """Give the BatchNorm non-trivial running statistics and affine weights (both signs)."""
+    bn = m.cnn[2]
     with torch.no_grad():
-        feats = m.encode_chunks(x.reshape(6, 29, 40)).reshape(3, 2, -1)
-        torch.testing.assert_close(m.decode_chunks(feats), m(x), rtol=0, atol=1e-6)
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(-2.0, 2.0)
+        bn.bias.uniform_(-0.5, 0.5)
+    return m
+
+
+def test_cnn_lstm_inference_path_matches_autograd_path():
+    """The oneDNN inference CNN gives the strided CNN's logits; a weight change is picked up."""
+    m = _trained_bn(_small_cnn_lstm())
+    x = torch.randn(5, 58, 40)
+    ref = m(x).detach()  # grad mode: strided CNN
+    with torch.inference_mode():
+        torch.testing.assert_close(m(x), ref, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), ref, rtol=0, atol=1e-5)
+        m.cnn[0].weight.mul_(1.5)  # in-place update, as an optimiser step does
+        changed = m(x)
+    assert (changed - ref).abs().max() > 1e-3
+    torch.testing.assert_close(changed, m(x).detach(), rtol=0, atol=1e-5)
+    assert not any("mkldnn" in k for k in m.state_dict())
+    copied = copy.deepcopy(m)
+    with torch.no_grad():
+        torch.testing.assert_close(copied(x), changed, rtol=0, atol=1e-6)
 
 
 def test_pixel_chunked_queries_equal_full_forward_passes():
