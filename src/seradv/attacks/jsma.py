@@ -83,8 +83,14 @@ def jsma_batch(
     output: str = "logits",
     counter: QueryCounter | None = None,
     y: torch.Tensor | None = None,
+    max_rows: int | None = None,
 ) -> torch.Tensor:
     """ART 1.20.1's ``SaliencyMapMethod`` on one batch, all samples in parallel (module docstring).
+
+    With ``max_rows``, at most that many unfinished samples take a step at once, and a sample
+    that finishes hands its slot to the next one waiting (a rolling window): the batch stays
+    full until the last samples, instead of running each fixed batch's long tail (JSMA's steps
+    per sample range from a few to over a thousand) at a batch of one or two.
 
     Parameters
     ----------
@@ -120,24 +126,26 @@ def jsma_batch(
     active = torch.arange(b, device=dev)
     with gradient_context(dev):
         while active.numel() > 0:
-            xa = xf[active].view(-1, *x.shape[1:])
+            win, rest = (active, active[:0]) if max_rows is None else (active[:max_rows], active[max_rows:])
+            xa = xf[win].view(-1, *x.shape[1:])
             m = xa.shape[0]
             xg, f = forward_with_graph(model, xa, output)
             pred = f.detach().argmax(1)
-            keep = pred != target[active]  # ART: stop once the target class is predicted
+            keep = pred != target[win]  # ART: stop once the target class is predicted
             if y is not None:
-                keep &= pred == y[active]
+                keep &= pred == y[win]
             m_keep = int(keep.sum())
             if m_keep == 0:
                 counter.n_queries += m
-                break
-            graph_rows, trim = active, None
+                active = rest
+                continue
+            graph_rows, trim = win, None
             if m_keep < m:
-                active = active[keep]
+                win = win[keep]
                 if refit_rows(m, m_keep, 1):  # a fresh graph of the kept rows only
                     counter.n_queries += m
                     xg, f = forward_with_graph(model, xa[keep], output)
-                    graph_rows = active
+                    graph_rows = win
                 else:  # back-propagate the finished rows too, drop them afterwards
                     trim = keep
             with torch.enable_grad():  # ART: class_gradient(x, label=target)
@@ -151,32 +159,28 @@ def jsma_batch(
                 # ART: the two cells of the search domain with the largest (theta > 0) or
                 # smallest (theta < 0) target-class gradient
                 score = grad if theta > 0 else -grad
-                score = score.masked_fill(~search[active], -torch.inf)
+                score = score.masked_fill(~search[win], -torch.inf)
                 idx = score.topk(2, dim=1).indices
-                rows = active.unsqueeze(1)
+                rows = win.unsqueeze(1)
                 new = xf[rows, idx] + theta
                 new = new.clamp(max=hi) if theta > 0 else new.clamp(min=lo)
                 xf[rows, idx] = new
                 used[rows, idx] = True
                 search[rows, idx] &= new != clip_value
                 # ART: go on while at most gamma of the cells were used and some can still move
-                budget = used[active].sum(1).double() / n_feat <= gamma
-                active = active[budget & search[active].any(1)]
+                budget = used[win].sum(1).double() / n_feat <= gamma
+                active = torch.cat([win[budget & search[win].any(1)], rest])
     return xf.view_as(x)
 
 
 def _jsma_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
-    targets = random_targets(ctx.y, ctx.n_classes, ctx.seed)
-    out = np.empty_like(ctx.x)
-    for i in range(0, ctx.n, ctx.batch_size):
-        sl = slice(i, i + ctx.batch_size)
-        xb = torch.from_numpy(ctx.x[sl]).to(ctx.device)
-        tb = torch.from_numpy(targets[sl]).to(ctx.device)
-        yb = torch.from_numpy(ctx.y[sl]).to(ctx.device) if ctx.early_stop else None
-        adv = jsma_batch(ctx.model, xb, tb, theta=p["theta"], gamma=p["gamma"], clip=ctx.clip.as_tuple(),
-                         output=p["output"], counter=ctx.counter, y=yb)
-        out[sl] = adv.cpu().numpy()
-    return out
+    targets = torch.from_numpy(random_targets(ctx.y, ctx.n_classes, ctx.seed)).to(ctx.device)
+    y = torch.from_numpy(ctx.y).to(ctx.device) if ctx.early_stop else None
+    # every sample in one rolling window of batch_size rows (jsma_batch's max_rows)
+    adv = jsma_batch(ctx.model, torch.from_numpy(ctx.x).to(ctx.device), targets, theta=p["theta"],
+                     gamma=p["gamma"], clip=ctx.clip.as_tuple(), output=p["output"], counter=ctx.counter,
+                     y=y, max_rows=ctx.batch_size)
+    return adv.cpu().numpy()
 
 
 def _jsma_art(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
