@@ -9,6 +9,14 @@ sample at the same batch size::
 
     floor = n_queries * t_f + n_grads * t_fb + n_backward * (t_fb - t_f)
 
+This *algorithmic* floor prices every sample pass at the full batch's per-sample cost. A second
+figure, the *pass floor*, prices the passes the backend really made (logged by hooks on the
+model, each at its own batch size; :class:`PassLog`) with the measured cost of a pass of that
+size (:class:`BatchCosts`): ``seconds / pass_floor`` is the backend's overhead outside the
+model (Python, NumPy round trips, logging), while ``seconds / floor`` also charges redundant
+passes and the small batches of an attack's tail (samples that need many more steps than the
+rest run their last steps in a batch of one).
+
 Backends: ``art`` (ART 1.20.1, the study's toolbox), ``torch`` (seradv's batched code) and
 ``torchattacks`` (3.5.1, FGSM / BIM / DeepFool only: its other attacks implement different
 algorithms or parameters than the study's; it assumes inputs in [0, 1], so the model is wrapped
@@ -30,6 +38,7 @@ full-test-set time extrapolated linearly from its own samples/s (stated as such)
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import hashlib
 import json
 import platform
@@ -122,6 +131,97 @@ def measure_pass_costs(model: nn.Module, x: np.ndarray, batch_size: int, device:
     return times
 
 
+class PassLog:
+    """The model's forward and backward passes by batch size, from module hooks.
+
+    A forward pass whose output requires grad is a graph forward; every backward pass
+    through that output (one per ``autograd.grad`` / ``backward`` call, so ``k`` for a
+    ``k``-class Jacobian) is logged when it reaches the output. Passes that bypass
+    ``model.forward`` (the Pixel attack's chunked queries) are not seen.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.fwd_inf: Counter[int] = Counter()
+        self.fwd_grad: Counter[int] = Counter()
+        self.bwd: Counter[int] = Counter()
+        self._handle = model.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, inputs: Any, out: Any) -> None:
+        if not isinstance(out, torch.Tensor):
+            return
+        m = int(out.shape[0])
+        if out.requires_grad:
+            self.fwd_grad[m] += 1
+            out.register_hook(lambda grad, m=m: self.bwd.update([m]))
+        else:
+            self.fwd_inf[m] += 1
+
+    def close(self) -> None:
+        self._handle.remove()
+
+    def batch_sizes(self) -> set[int]:
+        return set(self.fwd_inf) | set(self.fwd_grad) | set(self.bwd)
+
+
+class BatchCosts:
+    """Seconds of one forward (no graph), one graph forward and one forward+backward of a batch
+    of ``m`` samples, measured once per ``m`` (median of ``repeats``) and kept in a JSON file."""
+
+    def __init__(self, model: nn.Module, x: np.ndarray, device: torch.device, path: Path, repeats: int = 3):
+        self.model, self.x, self.device, self.path, self.repeats = model, x, device, path, repeats
+        self.table: dict[str, dict[str, float]] = read_json(path) if path.exists() else {}
+
+    def _measure(self, m: int) -> dict[str, float]:
+        xb = torch.from_numpy(np.ascontiguousarray(self.x[np.arange(m) % len(self.x)])).to(self.device)
+
+        def inf() -> None:
+            with torch.inference_mode():
+                self.model(xb)
+
+        def fwd_graph() -> None:
+            xr = xb.clone().requires_grad_(True)
+            with gradient_context(self.device), torch.enable_grad():
+                self.model(xr)
+
+        def fwd_bwd() -> None:
+            xr = xb.clone().requires_grad_(True)
+            with gradient_context(self.device), torch.enable_grad():
+                torch.autograd.grad(self.model(xr).sum(), xr)
+
+        out = {}
+        for name, fn in (("inf", inf), ("fwd", fwd_graph), ("fb", fwd_bwd)):
+            fn()
+            _sync(self.device)
+            ts = []
+            for _ in range(self.repeats):
+                t0 = time.perf_counter()
+                fn()
+                _sync(self.device)
+                ts.append(time.perf_counter() - t0)
+            out[name] = float(np.median(ts))
+        return out
+
+    def __call__(self, m: int) -> dict[str, float]:
+        if str(m) not in self.table:
+            self.table[str(m)] = self._measure(m)
+            atomic_write_json(self.path, self.table)
+        return self.table[str(m)]
+
+    def pass_floor(self, log: PassLog) -> float:
+        """Seconds the logged passes take on their own, each at its batch size; NaN if none."""
+        if not log.batch_sizes():
+            return float("nan")
+        total = 0.0
+        for m, k in log.fwd_inf.items():
+            total += k * self(m)["inf"]
+        for m, k in log.fwd_grad.items():
+            total += k * self(m)["fwd"]
+        for m, k in log.bwd.items():
+            c = self(m)
+            total += k * max(c["fb"] - c["fwd"], 0.0)
+        return total
+
+
 def floor_seconds(counters: dict[str, int | None], costs: dict[str, float]) -> float:
     """The algorithm's cost floor from its counters and the per-sample pass costs."""
     nq = counters.get("n_queries") or 0
@@ -185,18 +285,24 @@ def row_key(attack: str, params: dict, backend: str, n: int, seed: int, early_st
 
 def bench_row(model: nn.Module, x: np.ndarray, y: np.ndarray, attack: str, params: dict, backend: str, *,
               clip: tuple[float, float], batch_size: int, seed: int, device: torch.device,
-              costs: dict[str, float], n_full: int, early_stop: bool = False) -> dict[str, Any]:
+              costs: dict[str, float], n_full: int, early_stop: bool = False,
+              batch_costs: BatchCosts | None = None) -> dict[str, Any]:
     """Time and measure one (attack, params, backend) on ``x``."""
     reset_peak_memory(device)
-    if backend == "torchattacks":
-        x_adv, seconds = run_torchattacks(attack, model, x, y, params, clip, batch_size, device)
-        counters: dict[str, int | None] = {"n_queries": None, "n_grads": None, "n_backward": None}
-    else:
-        res = run_attack(attack, model, x, y, params, clip=clip, backend=backend, batch_size=batch_size,
-                         seed=seed, device=device, early_stop=early_stop)
-        x_adv, seconds = res.x_adv, res.seconds
-        counters = {"n_queries": res.n_queries, "n_grads": res.n_grads, "n_backward": res.n_backward}
+    log = PassLog(model)
+    try:
+        if backend == "torchattacks":
+            x_adv, seconds = run_torchattacks(attack, model, x, y, params, clip, batch_size, device)
+            counters: dict[str, int | None] = {"n_queries": None, "n_grads": None, "n_backward": None}
+        else:
+            res = run_attack(attack, model, x, y, params, clip=clip, backend=backend, batch_size=batch_size,
+                             seed=seed, device=device, early_stop=early_stop)
+            x_adv, seconds = res.x_adv, res.seconds
+            counters = {"n_queries": res.n_queries, "n_grads": res.n_grads, "n_backward": res.n_backward}
+    finally:
+        log.close()
     peak = peak_memory_mib(device)
+    pass_floor = batch_costs.pass_floor(log) if batch_costs is not None else float("nan")
     with torch.inference_mode():
         preds = []
         for i in range(0, len(x_adv), 128):
@@ -213,6 +319,9 @@ def bench_row(model: nn.Module, x: np.ndarray, y: np.ndarray, attack: str, param
         "mean_abs_delta": float(norms["mean_abs"].mean()), "mean_l2": float(norms["l2"].mean()),
         "mean_linf": float(norms["linf"].mean()), "mean_l0": float(norms["l0"].mean()),
         **counters, "floor_seconds": floor, "floor_ratio": seconds / floor if floor == floor and floor > 0 else float("nan"),
+        "passes": int(sum(log.fwd_inf.values()) + sum(log.fwd_grad.values())),
+        "pass_floor_seconds": pass_floor,
+        "pass_floor_ratio": seconds / pass_floor if pass_floor == pass_floor and pass_floor > 0 else float("nan"),
     }
 
 
@@ -236,17 +345,21 @@ def markdown(table: pd.DataFrame, meta: dict[str, Any]) -> str:
         f"Pass costs per sample at batch {meta['batch_size']}: forward {1e3 * meta['t_f']:.2f} ms, "
         f"forward+backward {1e3 * meta['t_fb']:.2f} ms.",
         "",
-        "| attack | params | backend | n | s | samples/s | full set s (extrap.) | floor s | ratio | peak MiB "
-        "| adv acc | mean \\|d\\| | L2 | Linf | L0 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| attack | params | backend | n | s | samples/s | full set s (extrap.) | floor s | ratio "
+        "| pass floor s | ratio | peak MiB | adv acc | mean \\|d\\| | L2 | Linf | L0 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table.itertuples():
         es = " (early stop)" if r.early_stop else ""
         ratio = f"{r.floor_ratio:.2f}" if r.floor_ratio == r.floor_ratio else "-"
         floor = f"{r.floor_seconds:.1f}" if r.floor_seconds == r.floor_seconds else "-"
+        pf = getattr(r, "pass_floor_seconds", float("nan"))
+        pr = getattr(r, "pass_floor_ratio", float("nan"))
+        pfloor = f"{pf:.1f}" if pf == pf else "-"
+        pratio = f"{pr:.2f}" if pr == pr else "-"
         lines.append(
             f"| {r.attack} | {_fmt_params(r.attack, r.params)} | {r.backend}{es} | {r.n} | {r.seconds:.1f} | "
-            f"{r.samples_per_s:.3g} | {r.full_set_seconds:,.0f} | {floor} | {ratio} | {r.peak_mib:,.0f} | "
+            f"{r.samples_per_s:.3g} | {r.full_set_seconds:,.0f} | {floor} | {ratio} | {pfloor} | {pratio} | {r.peak_mib:,.0f} | "
             f"{r.adv_accuracy:.3f} | {r.mean_abs_delta:.4g} | {r.mean_l2:.3g} | {r.mean_linf:.3g} | {r.mean_l0:,.0f} |"
         )
     return "\n".join(lines) + "\n"
@@ -284,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     rows_dir = args.out / "rows"
     rows_dir.mkdir(parents=True, exist_ok=True)
     costs = measure_pass_costs(model, x_all, args.batch_size, device)
+    batch_costs = BatchCosts(model, x_all, device, args.out / f"batch_costs-{args.threads}threads.json")
     print(f"pass costs per sample at batch {args.batch_size}: forward {1e3 * costs['t_f']:.2f} ms, "
           f"forward+backward {1e3 * costs['t_fb']:.2f} ms", flush=True)
     subsets: dict[int, np.ndarray] = {}
@@ -313,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"{', early stop' if es else ''}] on {len(idx)} samples ...", flush=True)
                     row = bench_row(model, x_all[idx], test.y[idx], name, params, backend, clip=clip,
                                     batch_size=args.batch_size, seed=args.seed, device=device, costs=costs,
-                                    n_full=n_full, early_stop=es)
+                                    n_full=n_full, early_stop=es, batch_costs=batch_costs)
                     atomic_write_json(path, row)
                 print(f"  {row['seconds']:.1f} s, {row['samples_per_s']:.3g} samples/s, adv acc "
                       f"{row['adv_accuracy']:.3f}, mean|d| {row['mean_abs_delta']:.4g}, floor ratio "
