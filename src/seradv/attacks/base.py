@@ -304,6 +304,16 @@ class AttackContext:
         """Number of samples."""
         return int(self.x.shape[0])
 
+    def map_batches(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> np.ndarray:
+        """``fn(x_batch, y_batch) -> x_adv_batch`` on every ``batch_size`` slice (tensors on
+        :attr:`device`), gathered into one array like :attr:`x`."""
+        out = np.empty_like(self.x)
+        for i in range(0, self.n, self.batch_size):
+            xb = torch.from_numpy(self.x[i : i + self.batch_size]).to(self.device)
+            yb = torch.from_numpy(self.y[i : i + self.batch_size]).to(self.device)
+            out[i : i + xb.shape[0]] = fn(xb, yb).detach().cpu().numpy()
+        return out
+
 
 Runner = Callable[[AttackContext, dict[str, Any]], np.ndarray]
 

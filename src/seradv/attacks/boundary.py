@@ -297,16 +297,15 @@ def boundary_attack_torch(
 
 def _boundary_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
     gen = torch.Generator().manual_seed(ctx.seed)
-    out = np.empty_like(ctx.x)
     clip = ctx.clip.as_tuple()
-    n_missing = 0
-    for i in range(0, ctx.n, ctx.batch_size):
-        xb = torch.from_numpy(ctx.x[i : i + ctx.batch_size]).to(ctx.device)
+    missing = []
+
+    def one_batch(xb: torch.Tensor, _y: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             preds = _predict(ctx.model, xb, ctx.counter, QUERY_ROWS)
         x_init, found = random_adversarial_start(ctx.model, xb, preds, init_size=p["init_size"],
                                                  clip=clip, generator=gen, counter=ctx.counter)
-        n_missing += int((~found).sum())
+        missing.append(int((~found).sum()))
         adv = xb.clone()
         idx = found.nonzero()[:, 0]
         if idx.numel():
@@ -316,7 +315,10 @@ def _boundary_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
                 sample_size=p["sample_size"], min_epsilon=p["min_epsilon"], clip=clip,
                 generator=gen, counter=ctx.counter,
             )
-        out[i : i + xb.shape[0]] = adv.cpu().numpy()
+        return adv
+
+    out = ctx.map_batches(one_batch)
+    n_missing = sum(missing)
     if n_missing:
         logger.warning(
             "no adversarial starting point in %d uniform draws for %d of %d samples; they stay clean",

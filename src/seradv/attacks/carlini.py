@@ -154,6 +154,31 @@ def _outputs(model: nn.Module, x: torch.Tensor, output: str) -> torch.Tensor:
     return torch.softmax(z, dim=-1) if output == "probabilities" else z
 
 
+def _adam_pass(model: nn.Module, wl: torch.Tensor, clip: tuple[float, float], output: str,
+               counter: QueryCounter, objective: Any | None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One pass of a tanh-space Adam run at ``w`` rows ``wl``: ``(x_adv, Z, grad)``, detached.
+
+    ``objective(x_adv, Z) -> [shape=(m,)]``: forward+backward, ``grad`` = its gradient w.r.t.
+    ``wl`` (``n_grads += m``). ``objective=None`` (a run's last iterate): a forward pass
+    without a graph, ``grad`` None (``n_queries += m``).
+    """
+    m = wl.shape[0]
+    if objective is None:
+        with torch.inference_mode():
+            xa = from_tanh(wl, clip)
+            z = _outputs(model, xa, output)
+        counter.n_queries += m
+        return xa.clone(), z.clone(), None  # clones: normal tensors, usable outside inference mode
+    wl = wl.detach().requires_grad_(True)
+    with torch.enable_grad():
+        xa = from_tanh(wl, clip)
+        z = _outputs(model, xa, output)
+        (grad,) = torch.autograd.grad(objective(xa, z).sum(), wl)
+    counter.n_grads += m
+    return xa.detach(), z.detach(), grad
+
+
 class _Adam:
     """Adam on rows of a batch (ART's ``art.optimizers.Adam`` = torch's rule, no weight decay).
 
@@ -285,23 +310,14 @@ def cw_l2_batch(
         with gradient_context(dev):
             for k in range(max_iter + 1):
                 last = k == max_iter
-                wl = w[live]
-                if last:
-                    with torch.inference_mode():
-                        xa = from_tanh(wl, clip)
-                        z = _outputs(model, xa, output)
-                    counter.n_queries += live.numel()
-                else:
-                    wl.requires_grad_(True)
-                    with torch.enable_grad():
-                        xa = from_tanh(wl, clip)
-                        z = _outputs(model, xa, output)
-                        l2 = (xa - xr[live]).square().flatten(1).sum(1)
-                        loss = l2 + cr[live] * (margin(z, yr[live]) + confidence).clamp_min(0)
-                        (grad,) = torch.autograd.grad(loss.sum(), wl)
-                    counter.n_grads += live.numel()
+                xl, yl, cl = xr[live], yr[live], cr[live]
+
+                def loss(xa: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+                    l2 = (xa - xl).square().flatten(1).sum(1)
+                    return l2 + cl * (margin(z, yl) + confidence).clamp_min(0)
+
+                xa, z, grad = _adam_pass(model, w[live], clip, output, counter, None if last else loss)
                 with torch.no_grad():
-                    xa, z = xa.detach(), z.detach()
                     if k == 0:  # ART's first iterate is x itself (L2 exactly 0)
                         xa = xr[live]
                         l2 = torch.zeros(live.numel(), device=dev)
@@ -405,27 +421,17 @@ def cw_linf_batch(
         with gradient_context(dev):
             for k in range(max_iter + 1):
                 last = k == max_iter
-                wl = w[live]
                 xl, yl, tl = xr[live], yr[live], taur[live, None, None]
-                if last:
-                    with torch.inference_mode():
-                        xa = from_tanh(wl, clip)
-                        z = _outputs(model, xa, output)
-                    counter.n_queries += live.numel()
-                else:
-                    wl.requires_grad_(True)
-                    with torch.enable_grad():
-                        xa = from_tanh(wl, clip)
-                        z = _outputs(model, xa, output)
-                        # ART's gradient: no hinge on the margin, no constant
-                        obj = margin(z, yl).sum() + ((xa - xl).abs() - tl).clamp_min(0).sum()
-                        (grad,) = torch.autograd.grad(obj, wl)
-                    counter.n_grads += live.numel()
+
+                def objective(xa: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+                    # ART's gradient: no hinge on the margin, no constant
+                    return margin(z, yl) + ((xa - xl).abs() - tl).clamp_min(0).flatten(1).sum(1)
+
+                xa, z, grad = _adam_pass(model, w[live], clip, output, counter, None if last else objective)
                 if k == 0:
                     adam.step(w, torch.nan_to_num(grad), live)
                     continue
                 with torch.no_grad():
-                    xa, z = xa.detach(), z.detach()
                     if last:
                         n_conv = torch.full_like(next_c[live], n_c)
                     else:
@@ -463,14 +469,8 @@ def cw_linf_batch(
 
 
 def _batched(ctx: AttackContext, fn: Any, **kw: Any) -> np.ndarray:
-    out = np.empty_like(ctx.x)
-    for i in range(0, ctx.n, ctx.batch_size):
-        xb = torch.from_numpy(ctx.x[i : i + ctx.batch_size]).to(ctx.device)
-        yb = torch.from_numpy(ctx.y[i : i + ctx.batch_size]).to(ctx.device)
-        adv = fn(ctx.model, xb, yb, clip=ctx.clip.as_tuple(), counter=ctx.counter,
-                 early_stop=ctx.early_stop, **kw)
-        out[i : i + xb.shape[0]] = adv.cpu().numpy()
-    return out
+    return ctx.map_batches(lambda xb, yb: fn(ctx.model, xb, yb, clip=ctx.clip.as_tuple(), counter=ctx.counter,
+                                             early_stop=ctx.early_stop, **kw))
 
 
 def _cw_l2_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:

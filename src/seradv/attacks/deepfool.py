@@ -247,16 +247,11 @@ def gradient_labels(ctx: AttackContext, nb_grads: int, output: str) -> list[int]
 
 def _deepfool_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
     labels = gradient_labels(ctx, p["nb_grads"], p["output"])
-    out = np.empty_like(ctx.x)
-    for i in range(0, ctx.n, ctx.batch_size):
-        xb = torch.from_numpy(ctx.x[i : i + ctx.batch_size]).to(ctx.device)
-        yb = torch.from_numpy(ctx.y[i : i + ctx.batch_size]).to(ctx.device) if ctx.early_stop else None
-        adv = deepfool_batch(
-            ctx.model, xb, labels=labels, max_iter=p["max_iter"], overshoot=p["overshoot"],
-            clip=ctx.clip.as_tuple(), output=p["output"], counter=ctx.counter, y=yb,
-        )
-        out[i : i + xb.shape[0]] = adv.cpu().numpy()
-    return out
+    return ctx.map_batches(lambda xb, yb: deepfool_batch(
+        ctx.model, xb, labels=labels, max_iter=p["max_iter"], overshoot=p["overshoot"],
+        clip=ctx.clip.as_tuple(), output=p["output"], counter=ctx.counter,
+        y=yb if ctx.early_stop else None,
+    ))
 
 
 def _deepfool_art(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:

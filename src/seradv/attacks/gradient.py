@@ -190,14 +190,11 @@ def iterative_gradient_attack(
 
 def _torch_runner(ctx: AttackContext, *, eps: float, eps_step: float, max_iter: int, norm: str,
                   num_random_init: int) -> np.ndarray:
-    out = np.empty_like(ctx.x)
-    model, dev = ctx.model, ctx.device
-    for i in range(0, ctx.n, ctx.batch_size):
-        xb = torch.from_numpy(ctx.x[i : i + ctx.batch_size]).to(dev)
-        yb = torch.from_numpy(ctx.y[i : i + ctx.batch_size]).to(dev)
-        kw: dict[str, Any] = {"eps": eps, "eps_step": eps_step, "max_iter": max_iter, "norm": norm,
-                              "clip": ctx.clip.as_tuple(), "early_stop": ctx.early_stop,
-                              "counter": ctx.counter}
+    model = ctx.model
+    kw: dict[str, Any] = {"eps": eps, "eps_step": eps_step, "max_iter": max_iter, "norm": norm,
+                          "clip": ctx.clip.as_tuple(), "early_stop": ctx.early_stop, "counter": ctx.counter}
+
+    def one_batch(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         shape = tuple(xb.shape)
         start = random_start_noise(shape, eps, norm) if num_random_init > 0 else None
         best = iterative_gradient_attack(model, xb, yb, start=start, **kw)
@@ -207,8 +204,9 @@ def _torch_runner(ctx: AttackContext, *, eps: float, eps_step: float, max_iter: 
                 ok = model(cand).argmax(1) != yb
             ctx.counter.n_queries += xb.shape[0]
             best[ok] = cand[ok]
-        out[i : i + xb.shape[0]] = best.cpu().numpy()
-    return out
+        return best
+
+    return ctx.map_batches(one_batch)
 
 
 # --------------------------------------------------------------------------------------

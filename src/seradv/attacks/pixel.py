@@ -299,14 +299,9 @@ def pixel_attack_torch(
 
 def _pixel_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
     gen = torch.Generator().manual_seed(ctx.seed)
-    out = np.empty_like(ctx.x)
-    for i in range(0, ctx.n, ctx.batch_size):
-        xb = torch.from_numpy(ctx.x[i : i + ctx.batch_size]).to(ctx.device)
-        yb = torch.from_numpy(ctx.y[i : i + ctx.batch_size]).to(ctx.device)
-        adv = pixel_attack_torch(ctx.model, xb, yb, th=p["th"], max_iter=p["max_iter"],
-                                 clip=ctx.clip.as_tuple(), generator=gen, counter=ctx.counter)
-        out[i : i + xb.shape[0]] = adv.cpu().numpy()
-    return out
+    return ctx.map_batches(lambda xb, yb: pixel_attack_torch(
+        ctx.model, xb, yb, th=p["th"], max_iter=p["max_iter"], clip=ctx.clip.as_tuple(),
+        generator=gen, counter=ctx.counter))
 
 
 # --------------------------------------------------------------------------------------

@@ -194,6 +194,18 @@ def _correct(run: RunData, row: pd.Series, gender: str | None) -> tuple[np.ndarr
     return ((part["pred_clean"] == part["label"]).to_numpy(), (part["pred_adv"] == part["label"]).to_numpy())
 
 
+def _with_holm(rows: list[dict]) -> pd.DataFrame:
+    """The gap rows as a table with ``p_holm``: Fisher's p-values Holm-adjusted within each
+    (attack, series)."""
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out["p_holm"] = np.nan
+    for _, idx in out.groupby(["attack", "series"]).groups.items():
+        out.loc[idx, "p_holm"] = stats.holm(out.loc[idx, "p_fisher"].to_numpy())
+    return out
+
+
 def gender_gaps(runs: list[RunData], table: pd.DataFrame, *, n_boot: int = stats.N_BOOT,
                 seed: int = 0, n_perm: int = 5000) -> pd.DataFrame:
     """Male minus female accuracy under attack per cell and source.
@@ -224,13 +236,7 @@ def gender_gaps(runs: list[RunData], table: pd.DataFrame, *, n_boot: int = stats
                      "p_fisher": stats.fisher_exact_gap(m[1], f[1]),
                      "drop_gap": dgap.value, "drop_gap_lo": dgap.lo, "drop_gap_hi": dgap.hi,
                      "p_perm": stats.permutation_gap(dm, df, n_perm=n_perm, seed=seed)})
-    out = pd.DataFrame(rows)
-    if out.empty:
-        return out
-    out["p_holm"] = np.nan
-    for _, idx in out.groupby(["attack", "series"]).groups.items():
-        out.loc[idx, "p_holm"] = stats.holm(out.loc[idx, "p_fisher"].to_numpy())
-    return out
+    return _with_holm(rows)
 
 
 def corpus_gaps(runs: list[RunData], table: pd.DataFrame, *, n_boot: int = stats.N_BOOT,
@@ -260,11 +266,5 @@ def corpus_gaps(runs: list[RunData], table: pd.DataFrame, *, n_boot: int = stats
                          "gap": gap.value, "gap_lo": gap.lo, "gap_hi": gap.hi,
                          "p_fisher": stats.fisher_exact_gap(ca[1], cb[1]),
                          "same_model": a.run == b.run})
-    out = pd.DataFrame(rows)
-    if out.empty:
-        return out
-    out["p_holm"] = np.nan
-    for _, idx in out.groupby(["attack", "series"]).groups.items():
-        out.loc[idx, "p_holm"] = stats.holm(out.loc[idx, "p_fisher"].to_numpy())
-    return out
+    return _with_holm(rows)
 
