@@ -337,6 +337,24 @@ def _fmt_params(spec_name: str, params_json: str) -> str:
                      for k in sorted(varying)) or "study"
 
 
+def grid_totals(table: pd.DataFrame) -> pd.DataFrame:
+    """Whole-grid time per backend setting, each cell extrapolated to the full test set.
+
+    Only cells that every setting ran are summed, so the totals compare like with like;
+    ``default`` is each cell's default backend (without early stop).
+    """
+    t = table.assign(setting=[f"{b} (early stop)" if es else b for b, es in zip(table.backend, table.early_stop)])
+    defaults = {a: get_attack(a).default_backend for a in t.attack.unique()}
+    dflt = t[(~t.early_stop) & (t.backend == t.attack.map(defaults))].assign(setting="default")
+    t = pd.concat([t, dflt])
+    cells = t.groupby("setting")[["attack", "params"]].apply(lambda g: set(map(tuple, g.to_numpy())))
+    common = set.intersection(*cells.to_list()) if len(cells) else set()
+    keep = t[[(a, p) in common for a, p in zip(t.attack, t.params)]]
+    out = keep.groupby("setting").agg(cells=("attack", "size"), seconds=("seconds", "sum"),
+                                      full_set_seconds=("full_set_seconds", "sum"))
+    return out.sort_values("full_set_seconds", ascending=False)
+
+
 def markdown(table: pd.DataFrame, meta: dict[str, Any]) -> str:
     """Markdown table of the benchmark rows plus the machine line."""
     lines = [
@@ -362,6 +380,14 @@ def markdown(table: pd.DataFrame, meta: dict[str, Any]) -> str:
             f"{r.samples_per_s:.3g} | {r.full_set_seconds:,.0f} | {floor} | {ratio} | {pfloor} | {pratio} | {r.peak_mib:,.0f} | "
             f"{r.adv_accuracy:.3f} | {r.mean_abs_delta:.4g} | {r.mean_l2:.3g} | {r.mean_linf:.3g} | {r.mean_l0:,.0f} |"
         )
+    tot = grid_totals(table)
+    if len(tot) > 1:
+        ref = tot.loc["art", "full_set_seconds"] if "art" in tot.index else float("nan")
+        lines += ["", f"Whole grid, the {int(tot.cells.iloc[0])} cells every setting ran, each extrapolated "
+                  f"linearly to the {meta['n_full']} test segments:", "",
+                  "| setting | s measured | full test set s (extrap.) | ART / setting |", "|---|---|---|---|"]
+        for name, r in tot.iterrows():
+            lines.append(f"| {name} | {r.seconds:,.0f} | {r.full_set_seconds:,.0f} | {ref / r.full_set_seconds:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
