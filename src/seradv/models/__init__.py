@@ -13,7 +13,9 @@ Optional *chunked-model protocol* (a speed-up, never required): a model that pro
 time axis in independent chunks before a sequence head (the study's "time distributed" CNN)
 may expose ``chunk_frames`` (int), ``encode_chunks(chunks [m, chunk_frames, n_mels]) ->
 [m, F]`` and ``decode_chunks(feats [b, n_chunks, F]) -> logits`` with ``forward(x) ==
-decode_chunks(encode_chunks(chunks of x))``. Black-box attacks whose queries change only a
+decode_chunks(encode_chunks(chunks of x))``. ``F`` is the model's choice: the more per-chunk
+work ``encode_chunks`` does, the less each query repeats (:class:`CNNLSTM` returns the LSTM's
+input projections, not the raw CNN features). Black-box attacks whose queries change only a
 few cells (the Pixel attack) then re-encode only the chunks those cells fall in; the outputs
 are the same up to float round-off. :class:`CNNLSTM` implements it; see :func:`chunked`.
 """

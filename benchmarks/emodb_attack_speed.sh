@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Benchmark (issue 5): every attack of the paper grid, seradv's torch backends against ART 1.20.1,
+# on the same seeded test segments of the EmoDB paper-split model, plus the torch backends with
+# --early-stop. Needs runs/emodb-paper (benchmarks/emodb_training.sh). Finished rows are reused.
+# Results: benchmarks/results/emodb-paper/attacks.{csv,md} (copied into docs/benchmarks.md).
+# Usage: bash benchmarks/emodb_attack_speed.sh [N] [THREADS]   (about 1-2 h on 1 CPU core)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-16}
+THREADS=${2:-1}
+OMP_NUM_THREADS=$THREADS .venv/bin/python benchmarks/attacks.py runs/emodb-paper --grid paper \
+  --attacks fgsm,bim,deepfool,cw_linf,cw_l2,boundary,jsma,pixel --backends torch,art --early-stop \
+  --n "$N" --threads "$THREADS" --out benchmarks/results/emodb-paper
