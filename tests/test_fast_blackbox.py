@@ -142,9 +142,32 @@ def _trained_bn(m):
     return m
 
 
-def test_cnn_lstm_inference_path_matches_autograd_path():
+def test_pool_first_moves_max_pools_before_relu_and_positive_batchnorm_only():
+    from torch import nn
+
+    from seradv.models.cnn_lstm import pool_first
+
+    m = _trained_bn(_small_cnn_lstm())
+    names = lambda layers: [type(layer).__name__ for layer in layers]  # noqa: E731
+    layers = list(m.cnn[:-1])
+    assert names(pool_first(layers))[:4] == ["Conv2d", "ReLU", "BatchNorm2d", "MaxPool2d"]  # scale < 0
+    with torch.no_grad():
+        m.cnn[2].weight.abs_().add_(0.1)
+    moved = pool_first(list(m.cnn[:-1]))
+    assert names(moved) == ["Conv2d", "MaxPool2d", "ReLU", "BatchNorm2d", "Conv2d", "MaxPool2d", "ReLU",
+                            "Conv2d", "MaxPool2d", "ReLU"]
+    x = torch.randn(7, 1, 29, 40)
+    with torch.no_grad():
+        assert torch.equal(nn.Sequential(*moved)(x), m.cnn[:-1](x))  # bit for bit
+
+
+@pytest.mark.parametrize("positive_bn", [False, True])
+def test_cnn_lstm_inference_path_matches_autograd_path(positive_bn):
     """The oneDNN inference CNN gives the strided CNN's logits; a weight change is picked up."""
     m = _trained_bn(_small_cnn_lstm())
+    if positive_bn:  # the oneDNN copy then pools before the BatchNorm
+        with torch.no_grad():
+            m.cnn[2].weight.abs_().add_(0.1)
     x = torch.randn(5, 58, 40)
     ref = m(x).detach()  # grad mode: strided CNN
     with torch.inference_mode():
@@ -159,6 +182,40 @@ def test_cnn_lstm_inference_path_matches_autograd_path():
     copied = copy.deepcopy(m)
     with torch.no_grad():
         torch.testing.assert_close(copied(x), changed, rtol=0, atol=1e-6)
+
+
+def test_cnn_lstm_local_chunk_encoding_equals_full_encoding():
+    """Re-running the CNN on a 50-column crop around changed Mel columns gives encode_chunks."""
+    from seradv.models import CNNLSTM
+
+    torch.manual_seed(0)
+    m = _trained_bn(CNNLSTM(4, n_frames=58, n_mels=128, n_chunks=2, lstm_units=8).eval())
+    assert m.column_geometry() == (4, 26)  # output column j sees Mel columns [4 j, 4 j + 26)
+    gen = torch.Generator().manual_seed(3)
+    clean = torch.randn(1, 29, 128, generator=gen)
+    spans = [(c, c) for c in range(128)] + [(0, 3), (10, 14), (60, 90), (0, 127), (100, 127)]
+    chunks = clean.repeat(len(spans), 1, 1)
+    for i, (lo, hi) in enumerate(spans):
+        rows = torch.randint(0, 29, (3,), generator=gen)
+        cols = torch.randint(lo, hi + 1, (3,), generator=gen)
+        chunks[i, rows, cols] = 5.0
+        chunks[i, 0, lo], chunks[i, 28, hi] = -4.0, 6.0  # the span's own edges change too
+    lo = torch.tensor([s[0] for s in spans])
+    hi = torch.tensor([s[1] for s in spans])
+    for grad in (False, True):  # oneDNN and strided CNN
+        with torch.set_grad_enabled(grad):
+            base = m.encode_chunks(clean).expand(len(spans), -1)
+            full = m.encode_chunks(chunks)
+            local = m.encode_chunks_local(chunks, lo, hi, base)
+        torch.testing.assert_close(local, full, rtol=0, atol=1e-5)
+    assert ((full - base).abs().amax(1) > 0).sum() >= 120  # the changes do reach the features
+    # only the two wide spans (60-90, 0-127) take the whole chunk; 100-127 reaches 7 columns
+    rows_full = []
+    encode = m.encode_chunks
+    m.encode_chunks = lambda ch: rows_full.append(ch.shape[0]) or encode(ch)
+    with torch.no_grad():
+        m.encode_chunks_local(chunks, lo, hi, base)
+    assert rows_full == [2]
 
 
 def test_pixel_chunked_queries_equal_full_forward_passes():

@@ -109,6 +109,7 @@ class _PixelProblem:
         # chunked-model fast path (seradv.models.chunked): encode x's chunks once, re-encode
         # only the chunks a candidate's cells fall in; eval mode only (no dropout / BN updates)
         self.chunk = 0
+        self.local = callable(getattr(model, "encode_chunks_local", None))
         if chunked(model) and not model.training and self.rows % model.chunk_frames == 0:
             self.chunk = model.chunk_frames
             self.n_chunks = self.rows // self.chunk
@@ -161,7 +162,16 @@ class _PixelProblem:
         # cells at one position carry one value (decode: the last cell wins), so order is moot
         xin[inv, (pos - chunk_of * frame_len).flatten()] = val.flatten()
         feats = self.base.index_select(0, sample)  # a copy
-        feats[cand, ch] = self.model.encode_chunks(xin.view(-1, self.chunk, self.cols))
+        xin = xin.view(-1, self.chunk, self.cols)
+        if self.local:  # the model re-encodes only the Mel columns the cells can reach
+            col = (pos % self.cols).flatten()
+            lo = torch.full((uniq.numel(),), self.cols, dtype=col.dtype, device=col.device)
+            hi = torch.full_like(lo, -1)
+            lo.scatter_reduce_(0, inv, col, "amin")
+            hi.scatter_reduce_(0, inv, col, "amax")
+            feats[cand, ch] = self.model.encode_chunks_local(xin, lo, hi, feats[cand, ch])
+        else:
+            feats[cand, ch] = self.model.encode_chunks(xin)
         return self.model.decode_chunks(feats)
 
     def evaluate(self, sample: torch.Tensor, trial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
