@@ -159,6 +159,13 @@ def test_pool_first_moves_max_pools_before_relu_and_positive_batchnorm_only():
     x = torch.randn(7, 1, 29, 40)
     with torch.no_grad():
         assert torch.equal(nn.Sequential(*moved)(x), m.cnn[:-1](x))  # bit for bit
+    # the eval-mode autograd path (pooled first, channels-last): same maps and input gradients
+    xs = [x.clone().requires_grad_(True) for _ in range(2)]
+    outs = [m.cnn[:-1](xs[0]), m._cnn_maps(xs[1])]
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=1e-5)
+    w = torch.randn_like(outs[0])
+    grads = [torch.autograd.grad((o * w).sum(), xi)[0] for o, xi in zip(outs, xs)]
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("positive_bn", [False, True])
