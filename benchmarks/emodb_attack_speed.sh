@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-16}
 THREADS=${2:-1}
+# torchattacks (FGSM, BIM, DeepFool rows) without its dependencies: they would pull a CUDA torch
+.venv/bin/python -c "import torchattacks" 2>/dev/null || .venv/bin/pip install -q --no-deps torchattacks==3.5.1
 OMP_NUM_THREADS=$THREADS .venv/bin/python benchmarks/attacks.py runs/emodb-paper --grid paper \
-  --attacks fgsm,bim,deepfool,cw_linf,cw_l2,boundary,jsma,pixel --backends torch,art --early-stop \
+  --attacks fgsm,bim,deepfool,cw_linf,cw_l2,boundary,jsma,pixel --backends torch,art,torchattacks --early-stop \
   --n "$N" --threads "$THREADS" --out benchmarks/results/emodb-paper
