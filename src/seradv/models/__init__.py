@@ -15,7 +15,11 @@ may expose ``chunk_frames`` (int), ``encode_chunks(chunks [m, chunk_frames, n_me
 [m, F]`` and ``decode_chunks(feats [b, n_chunks, F]) -> logits`` with ``forward(x) ==
 decode_chunks(encode_chunks(chunks of x))``. ``F`` is the model's choice: the more per-chunk
 work ``encode_chunks`` does, the less each query repeats (:class:`CNNLSTM` returns the LSTM's
-input projections, not the raw CNN features). Black-box attacks whose queries change only a
+input projections, not the raw CNN features). Optionally, ``encode_chunks_local(chunks,
+col_lo, col_hi, base) -> [m, F]`` equals ``encode_chunks(chunks)`` for chunks that differ from
+the chunks ``base`` was encoded from only in Mel columns ``col_lo..col_hi``; the Pixel attack
+then passes each changed chunk's column range (:meth:`CNNLSTM.encode_chunks_local` re-runs its
+CNN on a crop around them). Black-box attacks whose queries change only a
 few cells (the Pixel attack) then re-encode only the chunks those cells fall in; the outputs
 are the same up to float round-off. :class:`CNNLSTM` implements it; see :func:`chunked`.
 """
