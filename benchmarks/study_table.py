@@ -49,7 +49,10 @@ def table(run_dirs: list[Path]) -> str:
     for rd in run_dirs:
         res = load_cells(rd)
         res = res[~res["early_stop"].astype(bool)] if "early_stop" in res else res
-        res = res.assign(run=rd.name)
+        # a setting run on several subsets (e.g. Pixel on 16, then on 64 segments): the largest
+        n_all = res[res["group"] == "All"].sort_values("n", ascending=False, kind="stable")
+        keep = n_all.drop_duplicates(["attack", "params"])["cell_id"]
+        res = res[res["cell_id"].isin(keep)].assign(run=rd.name)
         frames.append(res)
     res = pd.concat(frames)
     res = res[res["attack"].isin(ORDER)]
