@@ -34,10 +34,10 @@ machine loaded by other jobs (load 4-6) were 2-8x slower.
 Pixel ``th 1, max_iter 20``: 0.028 samples/s (35 s per sample, 8,400 queries per sample, ~240
 queries/s; no sample flipped on this saturated model, so no early stop); 0.004 samples/s on
 the loaded machine.
-Torch backend, EmoDB paper-split model, 4 samples, 2 DE generations, 1 thread, the other core
-busy (2026-11-27): th 1 / 5 / 10 took 6.7 / 19.4 / 32.0 s with the chunked path over the
-strided CNN and ``nn.LSTM``, 2.9 / 9.6 / 18.4 s once the CNN ran on oneDNN and the chunk
-features became the LSTM's input projections (2.3x / 2.0x / 1.7x).
+Torch backend, EmoDB paper-split model, 1 thread beside a loaded core (2026-11-27,
+``benchmarks/model_speed.py``): one query costs 0.71 / 1.96 / 3.87 ms at th 1 / 5 / 10 with
+the chunked path and local chunk encoding, against 6.5-6.7 ms for a full (oneDNN) forward
+pass per query (9.1x / 3.4x / 1.7x).
 
 Example
 -------

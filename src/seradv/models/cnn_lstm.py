@@ -11,12 +11,14 @@ About 3.96 M parameters (Keras count 3,960,389; PyTorch's LSTM has a second bias
 
 Speed-ups in eval mode (same numbers up to float round-off, ~1e-6; training runs the layers
 as declared). With autograd (white-box attacks): max-pools before the ReLUs and the
-BatchNorm, channels-last maps after the first convolution; forward+backward 1.24x faster.
+BatchNorm, channels-last maps after the first convolution; forward+backward 1.4x faster
+(`benchmarks/model_speed.py`, one thread).
 Without autograd, on float32 CPU tensors (predictions, black-box queries): the CNN runs on oneDNN ("mkldnn") tensors through
 :func:`torch.utils.mkldnn.to_mkldnn` (a cached copy of the CNN, rebuilt when a weight
 changes): 2.0x faster than the strided CNN on this project's 2-core CPU, because PyTorch's
 strided 4x4 max-pool alone took 40 % of the CNN's time; the copy's max-pools run before the
-ReLUs and the BatchNorm (:func:`pool_first`, exact), another 1.9x. The chunked-model
+ReLUs and the BatchNorm (:func:`pool_first`, exact), another 1.9x (3.6x together in
+`benchmarks/model_speed.py`, one thread). The chunked-model
 protocol's chunk features are the CNN features *and* the LSTM's input projections (the gate
 pre-activations of both directions), so a Pixel-attack query that changes one chunk re-runs
 that chunk's CNN (on a 50-column crop around the changed Mel columns,
@@ -28,6 +30,8 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -124,16 +128,26 @@ class CNNLSTM(nn.Module):
                 and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
                 and torch.backends.mkldnn.enabled)
 
-    def _mkldnn_cnn(self) -> nn.Module:
-        """oneDNN copy of the CNN (no Flatten), rebuilt when a parameter or buffer changed."""
+    def _cached(self, name: str, build: Callable[[], Any]) -> Any:
+        """``build()``, kept in ``__dict__[name]`` (not a submodule: no state_dict entry) until a
+        CNN parameter or buffer changes (storage or in-place version) or a layer's mode does."""
         tensors = [*self.cnn.parameters(), *self.cnn.buffers()]
-        key = tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t in tensors)
-        cached = self.__dict__.get("_mkldnn_cache")
+        key = (tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t in tensors),
+               tuple(layer.training for layer in self.cnn))
+        cached = self.__dict__.get(name)
         if cached is None or cached[0] != key:
-            layers = pool_first(list(copy.deepcopy(self.cnn[:-1])))
-            cached = (key, _mkldnn.to_mkldnn(nn.Sequential(*layers)).eval())
-            self.__dict__["_mkldnn_cache"] = cached  # not a submodule: no state_dict entry
+            cached = (key, build())
+            self.__dict__[name] = cached
         return cached[1]
+
+    def _eval_layers(self) -> list[nn.Module]:
+        """The CNN's layers (no Flatten) in :func:`pool_first` order (the model's own modules)."""
+        return self._cached("_pool_first_cache", lambda: pool_first(list(self.cnn[:-1])))
+
+    def _mkldnn_cnn(self) -> nn.Module:
+        """oneDNN copy of :meth:`_eval_layers`."""
+        return self._cached("_mkldnn_cache", lambda: _mkldnn.to_mkldnn(
+            nn.Sequential(*copy.deepcopy(self._eval_layers()))).eval())
 
     def _cnn(self, x: torch.Tensor) -> torch.Tensor:
         """Flat CNN features ``[shape=(m, n_flat)]`` of chunks ``[shape=(m, 1, chunk, n_mels)]``."""
@@ -145,14 +159,14 @@ class CNNLSTM(nn.Module):
         Training: the layers as declared. Eval mode with autograd on the CPU (white-box
         attacks): :func:`pool_first` order, the first convolution's output in channels-last
         layout (PyTorch's max-pool is 4x faster there): the same logits up to float round-off,
-        1.6x faster forward+backward. Eval without autograd: the oneDNN copy.
+        1.4x faster model forward+backward. Eval without autograd: the oneDNN copy.
         """
         if self.training:
             return self.cnn[:-1](x)
         if self._fast_inference(x) and x.shape[0]:
             return self._mkldnn_cnn()(x.contiguous().to_mkldnn()).to_dense()
         h = x
-        for i, layer in enumerate(pool_first(list(self.cnn[:-1]))):
+        for i, layer in enumerate(self._eval_layers()):
             h = layer(h)
             if i == 0 and h.device.type == "cpu":
                 h = h.contiguous(memory_format=torch.channels_last)
@@ -176,15 +190,16 @@ class CNNLSTM(nn.Module):
         new = cls.__new__(cls)
         memo[id(self)] = new
         for k, v in self.__dict__.items():
-            if k != "_mkldnn_cache":  # oneDNN tensors cannot be deep-copied; rebuilt on demand
-                new.__dict__[k] = copy.deepcopy(v, memo)
+            if k not in ("_mkldnn_cache", "_pool_first_cache"):  # oneDNN tensors cannot be
+                new.__dict__[k] = copy.deepcopy(v, memo)  # deep-copied; both rebuilt on demand
         return new
 
     # ----------------------------------------------------------------------------------
     # The chunked-model protocol (see :mod:`seradv.models`): ``forward(x)`` equals
     # ``decode_chunks(encode_chunks(chunks of x))``, so that an attack whose queries change
     # a few cells re-encodes only the time chunks they fall in. The chunk features are the
-    # LSTM's input projections (gate pre-activations, both directions, biases included).
+    # flat CNN features and the LSTM's input projections (gate pre-activations, both
+    # directions, biases included); encode_chunks_local re-runs the CNN on a crop only.
     # ----------------------------------------------------------------------------------
     @property
     def chunk_frames(self) -> int:
