@@ -48,7 +48,8 @@ class TinySER(nn.Module):
 
 
 class GuardedModel(nn.Module):
-    """Wraps a model; counts forward calls, forwards with autograd on, and backward passes."""
+    """Wraps a model; counts forward calls, forwards with autograd on, backward passes and the rows
+    of the forwards without autograd."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -56,10 +57,13 @@ class GuardedModel(nn.Module):
         self.forwards = 0
         self.grad_forwards = 0
         self.backwards = 0
+        self.query_rows = 0  # rows of the forwards without autograd
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.forwards += 1
         out = self.model(x)
+        if not out.requires_grad:
+            self.query_rows += int(x.shape[0])
         if torch.is_grad_enabled() and out.requires_grad:
             self.grad_forwards += 1
 

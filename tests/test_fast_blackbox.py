@@ -168,6 +168,87 @@ def test_pool_first_moves_max_pools_before_relu_and_positive_batchnorm_only():
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("c_in,k", [(1, 5), (3, 3)])
+def test_conv2d_input_grad_equals_torch(c_in, k):
+    from seradv.models.cnn_lstm import conv2d_input_grad
+
+    torch.manual_seed(1)
+    w = torch.randn(16, c_in, k, k)
+    gy = torch.randn(4, 16, 25 - k + 1, 40 - k + 1)
+    ref = torch.nn.grad.conv2d_input((4, c_in, 25, 40), w, gy)
+    for g in (gy, gy.contiguous(memory_format=torch.channels_last)):
+        torch.testing.assert_close(conv2d_input_grad(g, w), ref, rtol=1e-5, atol=1e-4)
+
+
+def test_frozen_cnn_lstm_input_gradient_equals_the_declared_layers():
+    """With frozen weights (as attacks run it) the first convolution and pool take the custom
+    input-only backward: same logits and input gradients as the layers as declared; weights
+    that require grad take autograd's path and still get their gradients."""
+    m = _trained_bn(_small_cnn_lstm())
+    with torch.no_grad():
+        m.cnn[2].weight.abs_().add_(0.1)  # pools first, as in a trained model
+    x = torch.randn(5, 58, 40)
+
+    def logits_and_grad(model):
+        xr = x.clone().requires_grad_(True)
+        out = model(xr)
+        return out.detach(), torch.autograd.grad(out.square().sum(), xr)[0], _graph_nodes(out)
+
+    ref_out, ref_grad, _ = logits_and_grad(_Declared(m))
+    for p in m.parameters():
+        p.requires_grad_(False)
+    out, grad, nodes = logits_and_grad(m)
+    assert "_ConvPoolInputGradBackward" in nodes  # the custom backward ran
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-5)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-6)
+    for p in m.parameters():
+        p.requires_grad_(True)
+    xr = x.clone().requires_grad_(True)
+    m(xr).square().sum().backward()
+    assert m.cnn[0].weight.grad is not None and m.cnn[0].weight.grad.abs().sum() > 0
+    torch.testing.assert_close(xr.grad, ref_grad, rtol=1e-4, atol=1e-6)
+
+
+def _graph_nodes(out):
+    seen, todo = set(), [out.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        todo.extend(nxt for nxt, _ in node.next_functions)
+    return {type(node).__name__ for node in seen}
+
+
+class _Declared(torch.nn.Module):
+    """A CNNLSTM's forward through its layers as declared (no eval-mode fast path)."""
+
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        m = self.m
+        b = x.shape[0]
+        feats = m.cnn(x.reshape(b * m.n_chunks, 1, m.chunk, x.shape[2])).reshape(b, m.n_chunks, -1)
+        _, (h, _) = m.lstm(feats)
+        return m.head(torch.cat([h[0], h[1]], dim=1))
+
+
+def test_attacks_freeze_the_weights_only_while_they_run():
+    """run_attack freezes the parameters (input gradients only), then restores requires_grad."""
+    m = _small_cnn_lstm()
+    m.head.weight.requires_grad_(False)
+    seen = []
+    m.register_forward_hook(lambda mod, i, o: seen.append(any(p.requires_grad for p in mod.parameters())))
+    x = np.random.default_rng(0).standard_normal((2, 58, 40)).astype(np.float32)
+    run_attack("fgsm", m, x, np.array([0, 1]), {"eps": 0.1}, clip=(-5.0, 5.0))
+    assert seen and not any(seen)
+    assert not m.head.weight.requires_grad
+    assert all(p.requires_grad for n, p in m.named_parameters() if n != "head.weight")
+    assert all(p.grad is None for p in m.parameters())
+
+
 @pytest.mark.parametrize("positive_bn", [False, True])
 def test_cnn_lstm_inference_path_matches_autograd_path(positive_bn):
     """The oneDNN inference CNN gives the strided CNN's logits; a weight change is picked up."""

@@ -17,6 +17,7 @@ import torch
 from seradv.attacks import accuracy, get_attack, perturbation_norms, predict, run_attack
 from seradv.attacks.base import QueryCounter
 from seradv.attacks.carlini import art_l2_const_update, cw_l2_batch, cw_linf_batch
+from seradv.errors import AttackError
 
 from attack_helpers import CLIP, GuardedModel
 
@@ -52,10 +53,39 @@ def test_torch_is_the_default_backend():
     assert get_attack("cw_linf").default_backend == "torch"
 
 
-def test_cw_l2_torch_at_least_as_strong_as_art(trained, art_runs):
+def test_cw_l2_torch_reproduces_art(trained, art_runs):
+    """The default (line-search) backend runs ART's algorithm: the same examples up to float
+    rounding, with one gradient pass per iteration where ART makes two."""
     x, y, m = trained["x"][:N], trained["y"][:N], trained["model"]
     art = art_runs["cw_l2"]
     res = run_attack("cw_l2", m, x, y, L2_QUICK, clip=CLIP, backend="torch", batch_size=32)
+    _check_output(res, x)
+    assert res.params["optimizer"] == "line_search"
+    assert accuracy(m, res.x_adv, y) == accuracy(m, art.x_adv, y) < accuracy(m, x, y)
+    np.testing.assert_allclose(perturbation_norms(x, res.x_adv)["l2"],
+                               perturbation_norms(x, art.x_adv)["l2"], rtol=1e-3)
+    np.testing.assert_allclose(res.x_adv, art.x_adv, atol=1e-3)
+    assert res.n_grads <= art.n_grads / 2
+
+
+def test_cw_l2_study_settings_reproduce_art(trained):
+    """The study's 20 binary-search steps from c = 0.01 (the constant's doubling and the
+    halving/doubling line search all exercised): ART's per-sample L2 distances."""
+    x, y, m = trained["x"][:4], trained["y"][:4], trained["model"]
+    params = {"max_iter": 10, "learning_rate": 0.01, "binary_search_steps": 20, "initial_const": 0.01}
+    art = run_attack("cw_l2", m, x, y, params, clip=CLIP, backend="art", batch_size=32)
+    res = run_attack("cw_l2", m, x, y, params, clip=CLIP, backend="torch", batch_size=32)
+    assert accuracy(m, res.x_adv, y) == accuracy(m, art.x_adv, y)
+    np.testing.assert_allclose(perturbation_norms(x, res.x_adv)["l2"],
+                               perturbation_norms(x, art.x_adv)["l2"], rtol=1e-3)
+    assert res.n_grads < art.n_grads / 2 and res.n_queries < art.n_queries
+
+
+def test_cw_l2_adam_same_order_as_art(trained, art_runs):
+    x, y, m = trained["x"][:N], trained["y"][:N], trained["model"]
+    art = art_runs["cw_l2"]
+    res = run_attack("cw_l2", m, x, y, {**L2_QUICK, "optimizer": "adam"}, clip=CLIP, backend="torch",
+                     batch_size=32)
     _check_output(res, x)
     acc_art, acc_torch = accuracy(m, art.x_adv, y), accuracy(m, res.x_adv, y)
     assert acc_torch < accuracy(m, x, y)
@@ -67,9 +97,15 @@ def test_cw_l2_torch_at_least_as_strong_as_art(trained, art_runs):
     assert res.n_grads <= N * 10 * 4 and res.n_grads < art.n_grads
 
 
+def test_cw_l2_adam_is_torch_only(trained):
+    with pytest.raises(AttackError, match="torch backend only"):
+        run_attack("cw_l2", trained["model"], trained["x"][:2], trained["y"][:2], {"optimizer": "adam"},
+                   clip=CLIP, backend="art")
+
+
 def test_cw_l2_probabilities(trained):
     x, y, m = trained["x"][:N], trained["y"][:N], trained["model"]
-    params = {**L2_QUICK, "output": "probabilities"}
+    params = {**L2_QUICK, "output": "probabilities", "optimizer": "adam"}
     res = run_attack("cw_l2", m, x, y, params, clip=CLIP, backend="torch", batch_size=32)
     _check_output(res, x)
     assert accuracy(m, res.x_adv, y) <= 0.25
@@ -121,7 +157,7 @@ def test_art_l2_const_update_is_arts_code():
 def test_failed_samples_are_returned_clean(trained, caplog):
     x, y, m = trained["x"][:N], trained["y"][:N], trained["model"]
     # a budget where the L2 attack flips some samples only
-    res = run_attack("cw_l2", m, x, y, {"binary_search_steps": 1, "initial_const": 500.0, "max_iter": 3},
+    res = run_attack("cw_l2", m, x, y, {"binary_search_steps": 1, "initial_const": 5.0, "max_iter": 3},
                      clip=CLIP, backend="torch")
     fooled = predict(m, res.x_adv).labels != y
     assert 0 < fooled.sum() < N
@@ -167,10 +203,19 @@ def test_deterministic(trained):
 def test_counters_match_the_passes_run(trained):
     x, y = trained["x"][:N], trained["y"][:N]
     guarded = GuardedModel(trained["model"])
-    res = run_attack("cw_l2", guarded, x, y, {"binary_search_steps": 1, "max_iter": 3},
+    res = run_attack("cw_l2", guarded, x, y, {"binary_search_steps": 1, "max_iter": 3, "optimizer": "adam"},
                      clip=CLIP, backend="torch", batch_size=32)
     assert guarded.grad_forwards == guarded.backwards == 3  # one forward+backward per Adam step
     assert res.n_grads == N * 3 and res.n_queries == N  # + one forward of the last iterate
+    guarded = GuardedModel(trained["model"])
+    res = run_attack("cw_l2", guarded, x, y, {"binary_search_steps": 1, "max_iter": 3},
+                     clip=CLIP, backend="torch", batch_size=32)
+    assert guarded.grad_forwards == guarded.backwards == 3  # one gradient pass per iteration
+    assert res.n_grads == N * 3
+    # a forward at the start, then per iteration and row 1-5 halving trials, up to 5 doublings
+    # and one forward of the new iterate
+    assert N * (1 + 3 * 2) <= res.n_queries <= N * (1 + 3 * 11)
+    assert res.n_queries == guarded.query_rows - 1  # run_attack's class-count probe: 1 row
     guarded = GuardedModel(trained["model"])
     res = run_attack("cw_linf", guarded, x, y, LINF_QUICK, clip=CLIP, backend="torch", batch_size=32)
     assert guarded.grad_forwards == guarded.backwards > 0

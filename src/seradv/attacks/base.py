@@ -625,14 +625,22 @@ def _check_int(name: str, value: Any, low: int) -> int:
 # --------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def preserve_model_state(model: nn.Module) -> Iterator[None]:
-    """Restore the train/eval flag of every module, the device and empty ``.grad`` afterwards."""
+    """Freeze the parameters for the block (attacks need input gradients only: a backward pass
+    then skips every weight gradient, and the model's own fast paths may apply); restore their
+    ``requires_grad``, the train/eval flag of every module, the device and empty ``.grad``
+    afterwards."""
     flags = [(m, m.training) for m in model.modules()]
     params = list(model.parameters())
     no_grad_before = [p.grad is None for p in params]
+    requires_grad = [p.requires_grad for p in params]
     device = params[0].device if params else None
     try:
+        for p in params:
+            p.requires_grad_(False)
         yield
     finally:
+        for p, flag in zip(params, requires_grad):
+            p.requires_grad_(flag)
         for m, flag in flags:
             m.training = flag
         for p, was_none in zip(params, no_grad_before):

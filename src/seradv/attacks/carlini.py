@@ -72,10 +72,12 @@ from seradv.attacks.base import (
     register_attack,
 )
 from seradv.attacks.deepfool import OUTPUT_PARAM
+from seradv.errors import AttackError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CW_L2", "CW_LINF", "art_l2_const_update", "cw_l2_batch", "cw_linf_batch"]
+__all__ = ["CW_L2", "CW_LINF", "art_l2_const_update", "cw_l2_batch", "cw_l2_line_search_batch",
+           "cw_linf_batch"]
 
 
 def _warn_if_inert(name: str, ctx: AttackContext, x_adv: np.ndarray) -> None:
@@ -89,6 +91,9 @@ def _warn_if_inert(name: str, ctx: AttackContext, x_adv: np.ndarray) -> None:
 
 
 def _cw_l2_art(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
+    if p["optimizer"] != "line_search":
+        raise AttackError(f"cw_l2 optimizer={p['optimizer']!r} runs on the torch backend only; ART's "
+                          "CarliniL2Method is the line search (optimizer='line_search')")
     clf = white_box_classifier(ctx, output=p["output"])
     atk = CarliniL2Method(
         clf, confidence=p["confidence"], targeted=False, learning_rate=p["learning_rate"],
@@ -343,6 +348,186 @@ def cw_l2_batch(
     return best_x
 
 
+def cw_l2_line_search_batch(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    confidence: float,
+    learning_rate: float,
+    max_iter: int,
+    binary_search_steps: int,
+    initial_const: float,
+    max_halving: int,
+    max_doubling: int,
+    clip: tuple[float, float],
+    output: str = "logits",
+    counter: QueryCounter | None = None,
+    early_stop: bool = False,
+) -> torch.Tensor:
+    """ART 1.20.1's ``CarliniL2Method`` (gradient steps with a line search), all rows at once.
+
+    Per binary-search step every row restarts from ``x`` with step size ``learning_rate``; each
+    of the ``max_iter`` iterations takes the gradient of ``c (Z_y - Z_j) + ||x_adv - x||_2^2``
+    in tanh space (``j`` the best other class; ART applies it whether or not the hinge is
+    active), then halves the step (up to ``max_halving`` forwards) until the objective ``c
+    max(Z_y - Z_j + confidence, 0) + ||x_adv - x||_2^2`` decreases, or, where the first
+    trial already decreased it, doubles it (up to ``max_doubling`` forwards) while it does;
+    the best step is taken. ART's bookkeeping is kept as it is, quirks included: the loss and
+    L2 of a row that found no better step keep its last trial's values (so a rejected
+    adversarial trial can make ART keep the unmoved iterate as the best example), success is
+    re-read only after an iteration that moved some row, and the constant follows
+    :func:`art_l2_const_update`. ART makes two class-gradient passes per iteration (``Z_y``,
+    then ``Z_j``); this makes one forward+backward of ``Z_y - Z_j`` for the rows still active.
+    Arithmetic as ART's: trial points and losses in float64, iterates stored in float32.
+
+    Parameters
+    ----------
+    model : nn.Module
+        In eval mode, on ``x``'s device.
+    x : Tensor ``[shape=(b, 261, 128)]`` float32, inside ``clip``
+    y : Tensor ``[shape=(b,)]`` int64
+    confidence, learning_rate, max_iter, binary_search_steps, initial_const, max_halving, max_doubling
+        As ART's ``CarliniL2Method``.
+    clip : (float, float)
+    output : {"logits", "probabilities"}
+    counter : QueryCounter or None
+        ``n_grads += rows`` per gradient, ``n_queries += rows`` per forward.
+    early_stop : bool
+        A row stops at its first adversarial iterate (no further iterations or constants).
+
+    Returns
+    -------
+    Tensor ``[shape=(b, 261, 128)]``: the smallest-L2 adversarial iterate per row, ``x``
+    itself where none was found.
+    """
+    counter = counter if counter is not None else QueryCounter()
+    x, y = x.detach(), y.detach()
+    n, dev, f64 = x.shape[0], x.device, torch.float64
+    lo, hi = clip
+    w0 = to_tanh(x, clip)
+    x64 = x.to(f64)
+    best_x = x.clone()
+    best_l2 = torch.full((n,), float("inf"), device=dev, dtype=f64)
+    c = torch.full((n,), float(initial_const), device=dev, dtype=f64)
+    c_lower = torch.zeros_like(c)
+    c_double = torch.ones(n, dtype=torch.bool, device=dev)
+    done = torch.zeros(n, dtype=torch.bool, device=dev)
+    l2 = torch.zeros(n, device=dev, dtype=f64)
+    loss = torch.zeros(n, device=dev, dtype=f64)
+    z = torch.empty(0)  # ART's z_logits: the outputs at the current iterates (not at trials)
+
+    def evaluate(rows: torch.Tensor, xa: torch.Tensor, *, iterate: bool) -> None:
+        """``l2``, ``loss`` (and, at an ``iterate``, ``z``) of rows ``rows`` at ``xa`` (ART's
+        ``_loss``), in place."""
+        nonlocal z
+        with torch.no_grad():
+            zr = _outputs(model, xa.to(x.dtype), output)
+            counter.n_queries += int(rows.numel())
+            l2r = (x64[rows] - xa.to(f64)).square().flatten(1).sum(1)
+            hinge = (margin(zr, y[rows]).to(f64) + confidence).clamp_min(0)
+            l2[rows], loss[rows] = l2r, c[rows] * hinge + l2r
+            if iterate:
+                if z.shape[0] != n:
+                    z = zr.new_empty(n, zr.shape[1])
+                z[rows] = zr
+
+    def read_success() -> torch.Tensor:
+        # ART: ``loss - l2 <= 0``, where a row that did not move carries its last trial's loss and
+        # L2 (so a rejected adversarial trial counts as a success). Early stop ends a row, so
+        # it asks whether the row's current iterate itself is adversarial.
+        if early_stop:
+            return (margin(z, y) + confidence <= 0) & ~done
+        return (loss - l2 <= 0) & ~done
+
+    def keep_best(success: torch.Tensor, x_adv: torch.Tensor) -> None:
+        better = success & (l2 < best_l2) & ~done
+        best_l2[better] = l2[better]
+        best_x[better] = x_adv[better]
+
+    def trial(rows: torch.Tensor, w: torch.Tensor, lr: torch.Tensor, pert: torch.Tensor,
+              pos: torch.Tensor) -> None:
+        """Objective at ``w + lr * pert`` (float64) for rows ``rows`` (``pos``: their rows of ``pert``)."""
+        w_new = w[rows].to(f64) + lr[rows, None, None] * pert[pos].to(f64)
+        evaluate(rows, (torch.tanh(w_new) + 1.0) / 2.0 * (hi - lo) + lo, iterate=False)
+
+    for _ in range(binary_search_steps):
+        if not bool((~done & (c < C_UPPER_BOUND)).any()):
+            break
+        lr = torch.full((n,), float(learning_rate), device=dev, dtype=f64)
+        x_adv, w = x.clone(), w0.clone()
+        evaluate((~done).nonzero()[:, 0], x_adv[~done], iterate=True)
+        success = read_success()
+        overall = success.clone()
+        for _ in range(max_iter):
+            keep_best(success, x_adv)
+            active = (c < C_UPPER_BOUND) & (lr > 0) & ~done
+            if early_stop:
+                active &= ~overall
+            if not bool(active.any()):
+                break
+            rows = active.nonzero()[:, 0]
+            pos = torch.full((n,), -1, dtype=torch.long, device=dev)
+            pos[rows] = torch.arange(rows.numel(), device=dev)
+            # ART's _loss_gradient: d/dx [c (Z_y - Z_j)] + 2 (x_adv - x), chained through tanh
+            j = z[rows].scatter(1, y[rows, None], float("-inf")).argmax(1)
+            xg = x_adv[rows].detach().requires_grad_(True)
+            with gradient_context(dev), torch.enable_grad():
+                zg = _outputs(model, xg, output)
+                obj = zg.gather(1, y[rows, None]) - zg.gather(1, j[:, None])
+                (g,) = torch.autograd.grad(obj.sum(), xg)
+            counter.n_grads += int(rows.numel())
+            with torch.no_grad():
+                g = (g * c[rows, None, None]).to(x.dtype) + 2 * (x_adv[rows] - x[rows])
+                pert = -(g * (hi - lo) * (1 - torch.tanh(w[rows]).square()) / (2 * TANH_SMOOTHER))
+                prev_loss, best_loss = loss.clone(), loss.clone()
+                best_lr = torch.zeros_like(lr)
+                halving = torch.zeros_like(lr)
+
+                def note_better() -> None:
+                    better = loss < best_loss
+                    best_lr[better] = lr[better]
+                    best_loss[better] = loss[better]
+
+                for _ in range(max_halving):
+                    todo = active & (loss >= prev_loss)
+                    if not bool(todo.any()):
+                        break
+                    r = todo.nonzero()[:, 0]
+                    trial(r, w, lr, pert, pos[r])
+                    note_better()
+                    lr[r] /= 2
+                    halving[r] += 1
+                lr[active] *= 2
+                for _ in range(max_doubling):
+                    todo = active & (halving == 1) & (loss <= best_loss)
+                    if not bool(todo.any()):
+                        break
+                    r = todo.nonzero()[:, 0]
+                    lr[r] *= 2
+                    trial(r, w, lr, pert, pos[r])
+                    note_better()
+                lr[halving == 1] /= 2
+                moved = active & (best_lr > 0)
+                if bool(moved.any()):
+                    r = moved.nonzero()[:, 0]
+                    w[r] = (w[r].to(f64) + best_lr[r, None, None] * pert[pos[r]].to(f64)).to(x.dtype)
+                    x_adv[r] = from_tanh(w[r], clip)
+                    evaluate(r, x_adv[r], iterate=True)
+                    success = read_success()
+                    overall |= success
+        keep_best(success, x_adv)
+        c_old = c.clone()
+        c_new, lo_new, dbl_new = art_l2_const_update(c, c_lower, c_double, overall)
+        live = ~done
+        c[live], c_lower[live], c_double[live] = c_new[live], lo_new[live], dbl_new[live]
+        # a constant that no longer changes would repeat the same deterministic run: skip it
+        done |= c == c_old
+        if early_stop:
+            done |= overall
+    return best_x
+
+
 def cw_linf_batch(
     model: nn.Module,
     x: torch.Tensor,
@@ -474,11 +659,14 @@ def _batched(ctx: AttackContext, fn: Any, **kw: Any) -> np.ndarray:
 
 
 def _cw_l2_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
-    x_adv = _batched(
-        ctx, cw_l2_batch, confidence=p["confidence"], learning_rate=p["learning_rate"],
-        max_iter=p["max_iter"], binary_search_steps=p["binary_search_steps"],
-        initial_const=p["initial_const"], output=p["output"],
-    )
+    kw: dict[str, Any] = {"confidence": p["confidence"], "learning_rate": p["learning_rate"],
+                          "max_iter": p["max_iter"], "binary_search_steps": p["binary_search_steps"],
+                          "initial_const": p["initial_const"], "output": p["output"]}
+    if p["optimizer"] == "adam":
+        x_adv = _batched(ctx, cw_l2_batch, **kw)
+    else:
+        x_adv = _batched(ctx, cw_l2_line_search_batch, max_halving=p["max_halving"],
+                         max_doubling=p["max_doubling"], **kw)
     _warn_if_inert("cw_l2", ctx, x_adv)
     return x_adv
 
@@ -506,8 +694,11 @@ CW_L2 = register_attack(AttackSpec(
     params=_COMMON + (
         ParamSpec("binary_search_steps", int, 20, low=1, doc="binary search steps on the constant c"),
         ParamSpec("initial_const", float, 0.01, low=0.0, low_open=True, doc="first constant c"),
-        ParamSpec("max_halving", int, 5, low=1, doc="ART backend only: line-search halvings"),
-        ParamSpec("max_doubling", int, 5, low=1, doc="ART backend only: line-search doublings"),
+        ParamSpec("optimizer", str, "line_search", choices=("line_search", "adam"),
+                  doc="'line_search': ART's (and the study's) gradient steps with step halving/"
+                      "doubling; 'adam': Adam steps (torch backend only)"),
+        ParamSpec("max_halving", int, 5, low=1, doc="line search: step halvings per iteration"),
+        ParamSpec("max_doubling", int, 5, low=1, doc="line search: step doublings per iteration"),
         OUTPUT_PARAM,
     ),
     paper_grid=({"max_iter": 10, "learning_rate": 0.01, "binary_search_steps": 20,

@@ -165,8 +165,12 @@ class CNNLSTM(nn.Module):
             return self.cnn[:-1](x)
         if self._fast_inference(x) and x.shape[0]:
             return self._mkldnn_cnn()(x.contiguous().to_mkldnn()).to_dense()
-        h = x
-        for i, layer in enumerate(self._eval_layers()):
+        layers = self._eval_layers()
+        h, start = x, 0
+        if x.device.type == "cpu" and x.requires_grad and _conv_pool_input_only(layers[:2]):
+            conv, pool = layers[0], layers[1]
+            h, start = _ConvPoolInputGrad.apply(x, conv.weight, conv.bias, pool.kernel_size, pool.stride), 2
+        for i, layer in enumerate(layers[start:], start):
             h = layer(h)
             if i == 0 and h.device.type == "cpu":
                 h = h.contiguous(memory_format=torch.channels_last)
@@ -286,6 +290,67 @@ def pool_first(layers: list[nn.Module]) -> list[nn.Module]:
             if isinstance(out[i], nn.MaxPool2d) and (isinstance(prev, nn.ReLU) or _bn_scale_positive(prev)):
                 out[i - 1], out[i] = out[i], prev
                 moved = True
+    return out
+
+
+def _conv_pool_input_only(layers: list[nn.Module]) -> bool:
+    """Whether ``layers`` are a frozen valid stride-1 ``Conv2d`` then a plain ``MaxPool2d``
+    (the case :class:`_ConvPoolInputGrad` handles)."""
+    if len(layers) < 2 or not isinstance(layers[0], nn.Conv2d) or not isinstance(layers[1], nn.MaxPool2d):
+        return False
+    conv, pool = layers
+    return (not any(p.requires_grad for p in conv.parameters())
+            and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
+            and conv.padding in ((0, 0), "valid") and conv.padding_mode == "zeros"
+            and pool.padding in (0, (0, 0)) and pool.dilation in (1, (1, 1)) and not pool.ceil_mode
+            and not pool.return_indices)
+
+
+class _ConvPoolInputGrad(torch.autograd.Function):
+    """``max_pool2d(conv2d(x, weight, bias), k, s)``, differentiable in ``x`` only (frozen
+    weights, as in an attack), in channels-last layout.
+
+    The backward's convolution input gradient is one batched matmul ``W^T g`` (``[C_in k k,
+    H W]`` per sample) and ``k k`` shifted adds (col2im). For the CNN-LSTM's first
+    convolution (1 -> 16 channels, 5x5, 25 x 124 outputs) oneDNN's and PyTorch's backward
+    take 2-3x longer: a 1-channel output is their worst case. Same numbers up to float
+    round-off (tests/test_models.py).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                kernel: Any, stride: Any) -> torch.Tensor:
+        y = F.conv2d(x, weight, bias).contiguous(memory_format=torch.channels_last)
+        z, idx = F.max_pool2d_with_indices(y, kernel, stride)
+        ctx.save_for_backward(weight, idx)
+        ctx.geometry = (tuple(y.shape), kernel, stride)
+        return z
+
+    @staticmethod
+    def backward(ctx: Any, gz: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        weight, idx = ctx.saved_tensors
+        y_shape, kernel, stride = ctx.geometry
+        k = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+        s = k if stride is None else (stride, stride) if isinstance(stride, int) else tuple(stride)
+        shell = gz.new_empty(y_shape).contiguous(memory_format=torch.channels_last)
+        gy = torch.ops.aten.max_pool2d_with_indices_backward(
+            gz.contiguous(memory_format=torch.channels_last), shell, list(k), list(s), [0, 0], [1, 1],
+            False, idx)
+        return conv2d_input_grad(gy, weight), None, None, None, None
+
+
+def conv2d_input_grad(gy: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Gradient w.r.t. the input of a valid, stride-1 ``conv2d`` with ``weight`` ``[shape=(C_out,
+    C_in, kh, kw)]``, given the output gradient ``gy`` ``[shape=(b, C_out, H, W)]``
+    (= ``torch.nn.grad.conv2d_input``): ``W^T g`` per sample, then col2im by ``kh kw`` shifted adds."""
+    b, c_out, h, w = gy.shape
+    _, c_in, kh, kw = weight.shape
+    g = gy.permute(0, 2, 3, 1).reshape(b, h * w, c_out)  # a view for channels-last ``gy``
+    cols = torch.matmul(weight.reshape(c_out, -1).t(), g.transpose(1, 2)).view(b, c_in, kh, kw, h, w)
+    out = gy.new_zeros(b, c_in, h + kh - 1, w + kw - 1)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i : i + h, j : j + w] += cols[:, :, i, j]
     return out
 
 
