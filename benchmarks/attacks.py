@@ -424,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     info = read_preprocessing(args.run_dir)
     clip = tuple(float(v) for v in info["clip_values"])
     model = load_model(args.run_dir, device=str(device)).eval()
+    for p in model.parameters():  # as run_attack runs every backend: input gradients only
+        p.requires_grad_(False)
     test = load_subset(args.run_dir, "test")
     n_full = len(test)
     x_all = np.clip(test.x, *clip).astype(np.float32)

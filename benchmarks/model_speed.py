@@ -4,7 +4,8 @@ On a trained run's model (or a fresh CNN-LSTM) and random inputs of the study's 
 
 * forward without autograd: the strided CNN as declared vs the oneDNN copy (``pool_first``);
 * forward+backward (input gradient) in eval mode: the layers as declared vs max-pools first
-  and channels-last maps;
+  and channels-last maps, then with frozen weights (as attacks run the model): the first
+  convolution and pool's input-only backward;
 * Pixel-attack queries (``_PixelProblem.evaluate``, 400 candidates x 4 samples) for th 1, 5,
   10: full forward passes vs the chunked path vs the chunked path with local (cropped) chunk
   encoding.
@@ -113,6 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     t_fwd, t_fb = median_seconds(fwd, args.repeats), median_seconds(fwd_bwd, args.repeats)
     rows.append(("forward, no autograd (per sample)", t_fwd_old / args.batch, t_fwd / args.batch))
     rows.append(("forward+backward, eval (per sample)", t_fb_old / args.batch, t_fb / args.batch))
+    for p in model.parameters():  # as attacks run it (run_attack freezes the weights)
+        p.requires_grad_(False)
+    t_fb_frozen = median_seconds(fwd_bwd, args.repeats)
+    rows.append(("forward+backward, frozen weights (per sample): autograd's conv backward -> "
+                 "input-only conv+pool backward", t_fb / args.batch, t_fb_frozen / args.batch))
+    rows.append(("forward+backward (per sample): declared layers -> frozen fast path",
+                 t_fb_old / args.batch, t_fb_frozen / args.batch))
 
     y = torch.arange(4) % model.n_classes
     xs = torch.randn(4, 261, 128).clamp(-5, 10)

@@ -161,7 +161,7 @@ def test_bad_parameters_raise_before_any_model_call(trained, name, params, param
     "kwargs,match",
     [
         ({"backend": "tf"}, "backend"),
-        ({"backend": "torch", "name": "hopskipjump"}, "backend"),
+        ({"backend": "torch", "name": "square"}, "backend"),
         ({"clip": (7.0, -5.0)}, "clip"),
         ({"clip": (0.0, 1.0)}, "outside clip"),
         ({"batch_size": 0}, "batch_size"),

@@ -21,6 +21,7 @@ from attack_helpers import CLIP, GuardedModel
 PIXEL = {"th": 5, "max_iter": 3}
 BOUNDARY = {"delta": 0.01, "epsilon": 0.01, "step_adapt": 0.5, "max_iter": 20, "num_trial": 3,
             "sample_size": 10}
+HSJ = {"max_iter": 5, "max_eval": 50, "init_eval": 10, "init_size": 20}
 N = 8
 
 
@@ -44,7 +45,7 @@ def _both(trained, name: str, params: dict) -> dict[str, Any]:
     return {b: run_attack(name, m, x, y, params, clip=CLIP, backend=b, seed=3) for b in ("art", "torch")}
 
 
-@pytest.mark.parametrize("name,params", [("pixel", PIXEL), ("boundary", BOUNDARY)])
+@pytest.mark.parametrize("name,params", [("pixel", PIXEL), ("boundary", BOUNDARY), ("hopskipjump", HSJ)])
 def test_torch_at_least_as_strong_as_art_with_norms_of_the_same_order(trained, name, params):
     m, x, y = trained["model"], trained["x"][:N], trained["y"][:N]
     res = _both(trained, name, params)
@@ -70,7 +71,7 @@ def test_pixel_changes_at_most_th_cells_on_the_256_level_grid(trained):
     np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)  # ART's [0, 255] grid
 
 
-@pytest.mark.parametrize("name,params", [("pixel", PIXEL), ("boundary", BOUNDARY)])
+@pytest.mark.parametrize("name,params", [("pixel", PIXEL), ("boundary", BOUNDARY), ("hopskipjump", HSJ)])
 def test_black_box_torch_backend_never_calls_autograd_and_stays_in_the_box(trained, no_autograd, name, params):
     guarded = GuardedModel(trained["model"])
     x, y = trained["x"][:N], trained["y"][:N]
@@ -80,7 +81,7 @@ def test_black_box_torch_backend_never_calls_autograd_and_stays_in_the_box(train
     assert r.n_queries > 0 and r.n_grads == 0
 
 
-@pytest.mark.parametrize("name,params", [("pixel", PIXEL), ("boundary", BOUNDARY)])
+@pytest.mark.parametrize("name,params", [("pixel", PIXEL), ("boundary", BOUNDARY), ("hopskipjump", HSJ)])
 def test_torch_backend_is_deterministic_per_seed(trained, name, params):
     m, x, y = trained["model"], trained["x"][:4], trained["y"][:4]
     a = run_attack(name, m, x, y, params, clip=CLIP, backend="torch", seed=5)
@@ -91,6 +92,22 @@ def test_torch_backend_is_deterministic_per_seed(trained, name, params):
 def test_torch_is_the_default_backend():
     assert get_attack("pixel").default_backend == "torch"
     assert get_attack("boundary").default_backend == "torch"
+    assert get_attack("hopskipjump").default_backend == "torch"
+
+
+def test_hopskipjump_torch_runs_arts_query_schedule(trained):
+    """Same schedule as ART: per iteration a binary search of ceil(log2(sqrt(d) / 0.01)) queries,
+    min(int(init_eval sqrt(i + 1)), max_eval) queries for the normal, then the step search."""
+    import math
+
+    m, x, y = trained["model"], trained["x"][:N], trained["y"][:N]
+    res = _both(trained, "hopskipjump", HSJ)
+    q_art, q_torch = res["art"].n_queries, res["torch"].n_queries
+    assert abs(q_torch - q_art) <= 0.1 * q_art, (q_torch, q_art)
+    search = math.ceil(math.log2(math.sqrt(x[0].size) / 0.01))
+    estimate = sum(min(int(HSJ["init_eval"] * math.sqrt(i + 1)), HSJ["max_eval"]) for i in range(HSJ["max_iter"]))
+    assert q_torch >= N * HSJ["max_iter"] * (search + 1) + N * estimate  # + >= 1 step query
+    assert (perturbation_norms(x, res["torch"].x_adv)["l2"] > 0).all()
 
 
 @pytest.mark.parametrize("delta", [0.01, 3.0, 2.4e19, 1e30, 1e200])
