@@ -349,11 +349,11 @@ def _fmt_params(spec_name: str, params_json: str) -> str:
 def grid_totals(table: pd.DataFrame) -> pd.DataFrame:
     """Whole-grid time per backend setting, each cell extrapolated to the full test set.
 
-    Only cells that every setting ran are summed, so the totals compare like with like;
-    ``default`` is each cell's default backend (without early stop). torchattacks has three of
-    the eight attacks and is left out of the totals.
+    Only the study's attacks, and only cells that every setting ran, are summed, so the totals
+    compare like with like; ``default`` is each cell's default backend (without early stop).
+    torchattacks has three of the eight attacks and is left out of the totals.
     """
-    t = table[table.backend != "torchattacks"]
+    t = table[(table.backend != "torchattacks") & table.attack.map(lambda a: get_attack(a).in_study)]
     t = t.assign(setting=[f"{b} (early stop)" if es else b for b, es in zip(t.backend, t.early_stop)])
     defaults = {a: get_attack(a).default_backend for a in t.attack.unique()}
     dflt = t[(~t.early_stop) & (t.backend == t.attack.map(defaults))].assign(setting="default")

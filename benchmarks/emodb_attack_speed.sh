@@ -13,3 +13,10 @@ THREADS=${2:-1}
 OMP_NUM_THREADS=$THREADS .venv/bin/python benchmarks/attacks.py runs/emodb-paper --grid paper \
   --attacks fgsm,bim,deepfool,cw_linf,cw_l2,boundary,jsma,pixel --backends torch,art,torchattacks --early-stop \
   --n "$N" --threads "$THREADS" --out benchmarks/results/emodb-paper
+# HopSkipJump (not in the study's grid; its 'paper' settings match Boundary's query budget): torch vs ART
+OMP_NUM_THREADS=$THREADS .venv/bin/python benchmarks/attacks.py runs/emodb-paper --grid paper \
+  --attacks hopskipjump --backends torch,art --n "$N" --threads "$THREADS" --out benchmarks/results/emodb-paper
+# the table of every row (all reused): attacks.{csv,md}
+OMP_NUM_THREADS=$THREADS .venv/bin/python benchmarks/attacks.py runs/emodb-paper --grid paper \
+  --attacks fgsm,bim,deepfool,cw_linf,cw_l2,boundary,jsma,pixel,hopskipjump --backends torch,art,torchattacks \
+  --early-stop --n "$N" --threads "$THREADS" --out benchmarks/results/emodb-paper

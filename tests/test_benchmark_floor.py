@@ -52,3 +52,25 @@ def test_pass_log_counts_passes_by_batch_size(trained, tmp_path):
     # measured costs persist and are reused
     again = bench.BatchCosts(m, x, torch.device("cpu"), tmp_path / "costs.json")
     assert again.table == costs.table
+
+
+def test_grid_totals_sum_the_study_cells_every_setting_ran():
+    import pandas as pd
+
+    bench = _bench()
+    rows = [  # attack, params, backend, early_stop, seconds, full_set_seconds
+        ("bim", "eps=1", "art", False, 10.0, 100.0),
+        ("bim", "eps=1", "torch", False, 8.0, 80.0),
+        ("bim", "eps=1", "torch", True, 1.0, 10.0),
+        ("bim", "eps=1", "torchattacks", False, 9.0, 90.0),
+        ("jsma", "theta=1", "art", False, 30.0, 300.0),  # torch never ran it: not common
+        ("hopskipjump", "max_iter=20", "art", False, 50.0, 500.0),  # not in the study's grid
+        ("hopskipjump", "max_iter=20", "torch", False, 20.0, 200.0),
+        ("hopskipjump", "max_iter=20", "torch", True, 20.0, 200.0),
+    ]
+    table = pd.DataFrame(rows, columns=["attack", "params", "backend", "early_stop", "seconds", "full_set_seconds"])
+    totals = bench.grid_totals(table)
+    assert set(totals.index) == {"art", "torch", "torch (early stop)", "default"}
+    assert totals.loc["art", "full_set_seconds"] == 100.0 and totals.loc["art", "cells"] == 1
+    assert totals.loc["default", "full_set_seconds"] == 80.0  # bim's default backend: torch
+    assert totals.loc["torch (early stop)", "full_set_seconds"] == 10.0
