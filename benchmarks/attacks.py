@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         for params in spec.grid(args.grid):
             params = spec.validate(params)
             runs = [(b, False) for b in backends]
-            if args.early_stop and "torch" in spec.backends:
+            if args.early_stop and "torch" in spec.backends and spec.in_study:  # a setting of the grid
                 runs.append(("torch", True))
             for backend, es in runs:
                 if backend == "torchattacks" and name not in TORCHATTACKS:
