@@ -36,6 +36,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 with warnings.catch_warnings():  # torch.utils.mkldnn defines its modules with torch.jit.script_method
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -327,6 +328,7 @@ class _ConvPoolInputGrad(torch.autograd.Function):
         return z
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, gz: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         weight, idx = ctx.saved_tensors
         y_shape, kernel, stride = ctx.geometry
