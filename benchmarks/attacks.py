@@ -354,6 +354,8 @@ def grid_totals(table: pd.DataFrame) -> pd.DataFrame:
     torchattacks has three of the eight attacks and is left out of the totals.
     """
     t = table[(table.backend != "torchattacks") & table.attack.map(lambda a: get_attack(a).in_study)]
+    if t.empty:  # e.g. a run of attacks beyond the study's grid only
+        return pd.DataFrame(columns=["cells", "seconds", "full_set_seconds"])
     t = t.assign(setting=[f"{b} (early stop)" if es else b for b, es in zip(t.backend, t.early_stop)])
     defaults = {a: get_attack(a).default_backend for a in t.attack.unique()}
     dflt = t[(~t.early_stop) & (t.backend == t.attack.map(defaults))].assign(setting="default")
