@@ -74,3 +74,4 @@ def test_grid_totals_sum_the_study_cells_every_setting_ran():
     assert totals.loc["art", "full_set_seconds"] == 100.0 and totals.loc["art", "cells"] == 1
     assert totals.loc["default", "full_set_seconds"] == 80.0  # bim's default backend: torch
     assert totals.loc["torch (early stop)", "full_set_seconds"] == 10.0
+    assert bench.grid_totals(table[table.attack == "hopskipjump"]).empty  # no study cell
