@@ -11,8 +11,10 @@ About 3.96 M parameters (Keras count 3,960,389; PyTorch's LSTM has a second bias
 
 Speed-ups in eval mode (same numbers up to float round-off, ~1e-6; training runs the layers
 as declared). With autograd (white-box attacks): max-pools before the ReLUs and the
-BatchNorm, channels-last maps after the first convolution; forward+backward 1.4x faster
-(`benchmarks/model_speed.py`, one thread).
+BatchNorm, channels-last maps after the first convolution; forward+backward 1.5x faster
+(`benchmarks/model_speed.py`, one thread). With frozen CNN weights as well (``run_attack``
+freezes them): the first convolution and max-pool differentiate the input only
+(:class:`_ConvPoolInputGrad`), another 1.3x (1.9x in all).
 Without autograd, on float32 CPU tensors (predictions, black-box queries): the CNN runs on oneDNN ("mkldnn") tensors through
 :func:`torch.utils.mkldnn.to_mkldnn` (a cached copy of the CNN, rebuilt when a weight
 changes): 2.0x faster than the strided CNN on this project's 2-core CPU, because PyTorch's
