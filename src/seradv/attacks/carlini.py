@@ -41,15 +41,11 @@ So on a confident model the study's C&W L2 on probabilities can be inert, althou
 reports it reduced EmoDB accuracy to 0.188: seradv therefore defaults to ``output="logits"``,
 and logs a warning from :func:`_warn_if_inert` whenever an attack changed nothing.
 
-Measured speed (seradv benchmark, /tmp script, not in the repo): the study's CNN-LSTM
-(3.96 M parameters, 4 classes) trained to saturation on synthetic band-offset features (loss
-~0, so attacks that stop on success run their full course), ART backend, batch 16,
-``torch.set_num_threads(2)`` on an otherwise idle 2-core CPU (load < 2); the same runs on the
-machine loaded by other jobs (load 4-6) were 2-8x slower.
-C&W L2 at the study's settings: 0.066 samples/s (244 s for 16 samples, logits; 11,445 queries
-and 6,400 class gradients); with probabilities it did the same work (12,618 queries, 6,400
-gradients) in 1,306 s on the loaded machine. C&W L-inf was not timed (one sample at a time,
-9 constants x 10 Adam steps per ``tau`` level).
+Measured speed (``bash benchmarks/emodb_attack_speed.sh``, docs/benchmarks.md): the EmoDB
+paper-split model, 16 test segments, the study's settings, one thread beside another job.
+C&W L2: ART 363.5 s, torch (line search) 61.7 s, the same examples (mean |delta| 0.009538);
+with early stop 29.0 s. C&W L-inf: ART 131.3 s (one sample at a time), torch 3.0 s, the same
+examples (mean |delta| 0.0711).
 
 Example
 -------
