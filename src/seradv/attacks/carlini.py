@@ -239,6 +239,16 @@ def art_l2_const_update(
     return c, c_lower, dbl
 
 
+def _advance_constants(c: torch.Tensor, c_lower: torch.Tensor, c_double: torch.Tensor, rows: torch.Tensor,
+                       success: torch.Tensor) -> torch.Tensor:
+    """:func:`art_l2_const_update` of rows ``rows``, in place; returns which of them kept their
+    constant (a rerun with it would repeat the same deterministic run: the caller skips them)."""
+    c_old = c[rows]
+    c_r, lo_r, dbl_r = art_l2_const_update(c_old, c_lower[rows], c_double[rows], success)
+    c[rows], c_lower[rows], c_double[rows] = c_r, lo_r, dbl_r
+    return c_r == c_old
+
+
 def cw_l2_batch(
     model: nn.Module,
     x: torch.Tensor,
@@ -339,11 +349,7 @@ def cw_l2_batch(
                         if live.numel() == 0:
                             break
                     adam.step(w, torch.nan_to_num(grad), live)
-        c_old = c[rows]
-        c_r, lo_r, dbl_r = art_l2_const_update(c_old, c_lower[rows], c_double[rows], success)
-        c[rows], c_lower[rows], c_double[rows] = c_r, lo_r, dbl_r
-        # a constant that no longer changes would repeat the same deterministic run: skip it
-        done[rows] = c_r == c_old
+        done[rows] = _advance_constants(c, c_lower, c_double, rows, success)
         if early_stop:
             done[rows] |= success
     return best_x
@@ -446,11 +452,12 @@ def cw_l2_line_search_batch(
         best_l2[better] = l2[better]
         best_x[better] = x_adv[better]
 
-    def trial(rows: torch.Tensor, w: torch.Tensor, lr: torch.Tensor, pert: torch.Tensor,
-              pos: torch.Tensor) -> None:
-        """Objective at ``w + lr * pert`` (float64) for rows ``rows`` (``pos``: their rows of ``pert``)."""
-        w_new = w[rows].to(f64) + lr[rows, None, None] * pert[pos].to(f64)
-        evaluate(rows, (torch.tanh(w_new) + 1.0) / 2.0 * (hi - lo) + lo, iterate=False)
+    def step(rows: torch.Tensor, w: torch.Tensor, lr: torch.Tensor, pert: torch.Tensor) -> torch.Tensor:
+        """``w + lr * pert`` of rows ``rows``, in float64 (ART's arithmetic)."""
+        return w[rows].to(f64) + lr[rows, None, None] * pert[rows].to(f64)
+
+    def trial(rows: torch.Tensor, w: torch.Tensor, lr: torch.Tensor, pert: torch.Tensor) -> None:
+        evaluate(rows, from_tanh(step(rows, w, lr, pert), clip), iterate=False)
 
     for _ in range(binary_search_steps):
         if not bool((~done & (c < C_UPPER_BOUND)).any()):
@@ -468,8 +475,6 @@ def cw_l2_line_search_batch(
             if not bool(active.any()):
                 break
             rows = active.nonzero()[:, 0]
-            pos = torch.full((n,), -1, dtype=torch.long, device=dev)
-            pos[rows] = torch.arange(rows.numel(), device=dev)
             # ART's _loss_gradient: d/dx [c (Z_y - Z_j)] + 2 (x_adv - x), chained through tanh
             j = z[rows].scatter(1, y[rows, None], float("-inf")).argmax(1)
             xg = x_adv[rows].detach().requires_grad_(True)
@@ -480,7 +485,8 @@ def cw_l2_line_search_batch(
             counter.n_grads += int(rows.numel())
             with torch.no_grad():
                 g = (g * c[rows, None, None]).to(x.dtype) + 2 * (x_adv[rows] - x[rows])
-                pert = -(g * (hi - lo) * (1 - torch.tanh(w[rows]).square()) / (2 * TANH_SMOOTHER))
+                pert = torch.zeros_like(x)  # the tanh-space descent direction of the active rows
+                pert[rows] = -(g * (hi - lo) * (1 - torch.tanh(w[rows]).square()) / (2 * TANH_SMOOTHER))
                 prev_loss, best_loss = loss.clone(), loss.clone()
                 best_lr = torch.zeros_like(lr)
                 halving = torch.zeros_like(lr)
@@ -495,7 +501,7 @@ def cw_l2_line_search_batch(
                     if not bool(todo.any()):
                         break
                     r = todo.nonzero()[:, 0]
-                    trial(r, w, lr, pert, pos[r])
+                    trial(r, w, lr, pert)
                     note_better()
                     lr[r] /= 2
                     halving[r] += 1
@@ -506,24 +512,20 @@ def cw_l2_line_search_batch(
                         break
                     r = todo.nonzero()[:, 0]
                     lr[r] *= 2
-                    trial(r, w, lr, pert, pos[r])
+                    trial(r, w, lr, pert)
                     note_better()
                 lr[halving == 1] /= 2
                 moved = active & (best_lr > 0)
                 if bool(moved.any()):
                     r = moved.nonzero()[:, 0]
-                    w[r] = (w[r].to(f64) + best_lr[r, None, None] * pert[pos[r]].to(f64)).to(x.dtype)
+                    w[r] = step(r, w, best_lr, pert).to(x.dtype)
                     x_adv[r] = from_tanh(w[r], clip)
                     evaluate(r, x_adv[r], iterate=True)
                     success = read_success()
                     overall |= success
         keep_best(success, x_adv)
-        c_old = c.clone()
-        c_new, lo_new, dbl_new = art_l2_const_update(c, c_lower, c_double, overall)
-        live = ~done
-        c[live], c_lower[live], c_double[live] = c_new[live], lo_new[live], dbl_new[live]
-        # a constant that no longer changes would repeat the same deterministic run: skip it
-        done |= c == c_old
+        live = (~done).nonzero()[:, 0]
+        done[live] = _advance_constants(c, c_lower, c_double, live, overall[live])
         if early_stop:
             done |= overall
     return best_x
