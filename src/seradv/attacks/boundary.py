@@ -51,6 +51,7 @@ Example
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -64,7 +65,7 @@ from seradv.attacks.base import AttackContext, AttackSpec, ParamSpec, QueryCount
 logger = logging.getLogger(__name__)
 
 __all__ = ["BOUNDARY", "CPU_QUERY_ROWS", "QUERY_ROWS", "boundary_attack_torch", "query_rows",
-           "random_adversarial_start"]
+           "random_adversarial_start", "run_from_random_start_torch"]
 
 # --------------------------------------------------------------------------------------
 # Plain torch implementation
@@ -305,38 +306,47 @@ def boundary_attack_torch(
     return x_adv.view(b, *shape)
 
 
-def _boundary_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
-    gen = torch.Generator().manual_seed(ctx.seed)
-    clip = ctx.clip.as_tuple()
-    missing = []
+def run_from_random_start_torch(ctx: AttackContext, init_size: int, attack: Callable[..., torch.Tensor]
+                                ) -> np.ndarray:
+    """Run a decision-based torch attack (Boundary, HopSkipJump) from seeded misclassified starts
+    (the torch twin of :func:`~seradv.attacks._art.run_from_random_start`).
 
+    Per batch: the predictions, :func:`random_adversarial_start`, then ``attack(x, x_init, preds,
+    generator=, max_rows=)`` on the samples that have a start; the others come back unchanged
+    (one warning). Noise from one generator seeded with ``ctx.seed``; :func:`query_rows` rows
+    per forward pass.
+    """
+    gen = torch.Generator().manual_seed(ctx.seed)
     rows = query_rows(ctx.device)
+    missing = 0
 
     def one_batch(xb: torch.Tensor, _y: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            preds = _predict(ctx.model, xb, ctx.counter, rows)
-        x_init, found = random_adversarial_start(ctx.model, xb, preds, init_size=p["init_size"],
-                                                 clip=clip, generator=gen, counter=ctx.counter, max_rows=rows)
-        missing.append(int((~found).sum()))
+        nonlocal missing
+        preds = _predict(ctx.model, xb, ctx.counter, rows)
+        x_init, found = random_adversarial_start(ctx.model, xb, preds, init_size=init_size,
+                                                 clip=ctx.clip.as_tuple(), generator=gen,
+                                                 counter=ctx.counter, max_rows=rows)
+        missing += int((~found).sum())
         adv = xb.clone()
         idx = found.nonzero()[:, 0]
         if idx.numel():
-            adv[idx] = boundary_attack_torch(
-                ctx.model, xb[idx], x_init[idx], preds[idx], delta=p["delta"], epsilon=p["epsilon"],
-                step_adapt=p["step_adapt"], max_iter=p["max_iter"], num_trial=p["num_trial"],
-                sample_size=p["sample_size"], min_epsilon=p["min_epsilon"], clip=clip,
-                generator=gen, counter=ctx.counter, max_rows=rows,
-            )
+            adv[idx] = attack(xb[idx], x_init[idx], preds[idx], generator=gen, max_rows=rows)
         return adv
 
-    out = ctx.map_batches(one_batch)
-    n_missing = sum(missing)
-    if n_missing:
-        logger.warning(
-            "no adversarial starting point in %d uniform draws for %d of %d samples; they stay clean",
-            p["init_size"], n_missing, ctx.n,
-        )
+    with torch.inference_mode():
+        out = ctx.map_batches(one_batch)
+    if missing:
+        logger.warning("no adversarial starting point in %d uniform draws for %d of %d samples; "
+                       "they stay clean", init_size, missing, ctx.n)
     return out
+
+
+def _boundary_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
+    return run_from_random_start_torch(ctx, p["init_size"], lambda x, x_init, preds, **kw: boundary_attack_torch(
+        ctx.model, x, x_init, preds, delta=p["delta"], epsilon=p["epsilon"], step_adapt=p["step_adapt"],
+        max_iter=p["max_iter"], num_trial=p["num_trial"], sample_size=p["sample_size"],
+        min_epsilon=p["min_epsilon"], clip=ctx.clip.as_tuple(), counter=ctx.counter, **kw,
+    ))
 
 
 # --------------------------------------------------------------------------------------

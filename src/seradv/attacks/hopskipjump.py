@@ -36,7 +36,6 @@ Example
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any
 
@@ -47,9 +46,7 @@ from torch import nn
 
 from seradv.attacks._art import run_from_random_start
 from seradv.attacks.base import AttackContext, AttackSpec, ParamSpec, QueryCounter, register_attack
-from seradv.attacks.boundary import QUERY_ROWS, _predict, query_rows, random_adversarial_start
-
-logger = logging.getLogger(__name__)
+from seradv.attacks.boundary import QUERY_ROWS, _predict, run_from_random_start_torch
 
 __all__ = ["HOPSKIPJUMP", "hopskipjump_torch"]
 
@@ -186,32 +183,10 @@ def hopskipjump_torch(
 
 
 def _hsj_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
-    gen = torch.Generator().manual_seed(ctx.seed)
-    clip = ctx.clip.as_tuple()
-    missing = []
-    rows = query_rows(ctx.device)
-
-    def one_batch(xb: torch.Tensor, _y: torch.Tensor) -> torch.Tensor:
-        preds = _predict(ctx.model, xb, ctx.counter, rows)
-        x_init, found = random_adversarial_start(ctx.model, xb, preds, init_size=p["init_size"],
-                                                 clip=clip, generator=gen, counter=ctx.counter, max_rows=rows)
-        missing.append(int((~found).sum()))
-        adv = xb.clone()
-        idx = found.nonzero()[:, 0]
-        if idx.numel():
-            adv[idx] = hopskipjump_torch(
-                ctx.model, xb[idx], x_init[idx], preds[idx], max_iter=p["max_iter"],
-                max_eval=p["max_eval"], init_eval=p["init_eval"], clip=clip, generator=gen,
-                counter=ctx.counter, max_rows=rows,
-            )
-        return adv
-
-    with torch.inference_mode():
-        out = ctx.map_batches(one_batch)
-    if sum(missing):
-        logger.warning("no adversarial starting point in %d uniform draws for %d of %d samples; "
-                       "they stay clean", p["init_size"], sum(missing), ctx.n)
-    return out
+    return run_from_random_start_torch(ctx, p["init_size"], lambda x, x_init, preds, **kw: hopskipjump_torch(
+        ctx.model, x, x_init, preds, max_iter=p["max_iter"], max_eval=p["max_eval"],
+        init_eval=p["init_eval"], clip=ctx.clip.as_tuple(), counter=ctx.counter, **kw,
+    ))
 
 
 def _hsj_art(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
