@@ -98,6 +98,40 @@ def _sync(device: torch.device) -> None:
 # --------------------------------------------------------------------------------------
 # Floor
 # --------------------------------------------------------------------------------------
+def _passes(model: nn.Module, xb: torch.Tensor, device: torch.device) -> dict[str, Any]:
+    """The three passes priced here, on batch ``xb``: a forward in inference mode (``inf``), a
+    graph forward (``fwd``) and a forward+backward to the input of the summed logits (``fb``)."""
+
+    def inf() -> None:
+        with torch.inference_mode():
+            model(xb)
+
+    def fwd() -> None:
+        xr = xb.clone().requires_grad_(True)
+        with gradient_context(device), torch.enable_grad():
+            model(xr)
+
+    def fb() -> None:
+        xr = xb.clone().requires_grad_(True)
+        with gradient_context(device), torch.enable_grad():
+            torch.autograd.grad(model(xr).sum(), xr)
+
+    return {"inf": inf, "fwd": fwd, "fb": fb}
+
+
+def _median_seconds(fn: Any, repeats: int, device: torch.device) -> float:
+    """Median wall time of ``repeats`` calls of ``fn`` after one warm-up call."""
+    fn()
+    _sync(device)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
 def measure_pass_costs(model: nn.Module, x: np.ndarray, batch_size: int, device: torch.device,
                        repeats: int = 5) -> dict[str, float]:
     """Seconds per *sample* of one forward (inference mode) and one forward+backward (input
@@ -106,29 +140,9 @@ def measure_pass_costs(model: nn.Module, x: np.ndarray, batch_size: int, device:
     xb = torch.from_numpy(np.ascontiguousarray(x[:batch_size])).to(device)
     while xb.shape[0] < batch_size:  # tile to a full batch
         xb = torch.cat([xb, xb])[:batch_size]
-
-    def fwd() -> None:
-        with torch.inference_mode():
-            model(xb)
-
-    def fwd_bwd() -> None:
-        xr = xb.clone().requires_grad_(True)
-        with gradient_context(device), torch.enable_grad():
-            out = model(xr)
-            torch.autograd.grad(out.sum(), xr)
-
-    times: dict[str, float] = {}
-    for name, fn in (("t_f", fwd), ("t_fb", fwd_bwd)):
-        fn()
-        _sync(device)
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            ts.append(time.perf_counter() - t0)
-        times[name] = float(np.median(ts)) / batch_size
-    return times
+    passes = _passes(model, xb, device)
+    return {name: _median_seconds(passes[p], repeats, device) / batch_size
+            for name, p in (("t_f", "inf"), ("t_fb", "fb"))}
 
 
 class PassLog:
@@ -173,33 +187,8 @@ class BatchCosts:
 
     def _measure(self, m: int) -> dict[str, float]:
         xb = torch.from_numpy(np.ascontiguousarray(self.x[np.arange(m) % len(self.x)])).to(self.device)
-
-        def inf() -> None:
-            with torch.inference_mode():
-                self.model(xb)
-
-        def fwd_graph() -> None:
-            xr = xb.clone().requires_grad_(True)
-            with gradient_context(self.device), torch.enable_grad():
-                self.model(xr)
-
-        def fwd_bwd() -> None:
-            xr = xb.clone().requires_grad_(True)
-            with gradient_context(self.device), torch.enable_grad():
-                torch.autograd.grad(self.model(xr).sum(), xr)
-
-        out = {}
-        for name, fn in (("inf", inf), ("fwd", fwd_graph), ("fb", fwd_bwd)):
-            fn()
-            _sync(self.device)
-            ts = []
-            for _ in range(self.repeats):
-                t0 = time.perf_counter()
-                fn()
-                _sync(self.device)
-                ts.append(time.perf_counter() - t0)
-            out[name] = float(np.median(ts))
-        return out
+        return {name: _median_seconds(fn, self.repeats, self.device)
+                for name, fn in _passes(self.model, xb, self.device).items()}
 
     def __call__(self, m: int) -> dict[str, float]:
         if str(m) not in self.table:
