@@ -316,8 +316,8 @@ class _ConvPoolInputGrad(torch.autograd.Function):
     The backward's convolution input gradient is one batched matmul ``W^T g`` (``[C_in k k,
     H W]`` per sample) and ``k k`` shifted adds (col2im). For the CNN-LSTM's first
     convolution (1 -> 16 channels, 5x5, 25 x 124 outputs) oneDNN's and PyTorch's backward
-    take 2-3x longer: a 1-channel output is their worst case. Same numbers up to float
-    round-off (tests/test_models.py).
+    take 2-3x longer: a 1-channel input gradient is their worst case. Same numbers up to float
+    round-off (tests/test_fast_blackbox.py).
     """
 
     @staticmethod
