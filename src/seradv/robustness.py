@@ -166,6 +166,23 @@ def select_subset(meta: pd.DataFrame, limit: int | None, seed: int) -> np.ndarra
     return np.sort(np.array(picked, dtype=int))
 
 
+def robust_flags(samples: pd.DataFrame) -> np.ndarray:
+    """Per-sample robustness ``[shape=(n,)]``, bool: the one rule every table and statistic uses.
+
+    A sample is robust when it was classified correctly before the attack, was attacked
+    (``attacked``), and was classified correctly at every iterate the attack watched
+    (``fooled_any`` false) and at the returned example (``pred_adv == label``): the
+    AutoAttack convention. Per-sample files written before these columns existed are read
+    with ``attacked = True`` and ``fooled_any = pred_adv != label``.
+    """
+    label = samples["label"].to_numpy()
+    clean_ok = samples["pred_clean"].to_numpy() == label
+    adv_ok = samples["pred_adv"].to_numpy() == label
+    attacked = samples["attacked"].astype(bool).to_numpy() if "attacked" in samples else np.ones(len(label), bool)
+    fooled = samples["fooled_any"].astype(bool).to_numpy() if "fooled_any" in samples else ~adv_ok
+    return clean_ok & attacked & adv_ok & ~fooled
+
+
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(1, keepdims=True)
     e = np.exp(z)
@@ -213,6 +230,11 @@ def attack_cell(
     samples["loss_adv"] = -np.log(np.clip(pa[np.arange(len(y)), y], 1e-12, None))
     for k in ("mean_abs", "l2", "linf", "l0"):
         samples[k] = norms[k]
+    # robustness (robust_flags): attacked at all, and fooled at some iterate or at the end
+    samples["attacked"] = np.ones(len(y), bool) if res.attacked is None else res.attacked.astype(bool)
+    fooled_end = samples["pred_adv"].to_numpy() != y
+    samples["fooled_any"] = fooled_end if res.fooled_any is None else (res.fooled_any.astype(bool) | fooled_end)
+    samples["robust"] = robust_flags(samples)
     facts = {"seconds": res.seconds, "wall_seconds": wall, "n_queries": res.n_queries,
              "n_grads": res.n_grads, "n_backward": res.n_backward, "backend": res.backend,
              "early_stop": cell.early_stop}
@@ -229,14 +251,20 @@ def summarise(samples: pd.DataFrame, cell: Cell, facts: dict, *, cell_id: str, n
                 continue
             clean_ok = part["pred_clean"] == part["label"]
             adv_ok = part["pred_adv"] == part["label"]
+            robust = robust_flags(part)
+            attacked = part["attacked"].astype(bool) if "attacked" in part else pd.Series(True, index=part.index)
+            fooled = ~robust[clean_ok.to_numpy() & attacked.to_numpy()]
             rows.append({
                 "cell_id": cell_id, "attack": cell.attack, "params": cell.label,
                 "params_json": json.dumps(cell.params, sort_keys=True, default=str),
                 "backend": cell.backend, "early_stop": bool(cell.early_stop), "corpus": corpus, "language": language, "group": group,
                 "n": int(len(part)),
+                "n_clean_correct": int(clean_ok.sum()),
+                "n_not_attacked": int((~attacked).sum()),
+                "robust_accuracy": float(robust.mean()),
                 "clean_accuracy": float(clean_ok.mean()),
                 "adv_accuracy": float(adv_ok.mean()),
-                "success_rate": float((~adv_ok[clean_ok]).mean()) if clean_ok.any() else float("nan"),
+                "success_rate": float(fooled.mean()) if fooled.size else float("nan"),
                 "mean_abs_delta": float(part["mean_abs"].mean()),
                 "mean_l2": float(part["l2"].mean()),
                 "mean_linf": float(part["linf"].mean()),

@@ -281,6 +281,15 @@ class AttackContext:
         Opt-in: iterative attacks stop iterating on samples that are already misclassified
         (AutoAttack's practice). Saves time without changing robust accuracy, but yields smaller
         perturbations than the algorithm as published, so results record it as its own setting.
+    attacked : np.ndarray ``[shape=(n,)]``, bool, or None
+        Filled by a runner that can fail to attack a sample at all (Boundary / HopSkipJump
+        without an adversarial start): ``False`` where the returned row is the untouched clean
+        sample because no attack was run on it. ``None``: every sample was attacked.
+    fooled_any : np.ndarray ``[shape=(n,)]``, bool, or None
+        Filled by iterative runners that watch their iterates: ``True`` where the model
+        misclassified (``argmax != y``) *some* iterate inside the threat box, even if the
+        returned (last) iterate is classified correctly. ``None``: only the returned examples
+        are known (robustness is then judged on them alone).
     """
 
     model: nn.Module
@@ -293,6 +302,24 @@ class AttackContext:
     device: torch.device
     counter: QueryCounter = field(default_factory=QueryCounter)
     early_stop: bool = False
+    attacked: np.ndarray | None = None
+    fooled_any: np.ndarray | None = None
+
+    def mark_fooled(self, rows: np.ndarray | torch.Tensor | slice, fooled: np.ndarray | torch.Tensor) -> None:
+        """Record that the samples ``rows`` (positions in :attr:`x`) were misclassified at an
+        iterate where ``fooled`` is true; called by iterative runners after each step."""
+        f = _as_numpy(fooled).astype(bool).reshape(-1)
+        if self.fooled_any is None:
+            self.fooled_any = np.zeros(self.n, dtype=bool)
+        idx = _as_numpy(rows) if isinstance(rows, torch.Tensor) else rows
+        self.fooled_any[idx] |= f
+
+    def mark_not_attacked(self, rows: np.ndarray | torch.Tensor | slice) -> None:
+        """Record that the samples ``rows`` were not attacked (no adversarial start found)."""
+        if self.attacked is None:
+            self.attacked = np.ones(self.n, dtype=bool)
+        idx = _as_numpy(rows) if isinstance(rows, torch.Tensor) else rows
+        self.attacked[idx] = False
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -338,6 +365,12 @@ class AttackResult:
         Single-sample forward evaluations and input gradients requested by the attack
         (:class:`QueryCounter`); ``None`` where unknown.
     seed : int
+    attacked : np.ndarray ``[shape=(n,)]``, bool, or None
+        ``False`` for samples the attack could not attack (:attr:`AttackContext.attacked`);
+        ``None``: all were attacked.
+    fooled_any : np.ndarray ``[shape=(n,)]``, bool, or None
+        ``True`` for samples misclassified at some iterate (:attr:`AttackContext.fooled_any`);
+        ``None``: the runner does not watch its iterates.
     """
 
     name: str
@@ -350,6 +383,8 @@ class AttackResult:
     seed: int = 0
     n_backward: int | None = None
     early_stop: bool = False
+    attacked: np.ndarray | None = None
+    fooled_any: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -833,6 +868,8 @@ def run_attack(
         name=spec.name, x_adv=x_adv, seconds=seconds, params=dict(resolved), backend=backend,
         n_queries=ctx.counter.n_queries, n_grads=ctx.counter.n_grads, seed=seed,
         n_backward=ctx.counter.n_backward, early_stop=bool(early_stop),
+        attacked=None if ctx.attacked is None else ctx.attacked.copy(),
+        fooled_any=None if ctx.fooled_any is None else ctx.fooled_any.copy(),
     )
 
 
