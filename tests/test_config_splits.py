@@ -89,3 +89,67 @@ def test_paper_split_is_stratified_seeded_and_80_20():
     assert (paper_split(segs, SplitConfig(kind="paper")) == sub).all()
     with pytest.raises(SplitError, match="at least 2"):
         paper_split(pd.DataFrame({"emotion": ["a", "b", "b"]}), SplitConfig(kind="paper"))
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        ({"augment": {"pitch_steps": ["a", 1]}}, r"augment.pitch_steps\[0\] must be a number, got 'a'"),
+        ({"augment": {"pitch_steps": [float("nan")]}}, "augment.pitch_steps values must be finite"),
+        ({"split": {"test_speakers": [3, "m1"]}}, r"split.test_speakers\[0\] must be a string"),
+        ({"attack": {"attacks": ["fgsm", None]}}, r"attack.attacks\[1\] must not be null"),
+        ({"train": {"threads": -2}}, "train.threads=-2 must be a positive integer"),
+        ({"train": {"threads": 0}}, "train.threads=0"),
+        ({"train": {"device": "gpu"}}, "train.device='gpu' is not a device; use cpu, cuda"),
+        ({"attack": {"device": "cuda:x"}}, "attack.device='cuda:x' is not a device"),
+        ({"train": {"seed": -1}}, r"train.seed=-1 must be an integer >= 0"),
+        ({"split": {"seed": -5}}, r"split.seed=-5 must be an integer >= 0"),
+        ({"attack": {"seed": -1}}, r"attack.seed=-1 must be an integer >= 0"),
+        ({"train": {"min_delta": -1.0}}, "train.min_delta=-1.0 must be >= 0"),
+        ({"features": {"top_db": 0}}, "features.top_db=0.0 must be a positive"),
+        ({"audio": {"segment_s": float("inf")}}, "audio.segment_s=inf must be a finite positive"),
+        ({"data": {"emotions": ["joy"]}}, "data.emotions.*unknown emotion 'joy'; use names from anger"),
+        ({"attack": {"attacks": []}}, "attack.attacks=.* must list attack names"),
+        ({1: "x"}, "unknown config key.*1"),
+    ],
+)
+def test_config_validates_every_value(data, match):
+    with pytest.raises(ConfigError, match=match):
+        from_dict(data)
+
+
+def test_configs_built_in_python_are_type_checked():
+    from seradv.config import AugmentConfig, TrainConfig
+
+    with pytest.raises(ConfigError, match=r"augment.pitch_steps\[0\] must be a number"):
+        RunConfig(augment=AugmentConfig(pitch_steps=("x",))).validate()
+    with pytest.raises(ConfigError, match="train.epochs must be an integer"):
+        RunConfig(train=TrainConfig(epochs="3")).validate()
+    with pytest.raises(ConfigError, match="train must be a mapping"):
+        RunConfig(train={"epochs": 3}).validate()
+    assert RunConfig().validate() == RunConfig()
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"name: x\ntrain:\n  epochs: 3\n  bad: [\n", r"bad.yaml, line 5, column 1: not valid YAML: .*; check the"),
+        (b"name: x\ntrain:\n\tepochs: 3\n", r"bad.yaml, line 3, column 1: not valid YAML"),
+        (b"name: x\n# caf\xe9\n", r"bad.yaml, line 2: not UTF-8 text \(byte 0xe9\); save the file with UTF-8"),
+        (b"- a\n- b\n", "bad.yaml: a config must be a mapping"),
+    ],
+)
+def test_load_config_errors_name_file_and_line(tmp_path, content, match):
+    p = tmp_path / "bad.yaml"
+    p.write_bytes(content)
+    with pytest.raises(ConfigError, match=match) as info:
+        load_config(p)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="is a folder, not a file"):
+        load_config(tmp_path)
+    assert load_config(_write(tmp_path / "empty.yaml", b"")) == RunConfig()
+
+
+def _write(path, content: bytes):
+    path.write_bytes(content)
+    return path

@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -71,6 +73,8 @@ class AugmentConfig:
     enabled: bool = True
 
     def validate(self) -> None:
+        for s in self.pitch_steps:
+            _finite("augment.pitch_steps", s)
         for r in self.stretch_rates:
             _positive("augment.stretch_rates", r)
 
@@ -98,6 +102,8 @@ class FeatureConfig:
         _positive("features.n_mels", self.n_mels)
         _positive("features.n_fft", self.n_fft)
         _positive("features.hop_length", self.hop_length)
+        if self.top_db is not None:
+            _positive("features.top_db", self.top_db)
         if self.db_reference not in ("min", "max"):
             raise ConfigError(f"features.db_reference={self.db_reference!r} must be 'min' or 'max'")
 
@@ -122,6 +128,7 @@ class SplitConfig:
     def validate(self) -> None:
         if self.kind not in ("speaker", "paper"):
             raise ConfigError(f"split.kind={self.kind!r} must be 'speaker' or 'paper'")
+        _seed("split.seed", self.seed)
         for name in ("test_size", "val_size"):
             v = getattr(self, name)
             if not 0 < v < 1:
@@ -168,6 +175,14 @@ class TrainConfig:
             raise ConfigError("train.patience and train.lr_patience must be >= 1")
         if not 0 < self.lr_factor < 1:
             raise ConfigError(f"train.lr_factor={self.lr_factor} must be in (0, 1)")
+        if not self.min_delta >= 0:
+            raise ConfigError(f"train.min_delta={self.min_delta} must be >= 0")
+        if not self.model.strip():
+            raise ConfigError("train.model must name a registered model, e.g. 'cnn_lstm'")
+        _seed("train.seed", self.seed)
+        _check_device("train.device", self.device)
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"train.threads={self.threads} must be a positive integer (or null: torch's default)")
 
 
 @dataclass(frozen=True)
@@ -190,8 +205,14 @@ class AttackConfig:
         if self.limit is not None:
             _positive("attack.limit", self.limit)
         _positive("attack.batch_size", self.batch_size)
-        if self.seed < 0:
-            raise ConfigError(f"attack.seed={self.seed} must be >= 0")
+        _seed("attack.seed", self.seed)
+        _check_device("attack.device", self.device)
+        if self.attacks is not None:
+            if not self.attacks or not all(a.strip() for a in self.attacks):
+                raise ConfigError(f"attack.attacks={list(self.attacks)!r} must list attack names "
+                                  "(or be null: the study's eight); see `seradv attack --list`")
+        if self.backend is not None and not self.backend.strip():
+            raise ConfigError("attack.backend must be 'art', 'torch' or null (each attack's default)")
 
 
 @dataclass(frozen=True)
@@ -212,6 +233,16 @@ class DataConfig:
             _check_path("data.data_dir", self.data_dir)
         if self.max_per_class is not None:
             _positive("data.max_per_class", self.max_per_class)
+        if self.emotions is not None:
+            from seradv.vocab import EMOTIONS
+
+            unknown = [e for e in self.emotions if e not in EMOTIONS]
+            if unknown or not self.emotions:
+                raise ConfigError(
+                    f"data.emotions={list(self.emotions)!r}: "
+                    + (f"unknown emotion {unknown[0]!r}; " if unknown else "empty; ")
+                    + f"use names from {', '.join(EMOTIONS)} (or null: the study's classes)"
+                )
 
 
 @dataclass(frozen=True)
@@ -232,6 +263,7 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         if not self.name or any(c in self.name for c in "/\\") or self.name in (".", ".."):
             raise ConfigError(f"name={self.name!r} must be a plain folder name")
+        _check_types(self, "")
         for sub in (self.data, self.audio, self.augment, self.features, self.split, self.train, self.attack):
             sub.validate()
         if self.cache_dir is not None:
@@ -268,7 +300,7 @@ def from_dict(d: Mapping[str, Any]) -> RunConfig:
 
 def _build(cls: type, d: Mapping[str, Any], prefix: str) -> Any:
     known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(d) - set(known))
+    unknown = sorted((str(k) for k in d if k not in known))
     if unknown:
         raise ConfigError(
             f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
@@ -295,7 +327,8 @@ def _coerce(key: str, value: Any, default: Any, type_str: str) -> Any:
     if "tuple" in type_str:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, got {value!r}")
-        return tuple(value)
+        item_type = type_str.split("tuple[", 1)[1].split(",", 1)[0].strip()
+        return tuple(_coerce(f"{key}[{i}]", v, None, item_type) for i, v in enumerate(value))
     if "bool" in type_str:
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
@@ -315,6 +348,18 @@ def _coerce(key: str, value: Any, default: Any, type_str: str) -> Any:
     return value
 
 
+def _check_types(obj: Any, prefix: str) -> None:
+    """Every field of a (nested) config dataclass has its declared type (configs built in Python)."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_types(value, f"{prefix}{f.name}.")
+        elif dataclasses.is_dataclass(f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default):  # type: ignore[misc]
+            raise ConfigError(f"{prefix}{f.name} must be a mapping, got {value!r}")
+        else:
+            _coerce(f"{prefix}{f.name}", value, None, str(f.type))
+
+
 def _to_plain(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _to_plain(v) for k, v in obj.items()}
@@ -327,15 +372,42 @@ def load_config(path: str | Path) -> RunConfig:
     """Read a YAML config file; every key is optional (defaults as the dataclasses)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {path} {what}; pass a YAML file (every key optional)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"config file {path}, line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+            "save the file with UTF-8 encoding"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {path}{_yaml_where(exc)}: not valid YAML: {_yaml_problem(exc)}; "
+                          "check the indentation, brackets and quotes there") from None
+    if data is None:
+        data = {}
     try:
         return from_dict(data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    parts = [getattr(exc, "context", None), getattr(exc, "problem", None)]
+    text = ", ".join(p for p in parts if p) or str(exc)
+    return " ".join(text.split())
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> Path:
@@ -361,6 +433,26 @@ def default_cache_dir() -> Path:
 def _positive(key: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ConfigError(f"{key}={value!r} must be a positive number")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}={value!r} must be a finite positive number")
+
+
+def _finite(key: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{key} values must be finite numbers, got {value!r}")
+
+
+def _seed(key: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{key}={value!r} must be an integer >= 0")
+
+
+_DEVICE = re.compile(r"(cpu|auto|mps|cuda(:\d+)?)")
+
+
+def _check_device(key: str, value: str) -> None:
+    if not isinstance(value, str) or not _DEVICE.fullmatch(value):
+        raise ConfigError(f"{key}={value!r} is not a device; use cpu, cuda, cuda:N (N = GPU index) or auto")
 
 
 def _check_path(key: str, value: str) -> None:
