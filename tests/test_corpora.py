@@ -12,7 +12,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from audio_helpers import speech_tone, write_wav
+import itertools
+
+from audio_helpers import speech_tone
+from audio_helpers import write_wav as _write_wav
 from seradv.audio import probe_audio, read_audio, validate_audio
 from seradv.corpora import CORPORA, Manifest, SkipFile, get_corpus, guess_corpus, load_corpus
 from seradv.corpora.emovo import parse_emovo
@@ -21,6 +24,17 @@ from seradv.errors import AudioError, CorpusError
 from seradv.vocab import EMOTIONS, LANGUAGES, MANIFEST_COLUMNS
 
 SECONDS = 0.3  # short files keep the whole module fast
+
+_TONE = itertools.count()
+
+
+def write_wav(path, seconds: float = 0.5, sr: int = 16000, channels: int = 1, subtype: str = "PCM_16",
+              freq: float | None = None) -> Path:
+    """``audio_helpers.write_wav`` with another pitch for every file, so that no two files of a
+    fake corpus are the same recording (recipes skip content duplicates)."""
+    if freq is None:
+        freq = 120.0 + 7.0 * (next(_TONE) % 150)
+    return _write_wav(path, seconds, sr, channels, subtype, freq)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -94,8 +108,7 @@ def emovo_tree(tmp_path: Path) -> Path:
     root = tmp_path / "emovo_download"
     for actor, stems in EMOVO_FILES.items():
         for i, stem in enumerate(stems):
-            write_wav(root / "EMOVO" / actor / f"{stem}.wav", SECONDS + 0.05 * i, 48000, 2,
-                      freq=150 + 20 * i)
+            write_wav(root / "EMOVO" / actor / f"{stem}.wav", SECONDS + 0.05 * i, 48000, 2)
     return root
 
 
@@ -116,7 +129,7 @@ def ravdess_tree(tmp_path: Path) -> Path:
         base = root / "Audio_Speech_Actors_01-24" if actor != "Actor_23" else root / "deeper" / "x"
         for i, stem in enumerate(stems):
             channels = 2 if i == 0 else 1
-            write_wav(base / actor / f"{stem}.wav", SECONDS, 48000, channels, freq=200 + 30 * i)
+            write_wav(base / actor / f"{stem}.wav", SECONDS, 48000, channels)
     # the same file a second time in another folder
     dup_src = root / "Audio_Speech_Actors_01-24" / "Actor_01" / "03-01-05-01-02-01-01.wav"
     (root / "extra" / "Actor_01").mkdir(parents=True)
@@ -376,7 +389,7 @@ def test_file_instead_of_folder(tmp_path: Path) -> None:
 def test_empty_folder(tmp_path: Path, corpus: str) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "readme.txt").write_text("nothing here")
-    with pytest.raises(CorpusError, match=rf"{corpus}: no \.wav files found under"):
+    with pytest.raises(CorpusError, match=rf"{corpus}: no audio files \(\.wav, \.flac, \.\.\.\) found under"):
         load_corpus(corpus, tmp_path)
 
 
@@ -396,7 +409,7 @@ def test_empty_folder(tmp_path: Path, corpus: str) -> None:
 def test_folder_of_another_corpus(tmp_path: Path, given: str, files: list[str], guess: str) -> None:
     for rel in files:
         write_wav(tmp_path / rel, SECONDS)
-    pattern = rf"{given}: none of the {len(files)} \.wav files"
+    pattern = rf"{given}: none of the {len(files)} audio files"
     with pytest.raises(CorpusError, match=pattern) as info:
         load_corpus(given, tmp_path)
     assert f"`seradv manifest {guess}`" in str(info.value)

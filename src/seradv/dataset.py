@@ -1,18 +1,23 @@
 """From a corpus table to standardized feature arrays in a run directory.
 
 :func:`prepare` does corpus table -> utterance split -> (augmented) copies -> 3 s segments ->
-log-Mel features (cached on disk, keyed by corpus and preprocessing config) -> segment split
--> standardization, and writes into the run directory:
+log-Mel features (cached on disk, keyed by the sha256 of the audio file's bytes and the
+preprocessing config) -> segment split -> standardization, and writes into the run directory
+(only once all of it succeeded; ``config.yaml`` last):
 
 ``manifest.csv``, ``skipped.csv``, ``split.csv`` (per utterance), ``segments.csv`` (per
-segment: subset, variant, labels, where its features live), ``standardizer.safetensors``
-and ``preprocessing.json`` (classes, clip values, cache folder, counts, leaky flag).
+segment: subset, variant, labels, the ``content`` hash naming its cache entry),
+``standardizer.safetensors`` and ``preprocessing.json`` (classes, clip values, cache folder,
+counts, leaky flag, sha256 of ``segments.csv`` and of the standardizer).
 
 :func:`load_subset` reads one subset back as standardized arrays.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
 import logging
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -24,10 +29,12 @@ import numpy as np
 import pandas as pd
 
 from seradv.audio import read_audio
-from seradv.cache import atomic_write_json, load_npy, read_json, save_npy
+from seradv.cache import (atomic_write_bytes, atomic_write_json, check_path_component, environment_fault,
+                          file_sha256, load_npy, npy_is_complete, read_json, save_npy)
+from seradv.cache import _json_default
 from seradv.config import AudioConfig, FeatureConfig, RunConfig, config_hash, default_cache_dir
 from seradv.corpora import Manifest, get_corpus, load_corpus, validate_manifest
-from seradv.errors import AudioError, CorpusError, RunDirError, SplitError
+from seradv.errors import AudioError, CorpusError, EnvironmentFault, RunDirError, SplitError
 from seradv.features import Standardizer, log_mel
 from seradv.processing import apply_variant, resample, segment, trim
 from seradv.progress import make_progress
@@ -35,10 +42,12 @@ from seradv.splits import describe_split, paper_split, speaker_split
 
 log = logging.getLogger(__name__)
 
-__all__ = ["prepare", "load_subset", "Subset", "select_utterances", "extract_features", "PREPROCESSING_VERSION"]
+__all__ = ["prepare", "build_preparation", "write_preparation", "Preparation", "check_source",
+           "load_subset", "Subset", "select_utterances", "extract_features", "content_hashes",
+           "PREPROCESSING_VERSION", "PREPARATION_FILES"]
 
-PREPROCESSING_VERSION = 1
-"""Bumped whenever cached features would change for the same config."""
+PREPROCESSING_VERSION = 2
+"""Bumped whenever cached features would change for the same config (2: entries keyed by content)."""
 
 
 @dataclass
@@ -72,8 +81,33 @@ def select_utterances(
 
 
 # --------------------------------------------------------------------------------------
-# feature extraction with an on-disk cache
+# feature extraction with an on-disk cache, keyed by content
 # --------------------------------------------------------------------------------------
+#
+# Every cache entry is named by the sha256 of the audio file's bytes (column ``content``) in a
+# folder keyed by the preprocessing config, so a file with the same name but other audio never
+# reuses another file's entry, and a file that was fixed is read again. A damaged entry (a
+# truncated ``.npy``) is recomputed. An environment failure (disk full, quota, read-only file
+# system, no write permission, out of memory) stops the stage with an EnvironmentFault; only a
+# bad input file is skipped.
+
+_FATAL_OS_ERRNOS = frozenset(e for e in (getattr(errno, n, None) for n in
+                                         ("ENOSPC", "EDQUOT", "EROFS", "ENOMEM", "EMFILE", "ENFILE"))
+                             if e is not None)
+
+
+def _fatal(exc: BaseException, where: str) -> EnvironmentFault | None:
+    """The EnvironmentFault that ``exc`` raised while working on ``where`` means, if any.
+
+    Write failures arrive as EnvironmentFault already (:func:`seradv.cache.atomic_write_bytes`);
+    EACCES/EPERM on *reading* an input file is that file's problem, so only the errnos of a full,
+    read-only or exhausted machine count here.
+    """
+    if isinstance(exc, EnvironmentFault):
+        return exc
+    if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno in _FATAL_OS_ERRNOS):
+        return environment_fault(exc, where)
+    return None
 
 
 def _load_trimmed(path: str, utt: str, audio: AudioConfig) -> np.ndarray:
@@ -82,37 +116,57 @@ def _load_trimmed(path: str, utt: str, audio: AudioConfig) -> np.ndarray:
     return trim(y, audio, where=path)
 
 
-def _trim_worker(path: str, utt: str, audio: AudioConfig) -> tuple[str, int | None, str | None]:
+def _trim_worker(path: str, content: str, audio: AudioConfig) -> tuple[str, int | None, str | None]:
     try:
-        return utt, int(_load_trimmed(path, utt, audio).size), None
+        return content, int(_load_trimmed(path, content, audio).size), None
     except AudioError as exc:
-        return utt, None, str(exc).split(": ", 1)[-1]
+        return content, None, str(exc).split(": ", 1)[-1]
     except Exception as exc:  # noqa: BLE001 - one bad file must not lose the run
-        return utt, None, f"{type(exc).__name__}: {exc}"
+        fault = _fatal(exc, path)
+        if fault is not None:
+            raise fault from None
+        return content, None, f"{type(exc).__name__}: {exc}"
+
+
+def _entry_frames(path: Path, n_frames: int, n_mels: int) -> int | None:
+    """Number of segments in the cache entry ``path``, or ``None`` if it is absent or damaged."""
+    if not path.exists() or not npy_is_complete(path):
+        return None
+    try:
+        arr = load_npy(path, mmap=True)
+    except (ValueError, OSError, EOFError):
+        return None
+    if arr.ndim != 3 or arr.shape[1:] != (n_frames, n_mels) or arr.dtype != np.float32:
+        return None
+    return int(arr.shape[0])
 
 
 def _feature_worker(
     path: str,
-    utt: str,
+    content: str,
     variants: list[str],
     audio: AudioConfig,
     features: FeatureConfig,
     min_remainder: int,
     feat_dir: str,
-) -> tuple[str, dict[str, int], str | None]:
+) -> tuple[str, dict[str, int], str | None, list[str]]:
     counts: dict[str, int] = {}
+    repaired: list[str] = []
+    n_frames = 1 + audio.segment_samples // features.hop_length
     try:
         y = None
         for v in variants:
-            out = Path(feat_dir) / v / f"{utt}.npy"
-            if out.exists():
-                counts[v] = int(load_npy(out, mmap=True).shape[0])
+            out = Path(feat_dir) / check_path_component(v, "variant name") / f"{content}.npy"
+            n = _entry_frames(out, n_frames, features.n_mels)
+            if n is not None:
+                counts[v] = n
                 continue
+            if out.exists():
+                repaired.append(str(out))
             if y is None:
-                y = _load_trimmed(path, utt, audio)
+                y = _load_trimmed(path, content, audio)
             copy = apply_variant(y, audio.sample_rate, v)
             segs = segment(copy, audio, min_remainder=min_remainder)
-            n_frames = 1 + audio.segment_samples // features.hop_length
             arr = (
                 np.stack([log_mel(s, audio.sample_rate, features) for s in segs])
                 if segs
@@ -120,11 +174,14 @@ def _feature_worker(
             )
             save_npy(out, arr)
             counts[v] = arr.shape[0]
-        return utt, counts, None
+        return content, counts, None, repaired
     except AudioError as exc:
-        return utt, counts, str(exc).split(": ", 1)[-1]
+        return content, counts, str(exc).split(": ", 1)[-1], repaired
     except Exception as exc:  # noqa: BLE001
-        return utt, counts, f"{type(exc).__name__}: {exc}"
+        fault = _fatal(exc, path)
+        if fault is not None:
+            raise fault from None
+        return content, counts, f"{type(exc).__name__}: {exc}", repaired
 
 
 def _run_pool(fn, jobs: list[tuple], n_jobs: int, description: str) -> list:
@@ -139,35 +196,90 @@ def _run_pool(fn, jobs: list[tuple], n_jobs: int, description: str) -> list:
             ctx = mp.get_context("forkserver")
             with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
                 futures = [pool.submit(fn, *args) for args in jobs]
-                for fut in as_completed(futures):
-                    results.append(fut.result())
-                    prog.advance(task)
+                try:
+                    for fut in as_completed(futures):
+                        results.append(fut.result())
+                        prog.advance(task)
+                except BaseException:  # an environment fault (or ^C): stop, do not finish the rest
+                    for fut in futures:
+                        fut.cancel()
+                    raise
     return results
+
+
+def content_hashes(table: pd.DataFrame) -> tuple[dict[str, str], dict[str, str]]:
+    """sha256 of every utterance's file bytes, and the files that could not be read (reasons).
+
+    Cheap next to feature extraction: EmoDB's 535 files (48 MB) hash in about 0.15 s.
+    """
+    hashes: dict[str, str] = {}
+    failures: dict[str, str] = {}
+    for r in table.itertuples():
+        try:
+            hashes[r.utterance] = file_sha256(r.path)
+        except OSError as exc:
+            fault = _fatal(exc, r.path)
+            if fault is not None:
+                raise fault from None
+            failures[r.utterance] = f"cannot read the file ({exc.strerror or exc})"
+    return hashes, failures
+
+
+def content_duplicates(table: pd.DataFrame, hashes: dict[str, str]) -> dict[str, str]:
+    """``{utterance: reason}`` for every utterance whose file bytes equal an earlier one's."""
+    first: dict[str, tuple[str, str]] = {}
+    dups: dict[str, str] = {}
+    for r in table.itertuples():
+        h = hashes.get(r.utterance)
+        if h is None:
+            continue
+        if h in first:
+            utt, path = first[h]
+            dups[r.utterance] = f"duplicate of {utt} ({path}): identical file bytes"
+        else:
+            first[h] = (r.utterance, r.path)
+    return dups
+
+
+def _read_json_cache(path: Path) -> dict:
+    """A JSON cache file, or ``{}`` if it is absent or damaged (it is rebuilt)."""
+    if not path.exists():
+        return {}
+    try:
+        data = read_json(path)
+    except (ValueError, UnicodeDecodeError):
+        log.warning("cache file %s is damaged; recomputing it", path)
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def trimmed_lengths(
     table: pd.DataFrame, audio: AudioConfig, cache_root: Path, *, n_jobs: int = 1
 ) -> tuple[dict[str, int], dict[str, str]]:
-    """Trimmed length (samples) of every utterance, cached; and the failures with reasons."""
+    """Trimmed length (samples) of every utterance, cached by content; and the failures with reasons.
+
+    ``table`` needs a ``content`` column (:func:`content_hashes`).
+    """
     key = config_hash("trim", PREPROCESSING_VERSION, audio.sample_rate, audio.trim_top_db,
                       audio.trim_frame_length, audio.trim_hop_length)
-    corpus = str(table["corpus"].iloc[0])
+    corpus = check_path_component(str(table["corpus"].iloc[0]), "corpus name", error=CorpusError)
     path = cache_root / "features" / corpus / f"trimmed-{key}.json"
-    known: dict = read_json(path) if path.exists() else {}
-    todo = [(r.path, r.utterance, audio) for r in table.itertuples() if r.utterance not in known]
+    known: dict = _read_json_cache(path)
+    todo = [(r.path, r.content, audio) for r in table.itertuples() if r.content not in known]
     if todo:
-        for utt, n, err in _run_pool(_trim_worker, todo, n_jobs, "reading audio"):
-            known[utt] = n if err is None else f"error: {err}"
+        for content, n, err in _run_pool(_trim_worker, todo, n_jobs, "reading audio"):
+            known[content] = n if err is None else f"error: {err}"
         atomic_write_json(path, known)
-    lengths = {u: known[u] for u in table["utterance"] if isinstance(known.get(u), int)}
-    failures = {u: known[u][len("error: "):] for u in table["utterance"] if isinstance(known.get(u), str)}
+    by_utt = dict(zip(table["utterance"], table["content"]))
+    lengths = {u: known[c] for u, c in by_utt.items() if isinstance(known.get(c), int)}
+    failures = {u: known[c][len("error: "):] for u, c in by_utt.items() if isinstance(known.get(c), str)}
     return lengths, failures
 
 
 def feature_dir(corpus: str, cfg: RunConfig, min_remainder: int, cache_root: Path) -> Path:
-    """Cache folder of one corpus x preprocessing config."""
+    """Cache folder of one corpus x preprocessing config (entries inside are named by content)."""
     key = config_hash(PREPROCESSING_VERSION, cfg.audio, cfg.features, min_remainder)
-    return cache_root / "features" / corpus / key
+    return cache_root / "features" / check_path_component(corpus, "corpus name", error=CorpusError) / key
 
 
 def extract_features(
@@ -180,23 +292,33 @@ def extract_features(
 ) -> tuple[pd.DataFrame, dict[str, str], Path]:
     """Compute (or reuse) the features of every utterance x variant.
 
-    Returns the segment table (one row per segment), the failures and the cache folder.
+    ``table`` needs a ``content`` column (:func:`content_hashes`). Returns the segment table
+    (one row per segment, with ``content``), the failures and the cache folder.
     """
     corpus = str(table["corpus"].iloc[0])
     fdir = feature_dir(corpus, cfg, min_remainder, cache_root)
-    fdir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
         fdir / "key.json",
         {"corpus": corpus, "version": PREPROCESSING_VERSION, "audio": cfg.audio.__dict__,
-         "features": cfg.features.__dict__, "min_remainder_samples": min_remainder},
+         "features": cfg.features.__dict__, "min_remainder_samples": min_remainder,
+         "entries": "<variant>/<sha256 of the audio file>.npy"},
     )
     jobs = [
-        (r.path, r.utterance, variants[r.utterance], cfg.audio, cfg.features, min_remainder, str(fdir))
+        (r.path, r.content, variants[r.utterance], cfg.audio, cfg.features, min_remainder, str(fdir))
         for r in table.itertuples()
     ]
     results = _run_pool(_feature_worker, jobs, cfg.n_jobs, "features")
-    counts = {utt: c for utt, c, err in results if err is None}
-    failures = {utt: err for utt, c, err in results if err is not None}
+    for *_, repaired in results:
+        for f in repaired:
+            log.warning("cache entry %s was damaged (truncated); recomputed it", f)
+    by_content = {c: (cnt, err) for c, cnt, err, _ in results}
+    counts, failures = {}, {}
+    for utt, content in zip(table["utterance"], table["content"]):
+        cnt, err = by_content[content]
+        if err is None:
+            counts[utt] = cnt
+        else:
+            failures[utt] = err
     rows = []
     meta = table.set_index("utterance")
     for utt in table["utterance"]:
@@ -208,27 +330,43 @@ def extract_features(
                 rows.append(
                     {"utterance": utt, "variant": v, "seg_index": i, "speaker": m["speaker"],
                      "gender": m["gender"], "emotion": m["emotion"], "corpus": m["corpus"],
-                     "language": m["language"]}
+                     "language": m["language"], "content": m["content"]}
                 )
     segs = pd.DataFrame(rows, columns=["utterance", "variant", "seg_index", "speaker", "gender",
-                                       "emotion", "corpus", "language"])
+                                       "emotion", "corpus", "language", "content"])
     return segs, failures, fdir
 
 
 def _load_features(segs: pd.DataFrame, fdir: Path) -> np.ndarray:
-    """Stack the cached features of the rows of ``segs`` (in order)."""
+    """Stack the cached features of the rows of ``segs`` (in order).
+
+    Entries are named by the ``content`` column (by ``utterance`` in run directories prepared
+    before the cache was keyed by content).
+    """
     out = None
     pos = 0
-    for (utt, v), grp in segs.groupby(["utterance", "variant"], sort=False):
-        f = fdir / v / f"{utt}.npy"
+    name_col = "content" if "content" in segs.columns else "utterance"
+    for (name, v), grp in segs.groupby([name_col, "variant"], sort=False):
+        f = fdir / check_path_component(str(v), "variant name", error=RunDirError) / (
+            check_path_component(str(name), "cache entry name", error=RunDirError) + ".npy")
         if not f.exists():
             raise RunDirError(
                 f"cached features {f} are missing (cache deleted?); run `seradv prepare` again"
             )
-        arr = load_npy(f, mmap=True)
+        idx = grp["seg_index"].to_numpy()
+        arr = None
+        if npy_is_complete(f):
+            try:
+                arr = load_npy(f, mmap=True)
+            except (ValueError, OSError, EOFError):
+                arr = None
+        if arr is None or arr.ndim != 3 or (len(idx) and int(idx.max()) >= arr.shape[0]):
+            raise RunDirError(
+                f"cached features {f} are damaged (truncated or not the prepared array); "
+                f"run `seradv prepare` again with this run's config to recompute them"
+            )
         if out is None:
             out = np.empty((len(segs),) + arr.shape[1:], np.float32)
-        idx = grp["seg_index"].to_numpy()
         out[pos : pos + len(idx)] = arr[idx]
         pos += len(idx)
     if out is None:
@@ -248,30 +386,70 @@ def _grouped_order(segs: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------
 
 
-def prepare(
+@dataclass
+class Preparation:
+    """A finished preparation held in memory: ``preprocessing.json``'s content and the bytes of
+    every run-directory file, in the order :func:`write_preparation` writes them
+    (``config.yaml`` last, so a run directory never names a config whose outputs are absent)."""
+
+    info: dict
+    files: dict[str, bytes]
+
+
+PREPARATION_FILES = ("manifest.csv", "skipped.csv", "split.csv", "segments.csv",
+                     "standardizer.safetensors", "preprocessing.json", "config.yaml")
+"""The files :func:`prepare` writes into a run directory, in writing order."""
+
+
+def check_source(cfg: RunConfig, manifest: Manifest | pd.DataFrame | None = None) -> None:
+    """Check, before anything is read or written, that ``cfg`` is valid and its corpus usable:
+    a registered corpus, an existing data folder (or a valid given table)."""
+    cfg.validate()
+    recipe = get_corpus(cfg.data.corpus)
+    if manifest is not None:
+        table = manifest.table if isinstance(manifest, Manifest) else manifest
+        validate_manifest(table)
+        return
+    if cfg.data.data_dir is None:
+        if recipe.default_data_dir is None:
+            raise CorpusError(f"{cfg.data.corpus}: no data folder given; pass --data-dir / data_dir=")
+        return
+    data_dir = Path(cfg.data.data_dir).expanduser()
+    if not data_dir.exists():
+        raise CorpusError(
+            f"{cfg.data.corpus}: data folder {data_dir} does not exist; pass --data-dir with the "
+            f"folder that holds the {cfg.data.corpus} audio files"
+        )
+    if not data_dir.is_dir():
+        raise CorpusError(f"{cfg.data.corpus}: {data_dir} is not a folder; pass the corpus folder")
+
+
+def _csv_bytes(df: pd.DataFrame) -> bytes:
+    return df.to_csv(index=False).encode("utf-8")
+
+
+def build_preparation(
     cfg: RunConfig,
-    run_dir: str | Path,
     *,
     manifest: Manifest | pd.DataFrame | None = None,
-) -> dict:
-    """Build features, split and standardizer for ``cfg`` into ``run_dir``.
+    run_dir: str | Path = "<run_dir>",
+) -> Preparation:
+    """Everything :func:`prepare` writes, computed without touching the run directory.
 
-    ``manifest`` may be given (a table from :func:`seradv.corpora.load_corpus` or any
-    DataFrame with the manifest columns); otherwise the corpus is read from ``cfg.data``.
-    Returns the content of ``preprocessing.json``.
+    Only the feature cache is written. ``run_dir`` is used in messages only.
     """
-    from seradv.config import save_config
+    import yaml
 
-    cfg.validate()
+    check_source(cfg, manifest)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
     recipe = get_corpus(cfg.data.corpus)
     if manifest is None:
         manifest = load_corpus(cfg.data.corpus, cfg.data.data_dir)
     if isinstance(manifest, pd.DataFrame):
         manifest = Manifest(table=validate_manifest(manifest))
-    manifest.table.to_csv(run_dir / "manifest.csv", index=False)
+    else:
+        validate_manifest(manifest.table)
+    manifest_bytes = _csv_bytes(manifest.table)
     skipped = [manifest.skipped]
 
     emotions = sorted(cfg.data.emotions or recipe.study_emotions)
@@ -279,17 +457,28 @@ def prepare(
     log.info("%s: %d utterances of %s", cfg.data.corpus, len(table), ", ".join(emotions))
     cache_root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
 
+    hashes, failures = content_hashes(table)
+    failures.update(content_duplicates(table, hashes))
+    skipped.append(_skipped_frame(table, failures))
+    table = table[~table["utterance"].isin(failures)].reset_index(drop=True)
+    table["content"] = table["utterance"].map(hashes)
+    if table.empty:
+        raise CorpusError(f"{cfg.data.corpus}: no usable utterance left; see the skipped files")
+
     lengths, failures = trimmed_lengths(table, cfg.audio, cache_root, n_jobs=cfg.n_jobs)
     skipped.append(_skipped_frame(table, failures))
     table = table[table["utterance"].isin(lengths)].reset_index(drop=True)
     if table.empty:
-        raise CorpusError(f"{cfg.data.corpus}: no usable utterance left; see {run_dir / 'skipped.csv'}")
+        raise CorpusError(f"{cfg.data.corpus}: no usable utterance left; every file was skipped"
+                          + _first_reasons(skipped))
     if cfg.audio.min_remainder_s is None:
         min_remainder = int(min(lengths.values()))
     else:
         min_remainder = int(round(cfg.audio.min_remainder_s * cfg.audio.sample_rate))
 
     all_variants = cfg.augment.variants()
+    for v in all_variants:
+        check_path_component(v, "augmentation variant name", error=CorpusError)
     if cfg.split.kind == "speaker":
         utt_subset = speaker_split(table, cfg.split)
         variants = {
@@ -303,7 +492,8 @@ def prepare(
                                             cache_root=cache_root)
     skipped.append(_skipped_frame(table, failures))
     if segs.empty:
-        raise CorpusError(f"{cfg.data.corpus}: no segment could be made; see {run_dir / 'skipped.csv'}")
+        raise CorpusError(f"{cfg.data.corpus}: no segment could be made; every file was skipped"
+                          + _first_reasons(skipped))
     if cfg.split.kind == "speaker":
         assert utt_subset is not None
         sub = dict(zip(table["utterance"], utt_subset))
@@ -323,7 +513,7 @@ def prepare(
     scaler = Standardizer.fit(x_fit)
     lo, hi = _standardized_range(x_fit, scaler)
     del x_fit
-    scaler.save(run_dir / "standardizer.safetensors")
+    scaler_bytes = scaler.to_bytes()
 
     split_table = (
         segs.groupby("utterance", sort=False)
@@ -331,11 +521,9 @@ def prepare(
              subset=("subset", lambda s: "+".join(sorted(set(s)))), n_segments=("subset", "size"))
         .reset_index()
     )
-    split_table.to_csv(run_dir / "split.csv", index=False)
-    segs.to_csv(run_dir / "segments.csv", index=False)
+    segments_bytes = _csv_bytes(segs)
     skipped_df = pd.concat([s for s in skipped if not s.empty] or [pd.DataFrame(columns=["path", "reason"])],
                            ignore_index=True)
-    skipped_df.to_csv(run_dir / "skipped.csv", index=False)
 
     leaked = int((split_table["subset"].str.contains(r"\+")).sum())
     info = {
@@ -359,9 +547,52 @@ def prepare(
         "counts": describe_split(segs).to_dict(orient="records"),
         "n_skipped": int(len(skipped_df)),
         "preprocessing_version": PREPROCESSING_VERSION,
+        "segments_sha256": hashlib.sha256(segments_bytes).hexdigest(),
+        "standardizer_sha256": hashlib.sha256(scaler_bytes).hexdigest(),
     }
-    atomic_write_json(run_dir / "preprocessing.json", info)
-    return info
+    files = {
+        "manifest.csv": manifest_bytes,
+        "skipped.csv": _csv_bytes(skipped_df),
+        "split.csv": _csv_bytes(split_table),
+        "segments.csv": segments_bytes,
+        "standardizer.safetensors": scaler_bytes,
+        "preprocessing.json": (json.dumps(info, indent=2, default=_json_default) + "\n").encode("utf-8"),
+        "config.yaml": yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode("utf-8"),
+    }
+    assert tuple(files) == PREPARATION_FILES
+    return Preparation(info=info, files=files)
+
+
+def write_preparation(prep: Preparation, run_dir: str | Path) -> None:
+    """Write a :class:`Preparation` into ``run_dir`` (atomically per file, ``config.yaml`` last)."""
+    run_dir = Path(run_dir)
+    for name, data in prep.files.items():
+        atomic_write_bytes(run_dir / name, data)
+
+
+def prepare(
+    cfg: RunConfig,
+    run_dir: str | Path,
+    *,
+    manifest: Manifest | pd.DataFrame | None = None,
+) -> dict:
+    """Build features, split and standardizer for ``cfg`` into ``run_dir``.
+
+    ``manifest`` may be given (a table from :func:`seradv.corpora.load_corpus` or any
+    DataFrame with the manifest columns); otherwise the corpus is read from ``cfg.data``.
+    Nothing is written into ``run_dir`` unless the whole preparation succeeds
+    (:func:`build_preparation`, then :func:`write_preparation`). Returns the content of
+    ``preprocessing.json``. :func:`seradv.pipeline.prepare_run` also removes the outputs that a
+    changed preparation makes stale.
+    """
+    prep = build_preparation(cfg, manifest=manifest, run_dir=run_dir)
+    write_preparation(prep, run_dir)
+    return prep.info
+
+
+def _first_reasons(skipped: list[pd.DataFrame], n: int = 3) -> str:
+    rows = [r for s in skipped if not s.empty for r in s.itertuples()][:n]
+    return "".join(f"; {Path(r.path).name}: {r.reason}" for r in rows)
 
 
 def _check_subsets(segs: pd.DataFrame) -> None:
@@ -391,14 +622,74 @@ def _skipped_frame(table: pd.DataFrame, failures: dict[str, str]) -> pd.DataFram
 
 
 def read_preprocessing(run_dir: str | Path) -> dict:
-    """``preprocessing.json`` of a prepared run directory (clear error if absent)."""
+    """``preprocessing.json`` of a prepared run directory (clear error if absent or damaged)."""
     path = Path(run_dir) / "preprocessing.json"
     if not path.exists():
         raise RunDirError(
             f"{run_dir} is not a prepared run directory (no preprocessing.json); "
             f"run `seradv prepare CORPUS -o {run_dir}` first"
         )
-    return read_json(path)
+    try:
+        info = read_json(path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunDirError(_damaged(path, f"not valid JSON: {exc}", "prepare")) from None
+    missing = [k for k in ("classes", "feature_cache", "split", "input_shape") if not isinstance(info, dict) or k not in info]
+    if missing:
+        raise RunDirError(_damaged(path, f"lacks {', '.join(missing)}", "prepare"))
+    return info
+
+
+def _damaged(path: Path, why: object, stage: str) -> str:
+    """One-line message for a damaged run-directory file and the stage that rewrites it."""
+    why = " ".join(str(why).split())
+    fix = (f"run `seradv train {path.parent}` again" if stage == "train"
+           else f"run `seradv {stage}` again with this run's config")
+    return f"{path} is damaged ({why}); {fix} to rewrite it"
+
+
+def _check_sha256(path: Path, expected: str | None, stage: str) -> bytes:
+    """The bytes of ``path``; a clear error if it is missing or its sha256 is not ``expected``."""
+    if not path.exists():
+        raise RunDirError(f"{path} is missing; run `seradv {stage}` again")
+    data = path.read_bytes()
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise RunDirError(_damaged(path, "its content does not match the hash recorded when it was written; "
+                                         "truncated or edited", stage))
+    return data
+
+
+def read_segments(run_dir: str | Path, info: dict | None = None) -> pd.DataFrame:
+    """``segments.csv`` of a prepared run directory, checked against ``preprocessing.json``."""
+    import io
+
+    run_dir = Path(run_dir)
+    info = read_preprocessing(run_dir) if info is None else info
+    path = run_dir / "segments.csv"
+    data = _check_sha256(path, info.get("segments_sha256"), "prepare")
+    try:
+        segs = pd.read_csv(io.BytesIO(data), dtype={"utterance": str, "speaker": str, "content": str})
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise RunDirError(_damaged(path, exc, "prepare")) from None
+    need = {"segment_id", "utterance", "variant", "seg_index", "subset", "label", "emotion"}
+    if not need <= set(segs.columns) or segs[sorted(need)].isna().any().any():
+        raise RunDirError(_damaged(path, "missing columns or values", "prepare"))
+    return segs
+
+
+def read_standardizer(run_dir: str | Path, info: dict | None = None) -> Standardizer:
+    """``standardizer.safetensors`` of a prepared run directory (clear error if damaged)."""
+    run_dir = Path(run_dir)
+    info = read_preprocessing(run_dir) if info is None else info
+    path = run_dir / "standardizer.safetensors"
+    _check_sha256(path, info.get("standardizer_sha256"), "prepare")
+    try:
+        scaler = Standardizer.load(path)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise RunDirError(_damaged(path, f"{type(exc).__name__}: {exc}", "prepare")) from None
+    if tuple(scaler.mean.shape) != tuple(info["input_shape"]) or scaler.std.shape != scaler.mean.shape:
+        raise RunDirError(_damaged(path, f"shape {scaler.mean.shape}, expected {tuple(info['input_shape'])}",
+                                   "prepare"))
+    return scaler
 
 
 def load_subset(run_dir: str | Path, subset: str = "test") -> Subset:
@@ -407,14 +698,12 @@ def load_subset(run_dir: str | Path, subset: str = "test") -> Subset:
         raise RunDirError(f"subset={subset!r} must be train, val or test")
     run_dir = Path(run_dir)
     info = read_preprocessing(run_dir)
-    segs = pd.read_csv(run_dir / "segments.csv", dtype={"utterance": str, "speaker": str})
+    segs = read_segments(run_dir, info)
     part = segs[segs["subset"] == subset]
     if part.empty:
         raise RunDirError(f"{run_dir}: the {subset} subset is empty")
     part = _grouped_order(part).reset_index(drop=True)
+    scaler = read_standardizer(run_dir, info)
     x = _load_features(part, Path(info["feature_cache"]))
-    scaler = Standardizer.load(run_dir / "standardizer.safetensors")
     x = scaler.transform(x)
     return Subset(x=x, y=part["label"].to_numpy(np.int64), meta=part, classes=list(info["classes"]))
-
-

@@ -41,3 +41,8 @@ class RunDirError(SeradvError):
 
 class AttackError(SeradvError):
     """An attack is unknown or cannot run with the given parameters."""
+
+
+class EnvironmentFault(SeradvError):
+    """The machine, not the input, failed: disk full, quota exceeded, no write permission,
+    read-only file system, out of memory. The stage stops (nothing is skipped for it)."""

@@ -72,11 +72,16 @@ class Standardizer:
     def inverse(self, z: np.ndarray) -> np.ndarray:
         return (z * self.std + self.mean).astype(np.float32)
 
-    def save(self, path: str | Path) -> None:
-        from seradv.cache import atomic_write_bytes
+    def to_bytes(self) -> bytes:
+        """The safetensors bytes that :meth:`save` writes."""
         from safetensors.numpy import save
 
-        atomic_write_bytes(Path(path), save({"mean": self.mean, "std": self.std}))
+        return save({"mean": self.mean, "std": self.std})
+
+    def save(self, path: str | Path) -> None:
+        from seradv.cache import atomic_write_bytes
+
+        atomic_write_bytes(Path(path), self.to_bytes())
 
     @classmethod
     def load(cls, path: str | Path) -> "Standardizer":

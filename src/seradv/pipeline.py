@@ -18,6 +18,7 @@ Every run directory holds ``config.yaml``, ``manifest.csv``, ``skipped.csv``, ``
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -27,11 +28,12 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save
 
-from seradv.cache import atomic_write_bytes, atomic_write_json, read_json
+from seradv.cache import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from seradv.config import DataConfig, RunConfig, TrainConfig, load_config
 from seradv.corpora import Manifest, get_corpus
-from seradv.dataset import load_subset, prepare, read_preprocessing
+from seradv.dataset import _check_sha256, _damaged, build_preparation, check_source, load_subset, read_preprocessing, write_preparation
 from seradv.errors import ModelError, RunDirError
+from seradv.rundir import PREPARE_DOWNSTREAM, TRAIN_DOWNSTREAM, remove_outputs, run_fingerprints
 from seradv.evaluation import group_metrics, predict_logits
 from seradv.models import build_model, check_model, count_parameters
 from seradv.training import fit, resolve_hyperparameters, set_seed
@@ -47,6 +49,8 @@ __all__ = [
     "load_run_config",
     "demo_config",
     "run_logging",
+    "run_fingerprints",
+    "DOWNSTREAM",
 ]
 
 
@@ -69,21 +73,60 @@ def run_logging(run_dir: str | Path) -> Iterator[None]:
         handler.close()
 
 
-DOWNSTREAM = ("train_state.pt", "model.safetensors", "model.json", "history.csv", "metrics.csv",
-              "metrics.json", "confusion.csv", "predictions.csv")
-"""Files that depend on the preparation and are removed when it changes."""
+DOWNSTREAM = PREPARE_DOWNSTREAM
+"""Files and folders that depend on the preparation and are removed when it changes: the
+model (and its resumable state), metrics, ``attacks/`` and ``report/`` (see :mod:`seradv.rundir`)."""
+
+_FINGERPRINT_FILES = ("config.yaml", "preprocessing.json", "segments.csv", "standardizer.safetensors")
 
 
-def _fingerprint(run_dir: Path) -> str | None:
-    files = [run_dir / "config.yaml", run_dir / "preprocessing.json", run_dir / "segments.csv"]
-    if not all(f.exists() for f in files):
-        return None
+def _fingerprint(run_dir: Path | None = None, *, files: dict[str, bytes] | None = None) -> str | None:
+    """sha256 of a preparation: its config, ``preprocessing.json``, ``segments.csv`` and standardizer,
+    read from ``run_dir`` or taken from ``files`` (name -> bytes); ``None`` if one is absent."""
     import hashlib
 
+    if files is None:
+        assert run_dir is not None
+        paths = [run_dir / f for f in _FINGERPRINT_FILES]
+        if not all(p.is_file() for p in paths):
+            return None
+        files = {p.name: p.read_bytes() for p in paths}
     h = hashlib.sha256()
-    for f in files:
-        h.update(f.read_bytes())
+    for name in _FINGERPRINT_FILES:
+        if name not in files:
+            return None
+        h.update(name.encode() + b"\0" + len(files[name]).to_bytes(8, "little"))
+        h.update(files[name])
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _deferred_logging(run_dir: Path) -> Iterator[None]:
+    """Like :func:`run_logging`, but the records reach ``run_dir/log.txt`` only if the folder
+    exists when the block ends, so a failed first ``prepare`` creates nothing."""
+    records: list[logging.LogRecord] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = _Keep()
+    logger = logging.getLogger("seradv")
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        if run_dir.is_dir() and records:
+            fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            try:
+                with open(run_dir / "log.txt", "a") as fh:
+                    fh.writelines(fmt.format(r) + "\n" for r in records)
+            except OSError:
+                pass  # the log must never hide the stage's own error
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:
@@ -95,18 +138,25 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
 
 
 def prepare_run(cfg: RunConfig, run_dir: str | Path, *, manifest: Manifest | pd.DataFrame | None = None) -> dict:
-    """Corpus table -> split -> features -> standardizer, written into ``run_dir``."""
+    """Corpus table -> split -> features -> standardizer, written into ``run_dir``.
+
+    The config and the corpus are checked first, and the whole preparation is computed before
+    anything is written: a failed ``prepare`` leaves ``run_dir`` as it was (and creates nothing
+    in a new one). If the preparation differs from the one in ``run_dir``, every output that
+    depended on it (model, metrics, ``attacks/``, ``report/``) is removed before the new files
+    are written; ``config.yaml`` is written last.
+    """
     run_dir = Path(run_dir)
-    old = _fingerprint(run_dir)
-    with run_logging(run_dir):
+    check_source(cfg, manifest)
+    with _deferred_logging(run_dir):
         t0 = time.perf_counter()
-        info = prepare(cfg, run_dir, manifest=manifest)
-        if old is not None and old != _fingerprint(run_dir):
-            stale = [p for p in DOWNSTREAM if (run_dir / p).exists()]
-            for p in stale:
-                (run_dir / p).unlink()
+        prep = build_preparation(cfg, manifest=manifest, run_dir=run_dir)
+        info = prep.info
+        if _fingerprint(files=prep.files) != _fingerprint(run_dir):
+            stale = remove_outputs(run_dir, DOWNSTREAM) if run_dir.is_dir() else []
             if stale:
                 log.info("preparation changed: removed stale %s", ", ".join(stale))
+        write_preparation(prep, run_dir)
         log.info("prepared %s in %.1f s: %s", run_dir, time.perf_counter() - t0, info["counts"])
         if info["leaky"]:
             log.warning(info["leak_note"])
@@ -128,9 +178,6 @@ def train_run(
     cfg = load_run_config(run_dir)
     if train_overrides:
         cfg = cfg.replace(**{f"train.{k}": v for k, v in train_overrides.items()})
-        from seradv.config import save_config
-
-        save_config(cfg, run_dir / "config.yaml")
     info = read_preprocessing(run_dir)
     recipe = get_corpus(cfg.data.corpus)
     hyper = resolve_hyperparameters(cfg.train, recipe.hyperparameters)
@@ -151,7 +198,11 @@ def train_run(
         result = fit(model, train.x, train.y, val.x, val.y, cfg.train, lr=hyper["lr"],
                      batch_size=hyper["batch_size"], state_path=run_dir / "train_state.pt")
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        atomic_write_bytes(run_dir / "model.safetensors", save(state))
+        weights = save(state)
+        stale = remove_outputs(run_dir, TRAIN_DOWNSTREAM)  # results of the previous model
+        if stale:
+            log.info("new model: removed stale %s", ", ".join(stale))
+        atomic_write_bytes(run_dir / "model.safetensors", weights)
         meta = {
             "model": model_name,
             "registered": model_name == cfg.train.model,
@@ -166,9 +217,14 @@ def train_run(
             "train_seconds": round(result.seconds, 2),
             "n_train": len(train),
             "n_val": len(val),
+            "weights_sha256": hashlib.sha256(weights).hexdigest(),
         }
         atomic_write_json(run_dir / "model.json", meta)
-        result.history.to_csv(run_dir / "history.csv", index=False)
+        atomic_write_text(run_dir / "history.csv", result.history.to_csv(index=False))
+        if train_overrides:
+            from seradv.config import save_config
+
+            save_config(cfg, run_dir / "config.yaml")  # only once the model it describes is saved
         log.info("trained %d epochs in %.0f s (best epoch %d)", result.epochs_run, result.seconds,
                  result.best_epoch)
     return meta
@@ -185,7 +241,14 @@ def load_model(run_dir: str | Path, *, model: torch.nn.Module | None = None,
     meta_path, weights = run_dir / "model.json", run_dir / "model.safetensors"
     if not meta_path.exists() or not weights.exists():
         raise RunDirError(f"{run_dir} has no trained model (model.safetensors); run `seradv train {run_dir}`")
-    meta = read_json(meta_path)
+    try:
+        meta = read_json(meta_path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunDirError(_damaged(meta_path, f"not valid JSON: {exc}", "train")) from None
+    need = ("model", "n_classes", "hyperparameters")
+    if not isinstance(meta, dict) or any(k not in meta for k in need):
+        raise RunDirError(_damaged(meta_path, f"lacks one of {', '.join(need)}", "train"))
+    _check_sha256(weights, meta.get("weights_sha256"), "train")
     if model is None:
         if not meta.get("registered", True):
             raise ModelError(
@@ -195,7 +258,10 @@ def load_model(run_dir: str | Path, *, model: torch.nn.Module | None = None,
         hyper = meta["hyperparameters"]
         model = build_model(meta["model"], meta["n_classes"], dropout=hyper["dropout"],
                             lstm_dropout=hyper["lstm_dropout"])
-    state = load_file(str(weights), device="cpu")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise RunDirError(_damaged(weights, f"{type(exc).__name__}: {exc}", "train")) from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -215,7 +281,7 @@ def evaluate_run(run_dir: str | Path, *, model: torch.nn.Module | None = None,
         table, confusions = group_metrics(test.y, logits, test.meta, test.classes)
         table.insert(0, "split", info["split"])
         table.insert(1, "leaky", info["leaky"])
-        table.to_csv(run_dir / "metrics.csv", index=False)
+        atomic_write_text(run_dir / "metrics.csv", table.to_csv(index=False))
         conf_rows = []
         for key, cm in confusions.items():
             corpus, language, group = key.split("/")
@@ -223,12 +289,12 @@ def evaluate_run(run_dir: str | Path, *, model: torch.nn.Module | None = None,
                 for j, pred in enumerate(test.classes):
                     conf_rows.append({"corpus": corpus, "language": language, "group": group,
                                       "true": true, "predicted": pred, "count": int(cm[i, j])})
-        pd.DataFrame(conf_rows).to_csv(run_dir / "confusion.csv", index=False)
+        atomic_write_text(run_dir / "confusion.csv", pd.DataFrame(conf_rows).to_csv(index=False))
         pred = test.meta[["segment_id", "utterance", "variant", "seg_index", "speaker", "gender",
                           "emotion", "corpus", "language"]].copy()
         pred["predicted"] = [test.classes[i] for i in logits.argmax(1)]
         pred["correct"] = pred["predicted"] == pred["emotion"]
-        pred.to_csv(run_dir / "predictions.csv", index=False)
+        atomic_write_text(run_dir / "predictions.csv", pred.to_csv(index=False))
         test_speakers = sorted(test.meta["speaker"].unique())
         atomic_write_json(run_dir / "metrics.json", {
             "split": info["split"], "leaky": info["leaky"], "note": info["leak_note"],
@@ -258,23 +324,40 @@ def demo_config() -> RunConfig:
 def run(cfg: RunConfig | None = None, *, out: str | Path | None = None) -> Path:
     """All stages end to end, then the report; returns the run directory (``./runs/<name>`` by default).
 
-    The report is written to ``<run_dir>/report/`` (:func:`seradv.report.build_report`) and
-    its path printed.
+    Everything that can be checked before work starts is (config values, devices, attack
+    names and backends). Each stage prints a start and an end line with its time to stderr
+    (:func:`seradv.progress.stage`). The report is written to ``<run_dir>/report/``
+    (:func:`seradv.report.build_report`) and its path printed.
     """
+    from seradv.progress import stage
+    from seradv.training import select_device
+
     cfg = (cfg or demo_config()).validate()
+    select_device(cfg.train.device)  # e.g. cuda without CUDA: an error now, not after preparing
+    a = cfg.attack
+    if a.enabled:
+        from seradv.robustness import plan_grid
+
+        attack_device = str(select_device(a.device))
+        plan_grid(a.attacks, a.grid, a.backend)  # unknown attack or backend: an error now
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
-    prepare_run(cfg, run_dir)
-    train_run(run_dir)
-    evaluate_run(run_dir)
-    if cfg.attack.enabled:
+    stages = ["prepare", "train", "evaluate"] + (["attack"] if a.enabled else []) + ["report"]
+    step = {name: (i + 1, len(stages)) for i, name in enumerate(stages)}
+    with stage(f"prepare {cfg.data.corpus} into {run_dir}", *step["prepare"]):
+        prepare_run(cfg, run_dir)
+    with stage("train", *step["train"]):
+        train_run(run_dir)
+    with stage("evaluate", *step["evaluate"]):
+        evaluate_run(run_dir)
+    if a.enabled:
         from seradv.robustness import run_grid
 
-        a = cfg.attack
-        run_grid(run_dir, attacks=a.attacks, grid=a.grid, limit=a.limit, seed=a.seed, backend=a.backend,
-                 batch_size=a.batch_size, device=a.device)
+        with stage(f"attack ({a.grid} grid)", *step["attack"]):
+            run_grid(run_dir, attacks=a.attacks, grid=a.grid, limit=a.limit, seed=a.seed, backend=a.backend,
+                     batch_size=a.batch_size, device=attack_device)
     from seradv.report import build_report
 
-    with run_logging(run_dir):
+    with stage("report", *step["report"]), run_logging(run_dir):
         report = build_report(run_dir)
     print(f"report: {report.resolve()}", flush=True)  # the run's last word: where to look
     return run_dir

@@ -128,8 +128,8 @@ def fit(
     history: list[dict] = []
     best_loss, best_epoch, best_state, wait, start_epoch = math.inf, 0, None, 0, 1
     elapsed0 = 0.0
-    if state_path is not None and state_path.exists():
-        st = torch.load(state_path, map_location=device, weights_only=True)
+    st = _read_state(state_path, device) if state_path is not None else None
+    if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
@@ -186,6 +186,29 @@ def fit(
     hist = pd.DataFrame(history)
     return TrainResult(history=hist, best_epoch=best_epoch, epochs_run=len(hist),
                        stopped_early=stopped_early, seconds=elapsed0 + time.perf_counter() - t0)
+
+
+_STATE_KEYS = ("model", "optimizer", "scheduler", "generator", "torch_rng", "best_model", "best_loss",
+               "best_epoch", "wait", "epoch", "history_keys", "history", "elapsed")
+
+
+def _read_state(path: Path, device: torch.device) -> dict | None:
+    """The resumable training state at ``path``; ``None`` (train from scratch, with a warning)
+    if it is absent or damaged (e.g. truncated): it is derived and rewritten after each epoch."""
+    if not path.exists():
+        return None
+    try:
+        st = torch.load(path, map_location=device, weights_only=True)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many kinds on a damaged file
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        log.warning("%s is damaged (%s); training starts from scratch", path, why)
+        return None
+    if not isinstance(st, dict) or any(k not in st for k in _STATE_KEYS):
+        log.warning("%s is incomplete; training starts from scratch", path)
+        return None
+    return st
 
 
 def _save_state(path, model, opt, sched, gen, best_state, best_loss, best_epoch, wait, epoch, history, elapsed):

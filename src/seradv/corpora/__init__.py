@@ -34,6 +34,9 @@ CORPORA: dict[str, Recipe] = {}
 
 def register_corpus(recipe: Recipe, *, overwrite: bool = False) -> Recipe:
     """Add a recipe to the registry under ``recipe.name``."""
+    from seradv.cache import check_path_component
+
+    check_path_component(recipe.name, "corpus name", error=CorpusError)
     if recipe.name in CORPORA and not overwrite:
         raise CorpusError(f"a corpus named {recipe.name!r} is already registered")
     CORPORA[recipe.name] = recipe

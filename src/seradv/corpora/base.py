@@ -1,14 +1,18 @@
 """Common machinery of corpus recipes: a recipe turns a folder into a validated table.
 
-A recipe (lhotse-style ``prepare_<corpus>``) finds every ``.wav`` file under the folder it is
-given (recursively, since downloads nest files differently), parses each file name by the
-corpus's naming scheme, reads and validates the audio, and returns a :class:`Manifest`: a
-table with the columns of :data:`seradv.vocab.MANIFEST_COLUMNS` plus the files it skipped,
-each with the reason. A bad file is skipped and reported, never fatal.
+A recipe (lhotse-style ``prepare_<corpus>``) finds every audio file (``.wav``, ``.flac`` and
+the other formats libsndfile reads, :data:`AUDIO_SUFFIXES`) under the folder it is given
+(recursively, since downloads nest files differently), parses each file name by the corpus's
+naming scheme, reads and validates the audio, and returns a :class:`Manifest`: a table with the
+columns of :data:`seradv.vocab.MANIFEST_COLUMNS` plus the files it skipped, each with the
+reason. A bad file is skipped and reported, never fatal. A file whose decoded audio (samples and
+sample rate) equals an earlier file's is a duplicate recording: the first is kept, the other
+skipped with the reason ``duplicate of <utterance> (<path>)``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +20,28 @@ from typing import Callable, Iterable, Iterator
 
 import pandas as pd
 
-from seradv.audio import probe_audio
+from seradv.audio import read_audio
+from seradv.cache import check_path_component
 from seradv.errors import AudioError, CorpusError
 from seradv.vocab import EMOTIONS, GENDERS, LANGUAGES, MANIFEST_COLUMNS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SkipFile", "Manifest", "Recipe", "validate_manifest", "find_audio_files"]
+__all__ = ["SkipFile", "Manifest", "Recipe", "validate_manifest", "find_audio_files", "AUDIO_SUFFIXES",
+           "audio_sha256"]
+
+AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".aifc",
+                            ".au", ".snd", ".caf", ".w64", ".rf64", ".mp3"})
+"""File name endings a recipe reads (formats libsndfile decodes), case-insensitive."""
+
+
+def audio_sha256(y, sr: int) -> str:
+    """Hex sha256 of decoded audio: the sample rate and the float32 samples."""
+    import numpy as np
+
+    h = hashlib.sha256(int(sr).to_bytes(8, "little"))
+    h.update(np.ascontiguousarray(y, dtype=np.float32).tobytes())
+    return h.hexdigest()
 
 
 class SkipFile(Exception):
@@ -101,6 +120,7 @@ class Recipe:
         rows: list[dict] = []
         skipped: list[dict] = []
         seen: dict[str, Path] = {}
+        seen_audio: dict[str, tuple[str, Path]] = {}  # decoded-audio hash -> (utterance, path)
         parsed_any = 0
         iterator = progress(files) if progress is not None else files
         for path in iterator:
@@ -117,11 +137,20 @@ class Recipe:
                 )
                 continue
             try:
-                duration, sr = probe_audio(path)
+                y, sr = read_audio(path)
             except AudioError as exc:
                 skipped.append({"path": str(path), "reason": str(exc).split(": ", 1)[-1]})
                 continue
+            duration = y.size / float(sr)
+            digest = audio_sha256(y, sr)
+            del y
+            if digest in seen_audio:
+                first_utt, first_path = seen_audio[digest]
+                skipped.append({"path": str(path), "reason": f"duplicate of {first_utt} ({first_path}): "
+                                                             f"identical audio samples"})
+                continue
             seen[utt] = path
+            seen_audio[digest] = (utt, path)
             rows.append(
                 {
                     "path": str(path.resolve()),
@@ -154,7 +183,7 @@ class Recipe:
         guess = guess_corpus(files, exclude=self.name)
         hint = f" They look like the {guess!r} corpus: try `seradv manifest {guess}`." if guess else ""
         return (
-            f"{self.name}: none of the {len(files)} .wav files under {data_dir} follows the "
+            f"{self.name}: none of the {len(files)} audio files under {data_dir} follows the "
             f"{self.name} naming scheme (e.g. {self.example_name!r}).{hint} "
             f"Check that --data-dir points at the {self.name} folder."
         )
@@ -168,7 +197,7 @@ def _first_reasons(skipped: pd.DataFrame, n: int = 3) -> str:
 
 
 def find_audio_files(data_dir: Path, *, corpus: str) -> list[Path]:
-    """All ``.wav`` files under ``data_dir`` (recursive, sorted); clear errors if none."""
+    """All audio files (:data:`AUDIO_SUFFIXES`) under ``data_dir`` (recursive, sorted); clear errors if none."""
     if not data_dir.exists():
         raise CorpusError(
             f"{corpus}: data folder {data_dir} does not exist; pass --data-dir with the "
@@ -177,12 +206,12 @@ def find_audio_files(data_dir: Path, *, corpus: str) -> list[Path]:
     if not data_dir.is_dir():
         raise CorpusError(f"{corpus}: {data_dir} is not a folder; pass the corpus folder")
     files = sorted(
-        p for p in data_dir.rglob("*") if p.suffix.lower() == ".wav" and p.is_file()
+        p for p in data_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file()
     )
     if not files:
         raise CorpusError(
-            f"{corpus}: no .wav files found under {data_dir} (searched recursively); "
-            f"is the corpus downloaded and unpacked there?"
+            f"{corpus}: no audio files (.wav, .flac, ...) found under {data_dir} (searched "
+            f"recursively); is the corpus downloaded and unpacked there?"
         )
     return files
 
@@ -204,6 +233,9 @@ def validate_manifest(table: pd.DataFrame) -> pd.DataFrame:
     bad = sorted(set(table["language"]) - set(LANGUAGES))
     if bad:
         raise CorpusError(f"corpus table has unknown languages {bad}; allowed: {list(LANGUAGES)}")
+    for column, what in (("utterance", "utterance id"), ("corpus", "corpus name")):
+        for value in pd.unique(table[column]):
+            check_path_component(value, what, error=CorpusError)
     if table["utterance"].duplicated().any():
         dup = table.loc[table["utterance"].duplicated(), "utterance"].iloc[0]
         raise CorpusError(f"corpus table has duplicated utterance id {dup!r}")
