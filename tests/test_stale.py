@@ -140,6 +140,26 @@ def test_retrain_invalidates_metrics_and_attack_results(trained_run, tmp_path):
         assert not (run_dir / f).exists(), f
 
 
+def test_retrain_to_the_same_weights_keeps_results(trained_run, tmp_path):
+    """`seradv run` again trains again; a finished training gives the same weights and must not
+    throw away the attack results of an interrupted grid."""
+    run_dir = _copy_run(trained_run, tmp_path)
+    _fake_attack_outputs(run_dir)
+    pipeline.train_run(run_dir)  # resumes the finished state: the same weights
+    for f in ("metrics.json", "attacks/results.csv", "report/index.html"):
+        assert (run_dir / f).exists(), f
+
+
+def test_damaged_trim_cache_is_rebuilt(tones, tmp_path):
+    cfg = _cfg(tones, tmp_path)
+    pipeline.prepare_run(cfg, tmp_path / "a")
+    (trim_cache,) = (tmp_path / "cache").rglob("trimmed-*.json")
+    trim_cache.write_text(trim_cache.read_text()[:40])
+    pipeline.prepare_run(cfg, tmp_path / "b")
+    assert _reasons(tmp_path / "b") == {}
+    assert len(pd.read_csv(tmp_path / "b" / "split.csv")) == len(pd.read_csv(tmp_path / "a" / "split.csv"))
+
+
 def test_run_fingerprints_follow_model_and_preparation(trained_run, tmp_path):
     from seradv.rundir import run_fingerprints
 

@@ -199,9 +199,13 @@ def train_run(
                      batch_size=hyper["batch_size"], state_path=run_dir / "train_state.pt")
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         weights = save(state)
-        stale = remove_outputs(run_dir, TRAIN_DOWNSTREAM)  # results of the previous model
-        if stale:
-            log.info("new model: removed stale %s", ", ".join(stale))
+        old_weights = run_dir / "model.safetensors"
+        if not (old_weights.is_file() and old_weights.read_bytes() == weights):
+            # another model: the results of the previous one are stale (the same weights, e.g. a
+            # finished training resumed by `seradv run`, keep their metrics and attack results)
+            stale = remove_outputs(run_dir, TRAIN_DOWNSTREAM)
+            if stale:
+                log.info("new model: removed stale %s", ", ".join(stale))
         atomic_write_bytes(run_dir / "model.safetensors", weights)
         meta = {
             "model": model_name,
