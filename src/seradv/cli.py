@@ -1,7 +1,12 @@
 """The ``seradv`` command line: a thin layer over :mod:`seradv.pipeline`.
 
 Verbs: ``manifest``, ``prepare``, ``train``, ``evaluate``, ``attack``, ``report``, ``run``. Every error that seradv
-raises on purpose is printed as one clear line (exit code 2), never as a traceback.
+raises on purpose (and every file-system error) is printed as one clear line (exit code 2), never
+as a traceback; options are checked before any work starts or any file is written.
+
+Output: tables and messages on stdout, progress and errors on stderr. On a terminal tables fit
+its width and progress shows as bars; in a pipe or a log file tables are printed at full width
+and progress as plain lines (:mod:`seradv.progress`).
 """
 
 from __future__ import annotations
@@ -9,48 +14,171 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
-from seradv.errors import SeradvError
+from seradv.errors import ParameterError, RunDirError, SeradvError
+
+LOG_WIDTH = 10_000
+"""Console width when the output is not a terminal: tables and lines are never cut or wrapped."""
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console on stdout (or stderr): the terminal's width, or :data:`LOG_WIDTH` in a pipe or file."""
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return Console(stderr=stderr, width=None if tty else LOG_WIDTH)
+
+
+console = _console()
+err_console = _console(stderr=True)
+
+
+def _error(message: str) -> None:
+    """``error: <message>`` on one line of stderr."""
+    one_line = "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    err_console.print(f"[bold red]error:[/] {escape(one_line)}", soft_wrap=True, highlight=False)
+
+
+def _os_error(exc: OSError) -> str:
+    what = exc.strerror or str(exc)
+    names = [n for n in (exc.filename, exc.filename2) if n]
+    return f"{what}: {' -> '.join(map(str, names))}" if names else what
+
+
+class _Group(TyperGroup):
+    """Runs a command and turns seradv's errors into one line (exit code 2), not a traceback."""
+
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except SeradvError as exc:
+            _error(str(exc))
+            raise typer.Exit(2) from None
+        except OSError as exc:  # disk full, permission denied, a path that is a file...
+            _error(_os_error(exc))
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]: finished work is saved; run the same command again to resume")
+            raise typer.Exit(130) from None
+
 
 app = typer.Typer(
     name="seradv",
+    cls=_Group,
     help="Adversarial robustness of speech emotion recognition: corpora -> features -> "
     "CNN-LSTM -> attacks -> per-language and per-gender results.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+
+
+def version() -> str:
+    """The installed seradv version (package metadata), else ``seradv.__version__``."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("seradv")
+    except PackageNotFoundError:
+        from seradv import __version__
+
+        return __version__
 
 
 def _setup_logging(verbose: bool) -> None:
     logger = logging.getLogger("seradv")
-    if not any(isinstance(h, RichHandler) for h in logger.handlers):
-        handler = RichHandler(console=err_console, show_path=False, show_time=False)
-        handler.setLevel(logging.INFO if verbose else logging.WARNING)
-        logger.addHandler(handler)
+    for h in [h for h in logger.handlers if isinstance(h, RichHandler)]:
+        logger.removeHandler(h)  # a handler of an earlier invocation (tests) holds an old console
+    handler = RichHandler(console=err_console, show_path=False, show_time=False)
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.addHandler(handler)
     logger.setLevel(logging.INFO)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"seradv {version()}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every step.")) -> None:
+def _main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every step."),
+    show_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                      help="Print the seradv version and exit."),
+) -> None:
+    global console, err_console
+    console, err_console = _console(), _console(stderr=True)  # the streams of this invocation
     _setup_logging(verbose)
 
 
 def _table(df, title: str = "") -> Table:
     t = Table(title=title or None)
     for c in df.columns:
-        t.add_column(str(c))
+        t.add_column(escape(str(c)))
     for row in df.itertuples(index=False):
-        t.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+        t.add_row(*[f"{v:.3f}" if isinstance(v, float) else escape(str(v)) for v in row])
     return t
+
+
+# ------------------------------------------------------------------------------ checks
+
+
+def _at_least(option: str, value: Optional[int], low: int, what: str) -> None:
+    if value is not None and value < low:
+        raise ParameterError(f"{option} {value} must be {what}")
+
+
+def _resolve_device(device: str, option: str = "--device") -> str:
+    """``device`` checked now (syntax and availability), ``auto`` resolved; e.g. ``"cuda:0"``."""
+    import re
+
+    if not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", device or ""):
+        raise ParameterError(f"{option} {device!r} is not a device; use cpu, cuda, cuda:N (N = GPU index) or auto")
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ParameterError(f"{option} {device}: CUDA is not available on this machine; use {option} cpu (or auto)")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ParameterError(f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA "
+                                 f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ParameterError(f"{option} mps: Apple's MPS is not available on this machine; use {option} cpu")
+    return device
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    if not run_dir.exists():
+        raise RunDirError(f"run directory {run_dir} does not exist; create one with "
+                          f"`seradv prepare CORPUS -o {run_dir}`")
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is a file, not a run directory")
+
+
+def _check_config_file(config: Optional[Path]) -> None:
+    if config is not None and not config.is_file():
+        from seradv.errors import ConfigError
+
+        what = "is a folder, not a file" if config.is_dir() else "does not exist"
+        raise ConfigError(f"config file {config} {what}; pass a YAML file with --config (every key optional)")
+
+
+# ------------------------------------------------------------------------------ commands
 
 
 @app.command()
@@ -59,18 +187,20 @@ def manifest(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Folder holding the corpus audio (searched recursively)."),
     output: Path = typer.Option(..., "--output", "-o", help="CSV file to write the corpus table to."),
 ) -> None:
-    """Write the corpus table (one row per utterance); skipped files go to <output>.skipped.csv."""
+    """Write the corpus table (one row per utterance); skipped files go to OUTPUT with .skipped.csv as suffix (m.csv -> m.skipped.csv)."""
     from seradv.corpora import load_corpus
     from seradv.progress import track
 
+    if output.is_dir():
+        raise ParameterError(f"--output {output} is a folder; give a CSV file name, e.g. {output / (corpus + '.csv')}")
     m = load_corpus(corpus, data_dir, progress=lambda files: track(files, "reading"))
     output.parent.mkdir(parents=True, exist_ok=True)
     m.table.to_csv(output, index=False)
     skipped_path = output.with_suffix(".skipped.csv")
     m.skipped.to_csv(skipped_path, index=False)
     for r in m.skipped.itertuples():
-        err_console.print(f"[yellow]skipped[/] {r.path}: {r.reason}")
-    console.print(f"{corpus}: {m.summary()}")
+        err_console.print(f"[yellow]skipped[/] {escape(str(r.path))}: {escape(str(r.reason))}", soft_wrap=True)
+    console.print(f"{corpus}: {escape(str(m.summary()))}")
     console.print(f"wrote {output} ({len(m.table)} rows) and {skipped_path} ({len(m.skipped)} rows)")
 
 
@@ -95,6 +225,9 @@ def prepare(
     """Corpus -> split -> segments -> log-Mel features -> standardizer, into a run directory."""
     from seradv.pipeline import prepare_run
 
+    _check_config_file(config)
+    if output.exists() and not output.is_dir():
+        raise RunDirError(f"--output {output} is a file; give a folder for the run directory")
     cfg = _build_config(
         config, name=output.name or "run", **{"data.corpus": corpus,
         "data.data_dir": str(data_dir) if data_dir else None, "split.kind": split,
@@ -105,21 +238,36 @@ def prepare(
 
     console.print(_table(pd.DataFrame(info["counts"]), f"{corpus}: split '{info['split']}'"))
     if info["leaky"]:
-        err_console.print(f"[bold red]{info['leak_note']}[/]")
+        err_console.print(f"[bold red]{escape(info['leak_note'])}[/]", soft_wrap=True)
     console.print(f"clip values {info['clip_values']}; {info['n_skipped']} files skipped; prepared {output}")
 
 
 @app.command()
 def train(
     run_dir: Path = typer.Argument(..., help="A prepared run directory."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the maximum number of epochs."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the maximum number of epochs (saved in config.yaml)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto (saved in config.yaml)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads (saved in config.yaml)."),
 ) -> None:
-    """Train the run's model (resumes an interrupted training)."""
-    from seradv.pipeline import train_run
+    """Train the run's model (resumes an interrupted training). Options are checked before anything is written."""
+    from seradv.pipeline import load_run_config, train_run
 
+    _check_run_dir(run_dir)
+    _at_least("--epochs", epochs, 1, "a positive integer")
+    _at_least("--threads", threads, 1, "a positive integer (or leave it out: torch's default)")
+    if device is not None:
+        _resolve_device(device)
     overrides = {k: v for k, v in {"epochs": epochs, "device": device, "threads": threads}.items() if v is not None}
+    if overrides:  # the changed config must be valid before train_run saves it
+        load_run_config(run_dir).replace(**{f"train.{k}": v for k, v in overrides.items()})
+    else:
+        saved = load_run_config(run_dir).train.device
+        try:
+            _resolve_device(saved)
+        except ParameterError as exc:
+            reason = str(exc).split(": ", 1)[-1]
+            raise ParameterError(f"{run_dir / 'config.yaml'}: train.device={saved!r} cannot be used ({reason}); "
+                                 "pass another with --device, e.g. --device cpu") from None
     meta = train_run(run_dir, train_overrides=overrides or None)
     console.print(
         f"model {meta['model']} ({meta['parameters']:,} parameters): {meta['epochs_run']} epochs, "
@@ -130,48 +278,97 @@ def train(
 @app.command()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run directory with a trained model."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
 ) -> None:
     """Clean test metrics (accuracy, UAR, macro-F1, confusion) per corpus/language and gender."""
     from seradv.dataset import read_preprocessing
     from seradv.pipeline import evaluate_run
 
-    table = evaluate_run(run_dir, device=device)
+    _check_run_dir(run_dir)
+    dev = _resolve_device(device)
+    table = evaluate_run(run_dir, device=dev)
     info = read_preprocessing(run_dir)
     console.print(_table(table.drop(columns=["leaky"]), f"clean test metrics ({info['split']} split)"))
     if info["leaky"]:
-        err_console.print(f"[bold red]{info['leak_note']}[/]")
+        err_console.print(f"[bold red]{escape(info['leak_note'])}[/]", soft_wrap=True)
     console.print(f"wrote {run_dir / 'metrics.csv'} and {run_dir / 'metrics.json'}")
+
+
+def _format_params(params: dict) -> str:
+    return ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items()) or "(the defaults)"
+
+
+def describe_attacks(names: Optional[list[str]] = None) -> str:
+    """Every registered attack (or ``names``): paper, kind, norm, parameters with defaults and
+    ranges, backends (and the default one), and its ``paper`` and ``quick`` grids."""
+    from seradv.attacks import ATTACKS, STUDY_ATTACKS, get_attack
+
+    specs = [get_attack(n) for n in names] if names else list(ATTACKS.values())
+    blocks = []
+    for spec in specs:
+        lines = spec.describe().splitlines()
+        lines[0] += "  (in the study)" if spec.name in STUDY_ATTACKS else "  (not in the study)"
+        lines = [ln if not ln.startswith("  backends:") else f"{ln} (default {spec.default_backend})" for ln in lines]
+        for which in ("paper", "quick"):
+            grid = spec.grid(which)
+            lines.append(f"  {which} grid ({len(grid)} parameter set{'s' if len(grid) != 1 else ''}):")
+            lines += [f"    {_format_params(ps)}" for ps in grid]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _run_grid_takes(name: str) -> bool:
+    import inspect
+
+    from seradv.robustness import run_grid
+
+    return name in inspect.signature(run_grid).parameters
 
 
 @app.command()
 def attack(
-    run_dir: Path = typer.Argument(..., help="A run directory with a trained model."),
+    run_dir: Optional[Path] = typer.Argument(None, help="A run directory with a trained model (not needed with --list)."),
     grid: str = typer.Option("paper", "--grid", help="paper (the study's parameters) or quick (a small grid)."),
-    attacks: Optional[str] = typer.Option(None, "--attacks", help="Comma-separated attack names (default: the study's eight)."),
+    attacks: Optional[str] = typer.Option(None, "--attacks", help="Comma-separated attack names (default: the study's eight); see --list."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Attack a seeded, stratified subset of N test segments."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the subset and of every random choice of the attacks."),
+    seed: int = typer.Option(0, "--seed", help="Seed (>= 0) of the subset and of every random choice of the attacks."),
     backend: Optional[str] = typer.Option(None, "--backend", help="art (the study's toolbox) or torch (seradv's fast batched code); default: each attack's fastest backend that matches ART."),
     batch_size: int = typer.Option(64, "--batch-size", help="Samples per forward/backward pass."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
     no_examples: bool = typer.Option(False, "--no-examples", help="Do not save the perturbations (npy)."),
     early_stop: bool = typer.Option(False, "--early-stop", help="Stop iterating on samples already misclassified (faster; smaller perturbations; recorded as its own setting)."),
     where: Optional[str] = typer.Option(None, "--where", help="Only the grid's parameter sets with these values, e.g. 'theta=1' or 'th=1,max_iter=20'."),
-    list_only: bool = typer.Option(False, "--list", help="List the registered attacks and their grids, then exit."),
+    params: Optional[str] = typer.Option(None, "--params", help="Instead of a grid: one parameter set for each chosen attack, e.g. 'eps=0.3,max_iter=50' (other parameters at their defaults)."),
+    list_only: bool = typer.Option(False, "--list", help="List the registered attacks (parameters, defaults, backends, paper and quick grids), then exit; needs no run directory."),
 ) -> None:
     """Run an attack grid on the test set; resumable (finished cells are reused)."""
+    names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
+    if attacks is not None and not names:
+        raise ParameterError(f"--attacks {attacks!r} names no attack; see `seradv attack --list`")
+    if list_only:
+        console.print(escape(describe_attacks(names)), highlight=False)
+        return
+    if run_dir is None:
+        raise RunDirError("seradv attack needs RUN_DIR, a run directory with a trained model "
+                          "(or --list to see the attacks)")
+    if grid not in ("paper", "quick"):
+        raise ParameterError(f"--grid {grid!r} must be 'paper' or 'quick'")
+    _at_least("--seed", seed, 0, "an integer >= 0")
+    _at_least("--limit", limit, 1, "a positive number of test segments (or leave it out: all of them)")
+    _at_least("--batch-size", batch_size, 1, "a positive integer")
+    _check_run_dir(run_dir)
+    dev = _resolve_device(device)
+    extra: dict[str, Any] = {}
+    if params is not None:
+        if not _run_grid_takes("params"):
+            raise ParameterError("--params is not supported by this version of seradv.robustness.run_grid")
+        extra["params"] = params
     from seradv.robustness import run_grid
 
-    if list_only:
-        from seradv.attacks import ATTACKS
-
-        for spec in ATTACKS.values():
-            console.print(spec.describe())
-        return
-    names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
     results = run_grid(run_dir, attacks=names, grid=grid, limit=limit, seed=seed, backend=backend,
-                       batch_size=batch_size, device=device, save_examples=not no_examples,
-                       early_stop=early_stop, where=where)
+                       batch_size=batch_size, device=dev, save_examples=not no_examples,
+                       early_stop=early_stop, where=where, **extra)
     _print_results(results)
     console.print(f"wrote {run_dir / 'attacks' / 'results.csv'} (and .parquet), trust checks in "
                   f"{run_dir / 'attacks' / 'trust.csv'}")
@@ -193,15 +390,17 @@ def report(
     examples: int = typer.Option(3, "--examples", help="Attacks shown as spectrograms and audio per run (0: none)."),
     no_audio: bool = typer.Option(False, "--no-audio", help="Skip the Griffin-Lim audio renderings."),
     boot: int = typer.Option(2000, "--boot", help="Bootstrap resamples of every confidence interval."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap, the permutation tests and the audio phase."),
+    seed: int = typer.Option(0, "--seed", help="Seed (>= 0) of the bootstrap, the permutation tests and the audio phase."),
     link_images: bool = typer.Option(False, "--link-images", help="Link figures/ from report.html instead of embedding them."),
 ) -> None:
     """Write report.html (self-contained) and report.md: tables, plots, audio, statistics."""
-    from seradv.errors import ParameterError
     from seradv.report import build_report
 
-    if examples < 0 or boot < 1:
-        raise ParameterError(f"--examples={examples} must be >= 0 and --boot={boot} >= 1")
+    _at_least("--examples", examples, 0, ">= 0 (0: no examples)")
+    _at_least("--boot", boot, 1, "a positive number of resamples")
+    _at_least("--seed", seed, 0, "an integer >= 0")
+    for d in run_dirs:
+        _check_run_dir(d)
     path = build_report(run_dirs, out, n_examples=examples, audio=not no_audio, n_boot=boot, seed=seed,
                         embed_images=not link_images)
     console.print(f"report: {path.resolve()}")
@@ -213,10 +412,17 @@ def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; default: the small synthetic demo."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default ./runs/<name>)."),
 ) -> None:
-    """Every stage end to end. With no arguments: the demo on the built-in synthetic corpus."""
+    """Every stage end to end. With no arguments: the demo on the built-in synthetic corpus.
+
+    Each stage prints a start and an end line to stderr; progress shows as bars on a terminal,
+    as plain lines in a pipe or log (SERADV_PROGRESS=0: no bars).
+    """
     from seradv.config import load_config
     from seradv.pipeline import demo_config, run as run_all
 
+    _check_config_file(config)
+    if out is not None and out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out} is a file; give a folder for the run directory")
     cfg = load_config(config) if config else demo_config()
     run_dir = run_all(cfg, out=out)
     import pandas as pd
@@ -226,19 +432,12 @@ def run(
     results_path = run_dir / "attacks" / "results.csv"
     if results_path.exists():
         _print_results(pd.read_csv(results_path))
-    console.print(f"[bold green]done[/]: outputs in {run_dir.resolve()}")
+    console.print(f"[bold green]done[/]: outputs in {escape(str(run_dir.resolve()))}")
 
 
 def main() -> None:
-    """Console-script entry point: clear one-line errors instead of tracebacks."""
-    try:
-        app()
-    except SeradvError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]: finished work is saved; run the same command again to resume")
-        sys.exit(130)
+    """Console-script entry point (errors are one line: see the command group)."""
+    app()
 
 
 if __name__ == "__main__":

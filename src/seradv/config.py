@@ -396,7 +396,7 @@ def load_config(path: str | Path) -> RunConfig:
     try:
         return from_dict(data)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"config file {path}: {exc}") from None
 
 
 def _yaml_where(exc: yaml.YAMLError) -> str:
@@ -407,6 +407,9 @@ def _yaml_where(exc: yaml.YAMLError) -> str:
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     parts = [getattr(exc, "context", None), getattr(exc, "problem", None)]
     text = ", ".join(p for p in parts if p) or str(exc)
+    problem, context = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
+    if problem is not None and context is not None and context.line != problem.line:
+        text += f" (the construct began on line {context.line + 1})"
     return " ".join(text.split())
 
 
