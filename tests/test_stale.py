@@ -121,8 +121,10 @@ def test_reprepare_invalidates_models_metrics_attacks_and_report(trained_run, tm
     _fake_attack_outputs(run_dir)
     cfg = pipeline.load_run_config(run_dir)
     pipeline.prepare_run(cfg, run_dir)  # the same preparation: nothing is stale
+    pipeline.prepare_run(cfg.replace(**{"attack.limit": 7}), run_dir)  # nor with other attack settings
     for f in ("model.safetensors", "metrics.json", "attacks/results.csv", "report/index.html"):
         assert (run_dir / f).exists(), f
+    assert pipeline.load_run_config(run_dir).attack.limit == 7
     pipeline.prepare_run(cfg.replace(**{"augment.pitch_steps": [-1.5]}), run_dir)
     for f in ("model.safetensors", "model.json", "train_state.pt", "history.csv", "metrics.json",
               "metrics.csv", "confusion.csv", "predictions.csv", "attacks", "report"):

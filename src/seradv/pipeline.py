@@ -33,7 +33,8 @@ from seradv.config import DataConfig, RunConfig, TrainConfig, load_config
 from seradv.corpora import Manifest, get_corpus
 from seradv.dataset import _check_sha256, _damaged, build_preparation, check_source, load_subset, read_preprocessing, write_preparation
 from seradv.errors import ModelError, RunDirError
-from seradv.rundir import PREPARE_DOWNSTREAM, TRAIN_DOWNSTREAM, remove_outputs, run_fingerprints
+from seradv.rundir import (PREPARE_DOWNSTREAM, PREPROCESSING_FINGERPRINT_FILES, TRAIN_DOWNSTREAM, remove_outputs,
+                           run_fingerprints)
 from seradv.evaluation import group_metrics, predict_logits
 from seradv.models import build_model, check_model, count_parameters
 from seradv.training import fit, resolve_hyperparameters, set_seed
@@ -77,12 +78,16 @@ DOWNSTREAM = PREPARE_DOWNSTREAM
 """Files and folders that depend on the preparation and are removed when it changes: the
 model (and its resumable state), metrics, ``attacks/`` and ``report/`` (see :mod:`seradv.rundir`)."""
 
-_FINGERPRINT_FILES = ("config.yaml", "preprocessing.json", "segments.csv", "standardizer.safetensors")
+_FINGERPRINT_FILES = PREPROCESSING_FINGERPRINT_FILES
 
 
 def _fingerprint(run_dir: Path | None = None, *, files: dict[str, bytes] | None = None) -> str | None:
-    """sha256 of a preparation: its config, ``preprocessing.json``, ``segments.csv`` and standardizer,
-    read from ``run_dir`` or taken from ``files`` (name -> bytes); ``None`` if one is absent."""
+    """sha256 of a preparation: ``preprocessing.json``, ``segments.csv`` and the standardizer,
+    read from ``run_dir`` or taken from ``files`` (name -> bytes); ``None`` if one is absent.
+
+    These three files determine every model input (classes, feature config via the cache
+    folder, content hashes, variants, subsets, standardization), so a change of only the
+    ``train`` or ``attack`` sections of the config does not make the model stale here."""
     import hashlib
 
     if files is None:
