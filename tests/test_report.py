@@ -5,6 +5,7 @@ functions on known cases."""
 from __future__ import annotations
 
 import contextlib
+import html
 import html.parser
 import io
 import json
@@ -87,9 +88,14 @@ def combined(run) -> Path:
 # ------------------------------------------------------------------------------ parsing helpers
 
 
+def _md_unescape(text: str) -> str:
+    """Markdown text back to plain text: backslash escapes, then HTML entities."""
+    return html.unescape(re.sub(r"\\(.)", r"\1", text))
+
+
 def _md_row(line: str) -> list[str]:
     cells = re.split(r"(?<!\\)\|", line.strip()[1:-1])
-    return [c.strip().replace("\\|", "|") for c in cells]
+    return [_md_unescape(c.strip()) for c in cells]
 
 
 def md_tables(text: str) -> list[tuple[dict, list[str], list[list[str]]]]:
@@ -202,11 +208,16 @@ def test_split_is_stated_first_and_tables_match_the_results(run, report):
     assert {"runs", "clean", "clean_gender", "confusion", "attack", "attack_ci", "gender_gap", "corpus_gap",
             "strongest"} <= set(kinds)
     # one study-layout table per attack x series: FGSM twice (torch full set, ART subset), never pooled
-    attack_tables = [(m["attack"], m["series"]) for m, _, _ in tables if m["kind"] == "attack"]
+    attack_tables = [(m["attack"], m["series"]) for m, _, _ in tables
+                     if m["kind"] == "attack" and m["attack"] != "worst_case"]
+    # the worst case (its own rows, checked in test_robustness) has its tables too, never the cells' series
+    assert any(m["kind"] == "attack" and m["attack"] == "worst_case" for m, _, _ in tables)
     assert sorted(attack_tables) == sorted(set(zip(res["attack"], res["series"])))
     assert sum(a == "fgsm" for a, _ in attack_tables) == 2
     checked = 0
     for meta, header, rows in tables:
+        if meta.get("attack") == "worst_case":
+            continue
         if meta["kind"] == "clean":
             for r in rows:
                 corpus, lang = _source(r[0])
@@ -217,60 +228,82 @@ def test_split_is_stated_first_and_tables_match_the_results(run, report):
                 checked += 1
         if meta["kind"] == "attack":
             part = res[(res.attack == meta["attack"]) & (res.series == meta["series"])]
+            assert [r[0] for r in rows[:2]] == ["n (samples)", "clean (same samples)"]
             for r in rows:
                 for k, col in enumerate(header[1:], start=1):
                     if col.startswith("time"):
-                        if r[0] != "clean (same samples)":
+                        if r[0] not in ("clean (same samples)", "n (samples)"):
                             t = part[part.params == r[0]]["seconds"].iloc[0]
                             assert r[k] == f"{t:.3g}"
                         continue
-                    source, what = col.split(" accuracy ") if " accuracy " in col else col.split(" mean |δ| ")
+                    for marker, key, fmt in ((" robust accuracy ", "robust_accuracy", "{:.3f}"),
+                                             (" accuracy on adversarial examples, as the study ", "adv_accuracy",
+                                              "{:.3f}"),
+                                             (" mean |δ| ", "mean_abs_delta", "{:.4g}")):
+                        if marker in col:
+                            source = col.split(marker)[0]
+                            break
+                    else:
+                        raise AssertionError(col)
                     corpus, lang = _source(source)
                     sel = part[(part.corpus == corpus) & (part.language == lang)]
-                    if r[0] == "clean (same samples)":
-                        if " accuracy " not in col:
+                    if r[0] in ("clean (same samples)", "n (samples)"):
+                        if key != "robust_accuracy":
+                            assert r[k] == "–"
                             continue
-                        vals = [f"{sel[sel.group == g]['clean_accuracy'].iloc[0]:.3f}" for g in ("All", "Male", "Female")]
+                        col_, f_ = ("clean_accuracy", "{:.3f}") if r[0].startswith("clean") else ("n", "{:d}")
+                        vals = [f_.format(sel[sel.group == g][col_].iloc[0]) for g in ("All", "Male", "Female")]
                     else:
                         s = sel[sel.params == r[0]]
-                        key, fmt = ("adv_accuracy", "{:.3f}") if " accuracy " in col else ("mean_abs_delta", "{:.4g}")
                         vals = [fmt.format(s[s.group == g][key].iloc[0]) for g in ("All", "Male", "Female")]
                     assert r[k] == " / ".join(vals), (meta, r[0], col)
                     checked += 1
         if meta["kind"] == "attack_ci":
             part = res[(res.attack == meta["attack"]) & (res.series == meta["series"])]
+            col = {c: i for i, c in enumerate(header)}
             for r in rows:
                 corpus, lang = _source(r[1])
                 x = part[(part.params == r[0]) & (part.corpus == corpus) & (part.language == lang) & (part.group == r[2])]
                 assert len(x) == 1 and int(r[3]) == x["n"].iloc[0]
-                assert _first_number(r[4]) == f"{x['clean_accuracy'].iloc[0]:.3f}"
-                assert _first_number(r[5]) == f"{x['adv_accuracy'].iloc[0]:.3f}"
-                lo, hi = map(float, re.findall(r"\[(.+), (.+)\]", r[5])[0])
-                assert lo <= x["adv_accuracy"].iloc[0] + 1e-9 and x["adv_accuracy"].iloc[0] <= hi + 1e-9
+                assert _first_number(r[col["clean accuracy [95% CI]"]]) == f"{x['clean_accuracy'].iloc[0]:.3f}"
+                for name, key in (("robust accuracy [95% CI]", "robust_accuracy"),
+                                  ("accuracy on adversarial examples, as the study [95% CI]", "adv_accuracy")):
+                    cell, v = r[col[name]], x[key].iloc[0]
+                    assert _first_number(cell) == f"{v:.3f}"
+                    lo, hi = map(float, re.findall(r"\[(.+), (.+)\]", cell)[0])
+                    assert lo <= v + 1e-9 and v <= hi + 1e-9 and hi > lo
+                assert re.fullmatch(r"(speakers|utterances|segments) \(\d+\)", r[col["CI resamples"]])
                 checked += 1
         if meta["kind"] == "gender_gap":
             part = res[(res.attack == meta["attack"]) & (res.series == meta["series"])]
             for r in rows:
                 corpus, lang = _source(r[1])
                 x = part[(part.params == r[0]) & (part.corpus == corpus) & (part.language == lang)].set_index("group")
-                assert r[3] == f"{x.loc['Male', 'adv_accuracy']:.3f}" and r[4] == f"{x.loc['Female', 'adv_accuracy']:.3f}"
-                gap = float(_first_number(r[5]))
-                assert gap == pytest.approx(x.loc["Male", "adv_accuracy"] - x.loc["Female", "adv_accuracy"], abs=1e-3)
+                assert r[4] == f"{x.loc['Male', 'robust_accuracy']:.3f}"
+                assert r[5] == f"{x.loc['Female', 'robust_accuracy']:.3f}"
+                gap = float(_first_number(r[6]))
+                assert gap == pytest.approx(x.loc["Male", "robust_accuracy"] - x.loc["Female", "robust_accuracy"], abs=1e-3)
+                # one test speaker per gender: no CI, no test, the gap marked descriptive
+                assert r[2] == "1/1" and r[6].endswith("(descriptive)") and r[7] == "–"
                 checked += 1
         if meta["kind"] == "corpus_gap":
             part = res[(res.attack == meta["attack"]) & (res.series == meta["series"]) & (res.group == "All")]
             for r in rows:
                 a, b = r[1].split(" − ")
-                for label, cell in ((a, r[3]), (b, r[4])):
+                for label, cell in ((a, r[4]), (b, r[5])):
                     corpus, lang = _source(label)
                     x = part[(part.params == r[0]) & (part.corpus == corpus) & (part.language == lang)]
-                    assert cell == f"{x['adv_accuracy'].iloc[0]:.3f}"
-                assert r[8] == "same model"  # both languages come from one run
+                    assert cell == f"{x['robust_accuracy'].iloc[0]:.3f}"
+                assert r[9] == "same model"  # both languages come from one run
                 checked += 1
     assert checked > 50
-    # a sentence per attack series on significance, naming the test
-    assert md.count("Fisher's exact test") >= len(attack_tables)
-    assert "McNemar" in md
+    # a sentence per attack series on the gender gap; with one speaker per gender no claim is made
+    assert md.count("no inferential male-female claim") >= len(attack_tables)
+    assert "significant at 5 % in" not in md.split("## How the statistics")[0].replace("no inferential", "")
+    assert "Fisher" not in md and "exact sign test over the" in md
+    assert md.count("accuracy on adversarial examples, as the study") >= len(attack_tables)
+    # no raw HTML in the Markdown but the table comments
+    assert not re.findall(r"<(?!!-- table )[A-Za-z/!]", md)
 
 
 def test_html_has_the_same_tables_and_no_broken_references(report):
@@ -309,7 +342,7 @@ def test_combined_report_labels_runs_and_says_models_differ(combined):
     assert "synthetic (xa) [run]" in md and "synthetic (xa) [leaky-copy]" in md
     assert "the models differ too" in md
     gaps = [r for m, _, rows in md_tables(md) if m["kind"] == "corpus_gap" for r in rows]
-    assert any(r[8] == "different models" for r in gaps) and any(r[8] == "same model" for r in gaps)
+    assert any(r[9] == "different models" for r in gaps) and any(r[9] == "same model" for r in gaps)
     parsed = html_parse((combined / "report.html").read_text())
     imgs = [v for t, v in parsed.refs if t == "img"]
     assert imgs and all((combined / v).is_file() for v in imgs)  # linked, not embedded
@@ -325,6 +358,21 @@ def test_report_errors_are_clear(tmp_path):
 # ------------------------------------------------------------------------------ statistics
 
 
+def test_names_from_data_are_escaped():
+    from seradv.report.render import Heading, Para, Table, to_html, to_markdown
+
+    evil = '<img src=x onerror=alert(1)> [x](javascript:alert(1)) --> *a*'
+    blocks = [Heading(2, evil), Para(evil), Table(["speaker"], [[evil]], caption=evil, meta={"source": evil})]
+    md = to_markdown(blocks)
+    assert "<img" not in md and md.count("-->") == 1  # only the comment's end
+    shown = "\n".join(line for line in md.splitlines() if not line.startswith("<!-- table "))
+    assert not re.search(r"(?<!\\)\]\(", shown)  # no link: every "]" before "(" is escaped
+    meta, header, rows = md_tables(md)[0]
+    assert meta == {"source": evil} and rows == [[evil]]
+    page = to_html(blocks, title=evil, root=Path("."))
+    assert "<img" not in page and html_parse(page).tables[0][2] == [[evil]]
+
+
 def test_bootstrap_ci_known_cases():
     ones = stats.bootstrap_ci(np.ones(40))
     assert (ones.value, ones.lo, ones.hi) == (1.0, 1.0, 1.0)
@@ -333,7 +381,9 @@ def test_bootstrap_ci_known_cases():
     # the normal approximation: 0.5 +- 1.96 * sqrt(0.25 / 100) = [0.402, 0.598]
     assert half.lo == pytest.approx(0.402, abs=0.02) and half.hi == pytest.approx(0.598, abs=0.02)
     assert stats.bootstrap_ci(np.tile([0, 1], 50), seed=3) == stats.bootstrap_ci(np.tile([0, 1], 50), seed=3)
-    assert stats.proportion_ci(30, 100) == stats.bootstrap_ci(np.r_[np.ones(30), np.zeros(70)])
+    # a proportion known by its counts: the exact interval (never [0, 0] for 0/n)
+    assert (stats.proportion_ci(30, 100).lo, stats.proportion_ci(30, 100).hi) == pytest.approx(stats.clopper_pearson(30, 100))
+    assert stats.proportion_ci(0, 64).hi == pytest.approx(1 - 0.025 ** (1 / 64))
     assert stats.bootstrap_ci([]).fmt() == "n/a"
     assert half.fmt() == f"0.500 [{half.lo:.3f}, {half.hi:.3f}]"
     with pytest.raises(ParameterError, match="n_boot"):

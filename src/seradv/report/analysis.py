@@ -1,8 +1,15 @@
-"""Numbers of the report: per-cell accuracies with CIs, gender gaps and corpus gaps with tests.
+"""Numbers of the report: per-cell robust accuracy with CIs, gender gaps and corpus gaps with tests.
 
-Every accuracy shown comes from the results table (``attacks/cells/*.json``, the rows of
-``results.csv``); the intervals and tests come from the per-sample results of the same cell
-(``cells/<id>.samples.csv``), restricted to the same corpus, language and gender. Rows of
+The headline of every attack row is the **robust accuracy** (:func:`seradv.robustness.robust_flags`:
+correct before the attack, attacked, and never fooled); the study's "accuracy on adversarial
+examples" (``adv_accuracy``) stays as a labelled secondary number. Every accuracy shown comes
+from the results table (``attacks/cells/*.json``); results of older runs without
+``robust_accuracy`` get it from the per-sample files (``cells/<id>.samples.csv``), or are
+marked unavailable when there is none. Intervals and tests come from the per-sample results
+of the same cell, restricted to the same corpus, language and gender, at the right unit
+(:mod:`seradv.report.stats`): CIs resample speakers (``speaker`` split, at least
+``MIN_CLUSTERS`` of them) or utterances; gender and corpus comparisons resample and permute
+speakers, and are refused with fewer than ``MIN_GROUP_SPEAKERS`` speakers per group. Rows of
 different series (backend, attacked samples, seed, early stop) are never pooled.
 """
 
@@ -18,11 +25,13 @@ import pandas as pd
 from seradv.evaluation import GROUPS
 from seradv.report import stats
 from seradv.report.data import RunData, attack_order
+from seradv.robustness import robust_flags
 
 log = logging.getLogger(__name__)
 
 __all__ = ["clean_stats", "clean_gender_gaps", "clean_corpus_gaps", "attack_stats", "gender_gaps", "corpus_gaps",
-           "strength_key", "strongest", "ordered_settings", "group_samples"]
+           "strength_key", "strongest", "ordered_settings", "group_samples", "ci_units", "choose_unit",
+           "speaker_gap"]
 
 _PREFERRED = ("eps", "th", "theta", "max_iter", "binary_search_steps", "initial_const")
 
@@ -34,62 +43,129 @@ def group_samples(samples: pd.DataFrame, corpus: str, language: str, group: str)
     return part if g is None else part[part["gender"] == g]
 
 
+# ----------------------------------------------------------------------------- units
+
+
+def ci_units(split: str) -> tuple[str, ...]:
+    """The units an accuracy's CI may resample, first choice first.
+
+    ``speaker`` split: the test speakers are new to the model, so the interval is over new
+    speakers; ``paper`` split: the speakers (and copies of every utterance) are shared with
+    training, so the interval is over new utterances of these speakers.
+    """
+    return ("speaker", "utterance", "segment") if split == "speaker" else ("utterance", "segment")
+
+
+def choose_unit(part: pd.DataFrame, split: str) -> tuple[str, np.ndarray]:
+    """``(unit, cluster ids)`` for the CIs of ``part``: speakers when there are at least
+    ``stats.MIN_CLUSTERS`` (speaker split), else utterances (at least 2), else segments."""
+    for unit in ci_units(split):
+        if unit == "segment":
+            break
+        if unit in part:
+            ids = part[unit].astype(str).to_numpy()
+            need = stats.MIN_CLUSTERS if unit == "speaker" else 2
+            if len(set(ids)) >= need:
+                return unit, ids
+    return "segment", np.arange(len(part)).astype(str)
+
+
+def _speakers(part: pd.DataFrame) -> np.ndarray:
+    if "speaker" in part:
+        return part["speaker"].astype(str).to_numpy()
+    return np.full(len(part), "?")  # no speaker column: one unknown speaker, no inference
+
+
+def speaker_gap(a, spk_a, b, spk_b, *, labels: tuple[str, str], n_boot: int = stats.N_BOOT, seed: int = 0,
+                n_perm: int = 5000) -> dict:
+    """``mean(a) - mean(b)`` of two groups of speakers, resampling and permuting speakers.
+
+    Returns ``gap``, ``gap_lo``, ``gap_hi``, ``p_perm`` (``nan`` when refused), the speaker
+    counts and ``refusal`` (``""``, or why there is no inference:
+    :func:`seradv.report.stats.comparison_refusal`).
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    na, nb = len(set(np.asarray(spk_a))), len(set(np.asarray(spk_b)))
+    out = {"spk_a": na, "spk_b": nb, "gap": float(a.mean() - b.mean()) if a.size and b.size else float("nan"),
+           "gap_lo": float("nan"), "gap_hi": float("nan"), "p_perm": float("nan"), "refusal": ""}
+    if not a.size or not b.size:
+        out["refusal"] = "a group has no sample"
+        return out
+    why = stats.comparison_refusal(na, nb, labels)
+    if why is not None:
+        out["refusal"] = why
+        return out
+    # speaker ids of the two groups kept apart (two corpora may reuse an id)
+    ga = np.char.add("a:", np.asarray(spk_a).astype(str))
+    gb = np.char.add("b:", np.asarray(spk_b).astype(str))
+    ci = stats.cluster_gap_ci(a, ga, b, gb, n_boot=n_boot, seed=seed, unit="speaker")
+    out.update(gap_lo=ci.lo, gap_hi=ci.hi, p_perm=stats.cluster_permutation_test(a, ga, b, gb, n_perm=n_perm, seed=seed))
+    return out
+
+
 # ----------------------------------------------------------------------------- clean
 
 
 def clean_stats(run: RunData, *, n_boot: int = stats.N_BOOT, seed: int = 0) -> pd.DataFrame:
-    """``metrics.csv`` with a bootstrap CI of each accuracy (from ``predictions.csv``)."""
+    """``metrics.csv`` with a CI of each accuracy (from ``predictions.csv``, by speaker or utterance)."""
     m = run.metrics.copy()
-    lo, hi = [], []
+    lo, hi, unit, nc = [], [], [], []
     for r in m.itertuples():
         if run.predictions is None:
-            ci = stats.proportion_ci(int(round(r.accuracy * r.n)), int(r.n), n_boot=n_boot, seed=seed)
+            ci = stats.proportion_ci(int(round(r.accuracy * r.n)), int(r.n))
         else:
             part = group_samples(run.predictions, r.corpus, r.language, r.group)
-            ci = stats.bootstrap_ci(part["correct"].astype(bool).to_numpy(), n_boot=n_boot, seed=seed)
+            u, ids = choose_unit(part, run.info.get("split", ""))
+            ci = stats.cluster_ci(part["correct"].astype(bool).to_numpy(), ids, n_boot=n_boot, seed=seed, unit=u)
         lo.append(ci.lo)
         hi.append(ci.hi)
-    return m.assign(acc_lo=lo, acc_hi=hi)
+        unit.append(ci.unit or "counts")
+        nc.append(ci.n_clusters)
+    return m.assign(acc_lo=lo, acc_hi=hi, ci_unit=unit, n_clusters=nc)
 
 
-def clean_gender_gaps(run: RunData, *, n_boot: int = stats.N_BOOT, seed: int = 0) -> pd.DataFrame:
-    """Male minus female clean accuracy per source, bootstrap CI, Fisher's exact test."""
+def clean_gender_gaps(run: RunData, *, n_boot: int = stats.N_BOOT, seed: int = 0,
+                      n_perm: int = 5000) -> pd.DataFrame:
+    """Male minus female clean accuracy per source: speakers resampled and permuted."""
     rows = []
     if run.predictions is None:
         return pd.DataFrame(rows)
     p = run.predictions
     for (corpus, language, source), part in p.groupby(["corpus", "language", "source"], sort=True):
-        m = part.loc[part["gender"] == "m", "correct"].astype(bool).to_numpy()
-        f = part.loc[part["gender"] == "f", "correct"].astype(bool).to_numpy()
-        if not len(m) or not len(f):
+        pm, pf = part[part["gender"] == "m"], part[part["gender"] == "f"]
+        if pm.empty or pf.empty:
             continue
-        gap = stats.gap_ci(m, f, n_boot=n_boot, seed=seed)
-        rows.append({"source": source, "n_male": len(m), "n_female": len(f), "acc_male": m.mean(),
-                     "acc_female": f.mean(), "gap": gap.value, "gap_lo": gap.lo, "gap_hi": gap.hi,
-                     "p_fisher": stats.fisher_exact_gap(m, f)})
+        m, f = pm["correct"].astype(bool).to_numpy(), pf["correct"].astype(bool).to_numpy()
+        g = speaker_gap(m, _speakers(pm), f, _speakers(pf), labels=("male", "female"), n_boot=n_boot, seed=seed,
+                        n_perm=n_perm)
+        rows.append({"source": source, "n_male": len(m), "n_female": len(f), "spk_male": g["spk_a"],
+                     "spk_female": g["spk_b"], "acc_male": m.mean(), "acc_female": f.mean(), "gap": g["gap"],
+                     "gap_lo": g["gap_lo"], "gap_hi": g["gap_hi"], "p_perm": g["p_perm"], "refusal": g["refusal"]})
     return pd.DataFrame(rows)
 
 
-def clean_corpus_gaps(runs: list[RunData], *, n_boot: int = stats.N_BOOT, seed: int = 0) -> pd.DataFrame:
+def clean_corpus_gaps(runs: list[RunData], *, n_boot: int = stats.N_BOOT, seed: int = 0,
+                      n_perm: int = 5000) -> pd.DataFrame:
     """Pairwise clean-accuracy differences between the sources (corpora / languages) of all runs.
 
-    Independent samples: bootstrap CI per source, Fisher's exact test, Holm over the pairs.
+    Independent groups of speakers: speakers resampled and permuted, Holm over the pairs.
     """
     groups = []
     for run in runs:
         if run.predictions is None:
             continue
         for source, part in run.predictions.groupby("source", sort=True):
-            groups.append((run.name, source, part["correct"].astype(bool).to_numpy()))
+            groups.append((run.name, source, part["correct"].astype(bool).to_numpy(), _speakers(part)))
     rows = []
-    for (ra, sa, a), (rb, sb, b) in itertools.combinations(groups, 2):
-        gap = stats.gap_ci(a, b, n_boot=n_boot, seed=seed)
-        rows.append({"source_a": sa, "source_b": sb, "n_a": len(a), "n_b": len(b), "acc_a": float(a.mean()),
-                     "acc_b": float(b.mean()), "gap": gap.value, "gap_lo": gap.lo, "gap_hi": gap.hi,
-                     "p_fisher": stats.fisher_exact_gap(a, b), "same_model": ra == rb})
+    for (ra, sa, a, ga), (rb, sb, b, gb) in itertools.combinations(groups, 2):
+        g = speaker_gap(a, ga, b, gb, labels=(sa, sb), n_boot=n_boot, seed=seed, n_perm=n_perm)
+        rows.append({"source_a": sa, "source_b": sb, "n_a": len(a), "n_b": len(b), "spk_a": g["spk_a"],
+                     "spk_b": g["spk_b"], "acc_a": float(a.mean()), "acc_b": float(b.mean()), "gap": g["gap"],
+                     "gap_lo": g["gap_lo"], "gap_hi": g["gap_hi"], "p_perm": g["p_perm"], "refusal": g["refusal"],
+                     "same_model": ra == rb})
     out = pd.DataFrame(rows)
     if not out.empty:
-        out["p_holm"] = stats.holm(out["p_fisher"].to_numpy())
+        out["p_holm"] = stats.holm(out["p_perm"].to_numpy())
     return out
 
 
@@ -127,55 +203,112 @@ def ordered_settings(rows: pd.DataFrame) -> list[str]:
     return sorted(pjs, key=lambda p: (_params(p)[key], str(labels[p])))
 
 
-def strongest(rows: pd.DataFrame) -> str:
-    """``params_json`` of the setting with the lowest accuracy under attack (group All),
-    averaged over the sources of ``rows`` (one attack series); ties go to the later setting."""
+def strongest(rows: pd.DataFrame) -> str | None:
+    """``params_json`` of the setting with the lowest **robust accuracy** (group All), averaged
+    over the sources of ``rows`` (one attack series); ties go to the later setting. ``None``
+    when no setting has a robust accuracy (old results without per-sample files): the study's
+    accuracy on adversarial examples is never used in its place."""
     allr = rows[rows["group"] == "All"]
-    mean = allr.groupby("params_json", sort=False)["adv_accuracy"].mean()
-    order = ordered_settings(allr)
+    mean = allr.groupby("params_json", sort=False)["robust_accuracy"].mean()
+    order = [p for p in ordered_settings(allr) if np.isfinite(mean.get(p, np.nan))]
+    if not order:
+        return None
     return min(reversed(order), key=lambda p: mean[p])
 
 
 # ----------------------------------------------------------------------------- attacks
 
+_ATTACK_COLS = ("robust_lo", "robust_hi", "robust_from", "clean_lo", "clean_hi", "adv_lo", "adv_hi", "drop",
+                "drop_lo", "drop_hi", "p_sign", "ci_unit", "n_clusters", "n_speakers", "ci_method", "check")
+
+
+def _row_samples(run: RunData, row) -> pd.DataFrame | None:
+    attack = row["attack"] if isinstance(row, pd.Series) else row.attack
+    if attack == "worst_case":
+        return run.worst_case_samples(row if isinstance(row, pd.Series) else run.results.loc[row.Index])
+    return run.samples(row["cell_id"] if isinstance(row, pd.Series) else row.cell_id)
+
+
+def _fin(v) -> bool:
+    try:
+        return bool(np.isfinite(float(v)))
+    except (TypeError, ValueError):
+        return False
+
 
 def attack_stats(runs: list[RunData], *, n_boot: int = stats.N_BOOT, seed: int = 0) -> pd.DataFrame:
-    """One row per results row (run x cell x source x group) with CIs and McNemar's test.
+    """One row per results row (run x cell x source x group) with CIs and a paired test.
 
-    Adds ``clean_lo/hi``, ``adv_lo/hi`` (bootstrap CIs of the accuracies), ``drop`` with
-    ``drop_lo/hi`` (paired bootstrap of clean minus attacked correctness) and ``p_mcnemar``;
-    ``check`` is ``"ok"`` when the per-sample file reproduces the table's accuracy.
+    Fills ``robust_accuracy``, ``n_clean_correct``, ``n_not_attacked`` and ``success_rate``
+    from the per-sample file where the results table lacks them (``robust_from``: ``results``,
+    ``per-sample file`` or ``unavailable``). Adds ``robust_lo/hi``, ``clean_lo/hi``,
+    ``adv_lo/hi`` (CIs over ``ci_unit`` clusters, :func:`choose_unit`), ``drop`` = clean minus
+    robust accuracy (the share of samples correct before and broken by the attack) with
+    ``drop_lo/hi``, and ``p_sign`` (exact sign test over the same clusters, paired); ``check``
+    is ``"ok"`` when the per-sample file reproduces the table's accuracies.
     """
     frames = []
     for run in runs:
         res = run.results
         if res.empty:
             continue
-        add = {k: [] for k in ("clean_lo", "clean_hi", "adv_lo", "adv_hi", "drop", "drop_lo", "drop_hi",
-                               "p_mcnemar", "check")}
-        for r in res.itertuples():
-            samples = (run.worst_case_samples(res.loc[r.Index]) if r.attack == "worst_case"
-                       else run.samples(r.cell_id))
-            part = None if samples is None else group_samples(samples, r.corpus, r.language, r.group)
-            if part is None or len(part) != r.n:
-                k_c, k_a = int(round(r.clean_accuracy * r.n)), int(round(r.adv_accuracy * r.n))
-                c = stats.proportion_ci(k_c, int(r.n), n_boot=n_boot, seed=seed)
-                a = stats.proportion_ci(k_a, int(r.n), n_boot=n_boot, seed=seed)
-                vals = [c.lo, c.hi, a.lo, a.hi, r.clean_accuracy - r.adv_accuracy, np.nan, np.nan, np.nan,
-                        "no per-sample file: CIs from counts, no paired statistics"]
+        res = res.copy()
+        split = run.info.get("split", "")
+        add = {k: [] for k in _ATTACK_COLS}
+        for idx in res.index:
+            r = res.loc[idx]
+            samples = _row_samples(run, run.results.loc[idx])
+            part = None if samples is None else group_samples(samples, r["corpus"], r["language"], r["group"])
+            n = int(r["n"])
+            have_robust = _fin(r.get("robust_accuracy"))
+            if part is None or len(part) != n:
+                c = stats.proportion_ci(int(round(r["clean_accuracy"] * n)), n)
+                a = stats.proportion_ci(int(round(r["adv_accuracy"] * n)), n)
+                if have_robust:
+                    rb = stats.proportion_ci(int(round(r["robust_accuracy"] * n)), n)
+                    drop = float(r["clean_accuracy"] - r["robust_accuracy"])
+                else:
+                    rb = stats.Estimate(float("nan"), float("nan"), float("nan"))
+                    drop = float("nan")
+                vals = {"robust_lo": rb.lo, "robust_hi": rb.hi,
+                        "robust_from": "results" if have_robust else "unavailable",
+                        "clean_lo": c.lo, "clean_hi": c.hi, "adv_lo": a.lo, "adv_hi": a.hi, "drop": drop,
+                        "drop_lo": np.nan, "drop_hi": np.nan, "p_sign": np.nan, "ci_unit": "counts",
+                        "n_clusters": n, "n_speakers": np.nan, "ci_method": c.method,
+                        "check": ("no per-sample file: intervals from counts (Clopper-Pearson, samples taken as "
+                                  "independent), no paired statistics"
+                                  + ("" if have_robust else "; robust accuracy unavailable"))}
             else:
-                yc = (part["pred_clean"] == part["label"]).to_numpy()
-                ya = (part["pred_adv"] == part["label"]).to_numpy()
-                c = stats.bootstrap_ci(yc, n_boot=n_boot, seed=seed)
-                a = stats.bootstrap_ci(ya, n_boot=n_boot, seed=seed)
-                d = stats.paired_diff_ci(yc, ya, n_boot=n_boot, seed=seed)
-                ok = abs(yc.mean() - r.clean_accuracy) < 1e-9 and abs(ya.mean() - r.adv_accuracy) < 1e-9
-                vals = [c.lo, c.hi, a.lo, a.hi, d.value, d.lo, d.hi, stats.mcnemar_exact(yc, ya),
-                        "ok" if ok else "per-sample file disagrees with the results table"]
+                label = part["label"].to_numpy()
+                yc = part["pred_clean"].to_numpy() == label
+                ya = part["pred_adv"].to_numpy() == label
+                yr = robust_flags(part)
+                attacked = part["attacked"].astype(bool).to_numpy() if "attacked" in part else np.ones(len(part), bool)
+                unit, ids = choose_unit(part, split)
+                kw = {"n_boot": n_boot, "seed": seed, "unit": unit}
+                c, a, rb = stats.cluster_ci(yc, ids, **kw), stats.cluster_ci(ya, ids, **kw), stats.cluster_ci(yr, ids, **kw)
+                d = stats.cluster_ci(yc & ~yr, ids, **kw)
+                ok = abs(yc.mean() - r["clean_accuracy"]) < 1e-9 and abs(ya.mean() - r["adv_accuracy"]) < 1e-9
+                if have_robust:
+                    ok = ok and abs(yr.mean() - r["robust_accuracy"]) < 1e-9
+                else:
+                    res.loc[idx, "robust_accuracy"] = float(yr.mean())
+                for col, v in (("n_clean_correct", int(yc.sum())), ("n_not_attacked", int((~attacked).sum())),
+                               ("success_rate", float(np.mean(~yr[yc & attacked])) if (yc & attacked).any()
+                                else float("nan"))):
+                    if not _fin(r.get(col)):
+                        res.loc[idx, col] = v
+                vals = {"robust_lo": rb.lo, "robust_hi": rb.hi,
+                        "robust_from": "results" if have_robust else "per-sample file",
+                        "clean_lo": c.lo, "clean_hi": c.hi, "adv_lo": a.lo, "adv_hi": a.hi, "drop": d.value,
+                        "drop_lo": d.lo, "drop_hi": d.hi, "p_sign": stats.cluster_sign_test(yc, yr, ids),
+                        "ci_unit": unit, "n_clusters": rb.n_clusters, "n_speakers": len(set(_speakers(part))),
+                        "ci_method": rb.method,
+                        "check": "ok" if ok else "per-sample file disagrees with the results table"}
                 if not ok:
-                    log.warning("%s %s: samples.csv disagrees with the results table", run.name, r.cell_id)
-            for k, v in zip(add, vals):
-                add[k].append(v)
+                    log.warning("%s %s: samples.csv disagrees with the results table", run.name, r["cell_id"])
+            for k in add:
+                add[k].append(vals[k])
         frames.append(res.assign(**add))
     if not frames:
         return pd.DataFrame()
@@ -185,34 +318,67 @@ def attack_stats(runs: list[RunData], *, n_boot: int = stats.N_BOOT, seed: int =
         .drop(columns="_o").reset_index(drop=True)
 
 
-def _correct(run: RunData, row: pd.Series, gender: str | None) -> tuple[np.ndarray, np.ndarray] | None:
-    samples = run.worst_case_samples(row) if row["attack"] == "worst_case" else run.samples(row["cell_id"])
+def _outcomes(run: RunData, row: pd.Series, gender: str | None) -> pd.DataFrame | None:
+    """Per sample of one results row's cell and source (and gender): ``speaker``, ``clean``
+    (correct before), ``adv`` (correct at the end), ``robust``, ``attacked``."""
+    samples = _row_samples(run, row)
     if samples is None:
         return None
     group = {None: "All", "m": "Male", "f": "Female"}[gender]
     part = group_samples(samples, row["corpus"], row["language"], group)
-    return ((part["pred_clean"] == part["label"]).to_numpy(), (part["pred_adv"] == part["label"]).to_numpy())
+    label = part["label"].to_numpy()
+    return pd.DataFrame({
+        "speaker": _speakers(part),
+        "clean": part["pred_clean"].to_numpy() == label,
+        "adv": part["pred_adv"].to_numpy() == label,
+        "robust": robust_flags(part),
+        "attacked": part["attacked"].astype(bool).to_numpy() if "attacked" in part else np.ones(len(part), bool),
+    })
 
 
 def _with_holm(rows: list[dict]) -> pd.DataFrame:
-    """The gap rows as a table with ``p_holm``: Fisher's p-values Holm-adjusted within each
-    (attack, series)."""
+    """The gap rows as a table with ``p_holm``: the speaker-permutation p-values of the robust
+    accuracy Holm-adjusted within each (attack, series); refused comparisons stay ``nan``."""
     out = pd.DataFrame(rows)
     if out.empty:
         return out
     out["p_holm"] = np.nan
     for _, idx in out.groupby(["attack", "series"]).groups.items():
-        out.loc[idx, "p_holm"] = stats.holm(out.loc[idx, "p_fisher"].to_numpy())
+        out.loc[idx, "p_holm"] = stats.holm(out.loc[idx, "p_perm"].to_numpy())
     return out
+
+
+def _gap_pair(x: pd.DataFrame, y: pd.DataFrame, labels: tuple[str, str], n_boot: int, seed: int,
+              n_perm: int) -> dict:
+    """Robust-accuracy gap and success-rate gap (among clean-correct, attacked samples) of two
+    groups of speakers, with the study-style accuracies beside them (descriptive)."""
+    g = speaker_gap(x["robust"], x["speaker"], y["robust"], y["speaker"], labels=labels, n_boot=n_boot,
+                    seed=seed, n_perm=n_perm)
+    xs, ys = x[x["clean"] & x["attacked"]], y[y["clean"] & y["attacked"]]
+    if len(xs) and len(ys):
+        s = speaker_gap(~xs["robust"], xs["speaker"], ~ys["robust"], ys["speaker"], labels=labels, n_boot=n_boot,
+                        seed=seed, n_perm=n_perm)
+    else:
+        s = {"gap": np.nan, "gap_lo": np.nan, "gap_hi": np.nan, "p_perm": np.nan}
+    return {"spk_a": g["spk_a"], "spk_b": g["spk_b"],
+            "robust_a": float(x["robust"].mean()), "robust_b": float(y["robust"].mean()),
+            "gap": g["gap"], "gap_lo": g["gap_lo"], "gap_hi": g["gap_hi"], "p_perm": g["p_perm"],
+            "refusal": g["refusal"],
+            "success_a": float((~xs["robust"]).mean()) if len(xs) else np.nan,
+            "success_b": float((~ys["robust"]).mean()) if len(ys) else np.nan,
+            "sr_gap": s["gap"], "sr_gap_lo": s["gap_lo"], "sr_gap_hi": s["gap_hi"], "p_perm_sr": s["p_perm"],
+            "adv_a": float(x["adv"].mean()), "adv_b": float(y["adv"].mean())}
 
 
 def gender_gaps(runs: list[RunData], table: pd.DataFrame, *, n_boot: int = stats.N_BOOT,
                 seed: int = 0, n_perm: int = 5000) -> pd.DataFrame:
-    """Male minus female accuracy under attack per cell and source.
+    """Male minus female **robust accuracy** per cell and source, and the gap in the success
+    rate among clean-correct attacked samples.
 
-    Independent groups: bootstrap CI resampling each gender on its own, Fisher's exact test;
-    the gap in the drop (clean minus attacked) with a permutation test. ``p_holm`` adjusts
-    Fisher's p-values over every (setting, source) of one attack series.
+    A comparison of speakers: speakers resampled (CI) and permuted (p) between the genders,
+    none with fewer than ``MIN_GROUP_SPEAKERS`` speakers per gender (``refusal`` says why).
+    ``p_holm`` adjusts the robust-accuracy p-values over every (setting, source) of one
+    attack series. ``adv_male``/``adv_female``: the study's accuracy (descriptive).
     """
     by_run = {r.name: r for r in runs}
     rows = []
@@ -222,30 +388,26 @@ def gender_gaps(runs: list[RunData], table: pd.DataFrame, *, n_boot: int = stats
     for r in allr.itertuples():
         run = by_run[r.run]
         row = table.loc[r.Index]
-        m, f = _correct(run, row, "m"), _correct(run, row, "f")
-        if m is None or f is None or not len(m[1]) or not len(f[1]):
+        m, f = _outcomes(run, row, "m"), _outcomes(run, row, "f")
+        if m is None or f is None or m.empty or f.empty:
             continue
-        gap = stats.gap_ci(m[1], f[1], n_boot=n_boot, seed=seed)
-        dm, df = m[0].astype(float) - m[1], f[0].astype(float) - f[1]
-        dgap = stats.gap_ci(dm, df, n_boot=n_boot, seed=seed)
+        g = _gap_pair(m, f, ("male", "female"), n_boot, seed, n_perm)
         rows.append({"run": r.run, "attack": r.attack, "series": r.series, "params": r.params,
                      "params_json": r.params_json, "cell_id": r.cell_id, "source": r.source,
-                     "n_male": len(m[1]), "n_female": len(f[1]),
-                     "acc_male": float(m[1].mean()), "acc_female": float(f[1].mean()),
-                     "gap": gap.value, "gap_lo": gap.lo, "gap_hi": gap.hi,
-                     "p_fisher": stats.fisher_exact_gap(m[1], f[1]),
-                     "drop_gap": dgap.value, "drop_gap_lo": dgap.lo, "drop_gap_hi": dgap.hi,
-                     "p_perm": stats.permutation_gap(dm, df, n_perm=n_perm, seed=seed)})
+                     "n_male": len(m), "n_female": len(f),
+                     **{k.replace("_a", "_male").replace("_b", "_female") if k.endswith(("_a", "_b")) else k: v
+                        for k, v in g.items()}})
     return _with_holm(rows)
 
 
 def corpus_gaps(runs: list[RunData], table: pd.DataFrame, *, n_boot: int = stats.N_BOOT,
-                seed: int = 0) -> pd.DataFrame:
-    """Pairwise differences between sources (corpora / languages) at the same setting.
+                seed: int = 0, n_perm: int = 5000) -> pd.DataFrame:
+    """Pairwise differences of **robust accuracy** between sources (corpora / languages) at the
+    same setting (group All), and of the success rate among clean-correct attacked samples.
 
-    Only rows of the same attack, series and parameters are compared (group All). Sources are
-    independent samples: bootstrap CI per source, Fisher's exact test, Holm over the pairs and
-    settings of one attack series. ``same_model`` says whether one model served both.
+    The clusters are the speakers of each corpus (resampled, permuted), none with fewer than
+    ``MIN_GROUP_SPEAKERS`` per corpus; Holm over the pairs and settings of one attack series.
+    ``same_model`` says whether one model served both.
     """
     by_run = {r.name: r for r in runs}
     rows = []
@@ -255,16 +417,12 @@ def corpus_gaps(runs: list[RunData], table: pd.DataFrame, *, n_boot: int = stats
     for (attack, series, pj), grp in allr.groupby(["attack", "series", "params_json"], sort=False):
         recs = list(grp.itertuples())
         for a, b in itertools.combinations(sorted(recs, key=lambda x: x.source), 2):
-            ca = _correct(by_run[a.run], table.loc[a.Index], None)
-            cb = _correct(by_run[b.run], table.loc[b.Index], None)
-            if ca is None or cb is None or not len(ca[1]) or not len(cb[1]):
+            ca = _outcomes(by_run[a.run], table.loc[a.Index], None)
+            cb = _outcomes(by_run[b.run], table.loc[b.Index], None)
+            if ca is None or cb is None or ca.empty or cb.empty:
                 continue
-            gap = stats.gap_ci(ca[1], cb[1], n_boot=n_boot, seed=seed)
+            g = _gap_pair(ca, cb, (a.source, b.source), n_boot, seed, n_perm)
             rows.append({"attack": attack, "series": series, "params": a.params, "params_json": pj,
-                         "source_a": a.source, "source_b": b.source, "n_a": len(ca[1]), "n_b": len(cb[1]),
-                         "acc_a": float(ca[1].mean()), "acc_b": float(cb[1].mean()),
-                         "gap": gap.value, "gap_lo": gap.lo, "gap_hi": gap.hi,
-                         "p_fisher": stats.fisher_exact_gap(ca[1], cb[1]),
+                         "source_a": a.source, "source_b": b.source, "n_a": len(ca), "n_b": len(cb), **g,
                          "same_model": a.run == b.run})
     return _with_holm(rows)
-

@@ -12,6 +12,11 @@ Order of the report: the data split (leaky or not) and the models first, then cl
 performance, an overview of all attacks, one section per attack laid out like the study's
 tables (SPEC.md) with CIs, gender and corpus gaps and their tests, examples to look at and
 listen to, the trust checks, and how the statistics were made.
+
+The headline everywhere is the **robust accuracy** (:func:`seradv.robustness.robust_flags`)
+with its n and its 95 % interval; the study's "accuracy on adversarial examples" is a
+labelled secondary column. Gender and corpus comparisons are comparisons of speakers
+(:mod:`seradv.report.stats`).
 """
 
 from __future__ import annotations
@@ -70,7 +75,31 @@ def _p_eq(p: float) -> str:
 
 
 def _ci(v: float, lo: float, hi: float) -> str:
-    return stats.Estimate(v, lo, hi).fmt() if np.isfinite(v) else DASH
+    if not np.isfinite(v):
+        return DASH
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{v:.3f} [no CI]"
+    return stats.Estimate(v, lo, hi).fmt()
+
+
+UNAVAILABLE = "unavailable"
+"""Shown for a robust accuracy that old results lack and no per-sample file can give."""
+
+
+def _robust_ci(r) -> str:
+    return _ci(r.robust_accuracy, r.robust_lo, r.robust_hi) if np.isfinite(r.robust_accuracy) else UNAVAILABLE
+
+
+def _unit(r) -> str:
+    """``speakers (12)``, ``utterances (40)``, ``counts`` ..."""
+    unit = getattr(r, "ci_unit", "")
+    if unit in ("", "counts") or not isinstance(unit, str):
+        return "counts (independent samples)"
+    return f"{unit}s ({int(r.n_clusters)})"
+
+
+def _n_spk(v) -> str:
+    return str(int(v)) if v is not None and np.isfinite(v) else "?"
 
 
 def _signed_ci(v: float, lo: float, hi: float) -> str:
@@ -136,19 +165,21 @@ def _clean_section(runs: list[RunData], out: Path, n_boot: int, seed: int) -> tu
                                                " (speaker-independent)")
         blocks.append(Heading(3, f"{r.name}: {split}", anchor=f"clean-{slug(r.name)}"))
         rows = [[c.source, c.group, str(int(c.n)), _ci(c.accuracy, c.acc_lo, c.acc_hi), fmt_acc(c.uar),
-                 fmt_acc(c.macro_f1), fmt_acc(c.mean_confidence)] for c in cs.itertuples()]
+                 fmt_acc(c.macro_f1), fmt_acc(c.mean_confidence), _unit(c)] for c in cs.itertuples()]
         blocks.append(Table(["corpus (language)", "group", "n", "accuracy [95% CI]", "UAR", "macro-F1",
-                             "mean confidence"], rows, caption=f"Clean test performance, {r.name} ({split})",
+                             "mean confidence", "CI resamples"], rows,
+                            caption=f"Clean test performance, {r.name} ({split})",
                             meta={"kind": "clean", "run": r.name}))
         gaps = analysis.clean_gender_gaps(r, n_boot=n_boot, seed=seed)
         if not gaps.empty:
-            rows = [[g.source, f"{g.n_male}/{g.n_female}", fmt_acc(g.acc_male), fmt_acc(g.acc_female),
-                     _signed_ci(g.gap, g.gap_lo, g.gap_hi), fmt_p(g.p_fisher),
-                     "yes" if g.p_fisher < 0.05 else "no"] for g in gaps.itertuples()]
-            blocks.append(Table(["corpus (language)", "n male/female", "male", "female", "male − female [95% CI]",
-                                 "p (Fisher exact)", "significant at 5 %"], rows,
-                                caption=f"Clean accuracy, male versus female, {r.name}",
+            rows = [[g.source, f"{g.spk_male}/{g.spk_female}", f"{g.n_male}/{g.n_female}", fmt_acc(g.acc_male),
+                     fmt_acc(g.acc_female), _gap_cell(g.gap, g.gap_lo, g.gap_hi, g.refusal), fmt_p(g.p_perm),
+                     _verdict(g.p_perm, g.refusal)] for g in gaps.itertuples()]
+            blocks.append(Table(["corpus (language)", "speakers male/female", "n male/female", "male", "female",
+                                 "male − female [95% CI]", "p (speaker permutation)", "significant at 5 %"], rows,
+                                caption=f"Clean accuracy, male versus female (a comparison of speakers), {r.name}",
                                 meta={"kind": "clean_gender", "run": r.name}))
+            blocks += _refusal_notes(gaps, "Clean accuracy")
         if r.confusion is not None:
             for source, part in r.confusion.groupby("source", sort=True):
                 cms = {}
@@ -173,6 +204,7 @@ def _clean_section(runs: list[RunData], out: Path, n_boot: int, seed: int) -> tu
         cg = cg.assign(params="clean")
         blocks.append(Heading(3, "Corpora / languages compared (clean)", anchor="clean-corpora"))
         blocks.append(_corpus_table("clean", "clean test set", cg))
+        blocks += _refusal_notes(cg, "Clean accuracy, corpora")
         blocks.append(Bullets([_corpus_sentence("Clean accuracy", cg)]))
     return blocks, frames
 
@@ -185,14 +217,23 @@ def _series_rows(table: pd.DataFrame):
             yield attack, series, a[a["series"] == series]
 
 
+STUDY_ACC = "accuracy on adversarial examples, as the study"
+
+
+def _robust_fmt(v: float) -> str:
+    return fmt_acc(v) if np.isfinite(v) else UNAVAILABLE
+
+
 def _study_table(attack: str, series: str, rows: pd.DataFrame) -> Table:
-    """Rows: parameters; per source: accuracy All / Male / Female and mean |delta| All / Male /
-    Female; per run: time of the cell (s). A first row gives the clean accuracy of the samples."""
+    """Rows: parameters; per source: robust accuracy All / Male / Female, the study's accuracy
+    on adversarial examples All / Male / Female (secondary) and mean |delta| All / Male /
+    Female; per run: time of the cell (s). First rows: n and the clean accuracy of the samples."""
     sources = list(dict.fromkeys(rows.sort_values(["run", "source"])["source"]))
     runs = list(dict.fromkeys(rows.sort_values("run")["run"]))
     cols = ["parameters"]
     for s in sources:
-        cols += [f"{s} accuracy All / Male / Female", f"{s} mean |δ| All / Male / Female"]
+        cols += [f"{s} robust accuracy All / Male / Female", f"{s} {STUDY_ACC} All / Male / Female",
+                 f"{s} mean |δ| All / Male / Female"]
     cols += [f"time (s) {r}" if len(runs) > 1 else "time (s)" for r in runs]
 
     def triple(part: pd.DataFrame, col: str, fmt) -> str:
@@ -204,39 +245,49 @@ def _study_table(attack: str, series: str, rows: pd.DataFrame) -> Table:
 
     out = []
     first = rows[rows["params_json"] == analysis.ordered_settings(rows)[0]]
-    clean = ["clean (same samples)"]
+    n_line, clean = ["n (samples)"], ["clean (same samples)"]
     for s in sources:
-        clean += [triple(first[first["source"] == s], "clean_accuracy", fmt_acc), DASH]
+        n_line += [triple(first[first["source"] == s], "n", lambda v: str(int(v))), DASH, DASH]
+        clean += [triple(first[first["source"] == s], "clean_accuracy", fmt_acc), DASH, DASH]
+    out.append(n_line + [DASH] * len(runs))
     out.append(clean + [DASH] * len(runs))
     for pj in analysis.ordered_settings(rows):
         part = rows[rows["params_json"] == pj]
         line = [str(part["params"].iloc[0])]
         for s in sources:
             p = part[part["source"] == s]
-            line += [triple(p, "adv_accuracy", fmt_acc),
+            line += [triple(p, "robust_accuracy", _robust_fmt), triple(p, "adv_accuracy", fmt_acc),
                      triple(p, "mean_abs_delta", fmt_delta) if "mean_abs_delta" in p and p["mean_abs_delta"].notna().any() else DASH]
         for r in runs:
             t = part.loc[part["run"] == r, "seconds"] if "seconds" in part else pd.Series(dtype=float)
             line.append(fmt_time(float(t.iloc[0])) if len(t) and pd.notna(t.iloc[0]) else DASH)
         out.append(line)
-    return Table(cols, out, caption=f"{_attack_title(attack)}: accuracy under attack and mean |δ| "
-                                    f"(All / Male / Female), time per cell — {series}",
+    return Table(cols, out, caption=f"{_attack_title(attack)}: robust accuracy, the study's accuracy on "
+                                    f"adversarial examples (secondary) and mean |δ| (All / Male / Female), "
+                                    f"time per cell — {series}",
                  meta={"kind": "attack", "attack": attack, "series": series, "sources": sources, "runs": runs})
 
 
 def _ci_table(attack: str, series: str, rows: pd.DataFrame) -> Table:
+    not_attacked = "n_not_attacked" in rows and bool((rows["n_not_attacked"].fillna(0) > 0).any())
     out = []
     for pj in analysis.ordered_settings(rows):
         part = rows[rows["params_json"] == pj].sort_values(["run", "source"], kind="stable")
         for r in part.itertuples():
             if r.group not in GROUP_ORDER:
                 continue
-            out.append([str(r.params), r.source, r.group, str(int(r.n)),
-                        _ci(r.clean_accuracy, r.clean_lo, r.clean_hi), _ci(r.adv_accuracy, r.adv_lo, r.adv_hi),
-                        _signed_ci(r.drop, r.drop_lo, r.drop_hi), fmt_p(r.p_mcnemar)])
-    return Table(["parameters", "corpus (language)", "group", "n", "clean accuracy [95% CI]",
-                  "accuracy under attack [95% CI]", "drop [95% CI] (paired)", "p (McNemar exact)"], out,
-                 caption=f"{_attack_title(attack)}: accuracies with bootstrap 95 % CIs — {series}",
+            line = [str(r.params), r.source, r.group, str(int(r.n)), _n_spk(r.n_speakers),
+                    _ci(r.clean_accuracy, r.clean_lo, r.clean_hi), _robust_ci(r)]
+            if not_attacked:
+                line.append(str(int(r.n_not_attacked)) if np.isfinite(r.n_not_attacked) else "?")
+            line += [_signed_ci(r.drop, r.drop_lo, r.drop_hi), fmt_p(r.p_sign), _unit(r),
+                     _ci(r.adv_accuracy, r.adv_lo, r.adv_hi)]
+            out.append(line)
+    cols = ["parameters", "corpus (language)", "group", "n", "speakers", "clean accuracy [95% CI]",
+            "robust accuracy [95% CI]"] + (["not attacked"] if not_attacked else []) + [
+            "drop clean − robust [95% CI] (paired)", "p (sign test, paired)", "CI resamples",
+            f"{STUDY_ACC} [95% CI]"]
+    return Table(cols, out, caption=f"{_attack_title(attack)}: robust accuracy with 95 % CIs — {series}",
                  meta={"kind": "attack_ci", "attack": attack, "series": series})
 
 
@@ -245,26 +296,64 @@ def _by_setting(frame: pd.DataFrame, settings: list[str], source_col: str) -> pd
     return frame.assign(_r=frame["params_json"].map(rank)).sort_values(["_r", source_col], kind="stable")
 
 
+def _gap_cell(v: float, lo: float, hi: float, refusal: str) -> str:
+    """The gap with its CI, or the gap alone marked descriptive when the comparison is refused."""
+    if not np.isfinite(v):
+        return DASH
+    if refusal:
+        return f"{v:+.3f} (descriptive)"
+    return _signed_ci(v, lo, hi)
+
+
+def _verdict(p: float, refusal: str) -> str:
+    if refusal:
+        return "no test (too few speakers)"
+    return DASH if not np.isfinite(p) else ("yes" if p < 0.05 else "no")
+
+
+def _refusal_notes(frame: pd.DataFrame, what: str) -> list:
+    """One note per distinct refusal reason of a gap table."""
+    reasons = sorted({str(x) for x in frame["refusal"] if isinstance(x, str) and x}) if "refusal" in frame else []
+    return [Para(f"{what}: no inferential comparison for {why}. A gap between groups of speakers is a property "
+                 f"of the speakers; with so few it cannot be told apart from the differences between individual "
+                 f"speakers.", kind="note") for why in reasons]
+
+
 def _gender_table(attack: str, series: str, g: pd.DataFrame) -> Table:
-    out = [[str(r.params), r.source, f"{r.n_male}/{r.n_female}", fmt_acc(r.acc_male), fmt_acc(r.acc_female),
-            _signed_ci(r.gap, r.gap_lo, r.gap_hi), fmt_p(r.p_fisher), fmt_p(r.p_holm),
-            _signed_ci(r.drop_gap, r.drop_gap_lo, r.drop_gap_hi), fmt_p(r.p_perm)] for r in g.itertuples()]
-    return Table(["parameters", "corpus (language)", "n male/female", "male", "female",
-                  "male − female [95% CI]", "p (Fisher exact)", "p (Holm)", "drop male − female [95% CI]",
-                  "p (permutation)"], out,
-                 caption=f"{_attack_title(attack)}: male versus female under attack — {series}",
+    out = [[str(r.params), r.source, f"{r.spk_male}/{r.spk_female}", f"{r.n_male}/{r.n_female}",
+            fmt_acc(r.robust_male), fmt_acc(r.robust_female), _gap_cell(r.gap, r.gap_lo, r.gap_hi, r.refusal),
+            fmt_p(r.p_perm), fmt_p(r.p_holm), f"{fmt_acc(r.success_male)} / {fmt_acc(r.success_female)}",
+            _gap_cell(r.sr_gap, r.sr_gap_lo, r.sr_gap_hi, r.refusal), fmt_p(r.p_perm_sr),
+            f"{fmt_acc(r.adv_male)} / {fmt_acc(r.adv_female)}"] for r in g.itertuples()]
+    return Table(["parameters", "corpus (language)", "speakers male/female", "n male/female", "robust male",
+                  "robust female", "male − female [95% CI]", "p (speaker permutation)", "p (Holm)",
+                  "success rate male / female", "success rate male − female [95% CI]", "p (speaker permutation) ",
+                  f"{STUDY_ACC} male / female"], out,
+                 caption=f"{_attack_title(attack)}: male versus female robust accuracy, and success rate among "
+                         f"clean-correct attacked samples (comparisons of speakers) — {series}",
                  meta={"kind": "gender_gap", "attack": attack, "series": series})
 
 
 def _corpus_table(attack: str, series: str, c: pd.DataFrame) -> Table:
-    out = [[str(r.params), f"{r.source_a} − {r.source_b}", f"{r.n_a}/{r.n_b}", fmt_acc(r.acc_a), fmt_acc(r.acc_b),
-            _signed_ci(r.gap, r.gap_lo, r.gap_hi), fmt_p(r.p_fisher), fmt_p(r.p_holm),
-            "same model" if r.same_model else "different models"] for r in c.itertuples()]
-    what = "Clean accuracy" if attack == "clean" else _attack_title(attack)
-    return Table(["parameters", "corpora (A − B)", "n A/B", "A", "B", "A − B [95% CI]", "p (Fisher exact)",
-                  "p (Holm)", "models"], out,
-                 caption=f"{what}: corpora / languages compared (All) — {series}",
-                 meta={"kind": "corpus_gap" if attack != "clean" else "clean_corpus_gap", "attack": attack,
+    clean = attack == "clean"
+    out = []
+    for r in c.itertuples():
+        line = [str(r.params), f"{r.source_a} − {r.source_b}", f"{r.spk_a}/{r.spk_b}", f"{r.n_a}/{r.n_b}",
+                fmt_acc(r.acc_a if clean else r.robust_a), fmt_acc(r.acc_b if clean else r.robust_b),
+                _gap_cell(r.gap, r.gap_lo, r.gap_hi, r.refusal), fmt_p(r.p_perm), fmt_p(r.p_holm),
+                "same model" if r.same_model else "different models"]
+        if not clean:
+            line += [_gap_cell(r.sr_gap, r.sr_gap_lo, r.sr_gap_hi, r.refusal), fmt_p(r.p_perm_sr),
+                     f"{fmt_acc(r.adv_a)} / {fmt_acc(r.adv_b)}"]
+        out.append(line)
+    what = "Clean accuracy" if clean else f"{_attack_title(attack)}: robust accuracy"
+    cols = ["parameters", "corpora (A − B)", "speakers A/B", "n A/B", "A", "B", "A − B [95% CI]",
+            "p (speaker permutation)", "p (Holm)", "models"]
+    if not clean:
+        cols += ["success rate A − B [95% CI]", "p (speaker permutation) ", f"{STUDY_ACC} A / B"]
+    return Table(cols, out, caption=f"{what}: corpora / languages compared (All; speakers of each corpus "
+                                    f"resampled and permuted) — {series}",
+                 meta={"kind": "corpus_gap" if not clean else "clean_corpus_gap", "attack": attack,
                        "series": series})
 
 
@@ -275,17 +364,26 @@ def _list(items: list[str]) -> str:
 def _gender_sentence(name: str, g: pd.DataFrame) -> str:
     if g.empty:
         return f"{name}: no male-female comparison (a group is missing)."
-    sig = g[g["p_holm"] < 0.05]
-    how = (f"Fisher's exact test on the accuracy under attack, two-sided, Holm-adjusted over the "
-           f"{len(g)} comparison(s) of this series")
+    tested = g[g["refusal"].fillna("") == ""]
+    refused = len(g) - len(tested)
+    skipped = (f" {refused} of {len(g)} comparison(s) have fewer than {stats.MIN_GROUP_SPEAKERS} speakers per "
+               f"gender: no test, the gap is descriptive only." if refused else "")
+    if tested.empty:
+        return (f"{name}: no inferential male-female claim: fewer than {stats.MIN_GROUP_SPEAKERS} speakers per "
+                f"gender in every comparison (a gender gap is a gap between speakers); the robust-accuracy gaps "
+                f"shown are descriptive.")
+    how = (f"permutation test of the robust accuracy permuting speakers between the genders, two-sided, "
+           f"Holm-adjusted over the {len(tested)} tested comparison(s) of this series")
+    sig = tested[tested["p_holm"] < 0.05]
     if sig.empty:
-        return (f"{name}: the male-female difference is not significant at 5 % in any of the {len(g)} "
-                f"comparison(s) ({how}).")
+        return (f"{name}: the male-female difference in robust accuracy is not significant at 5 % in any of the "
+                f"{len(tested)} tested comparison(s) ({how}).{skipped}")
     where = [f"{r.source} {r.params} ({r.gap:+.3f}, {_p_eq(r.p_holm)})" for r in sig.itertuples()]
-    if len(sig) == len(g):
-        return f"{name}: the male-female difference is significant at 5 % in all {len(g)} comparison(s): {_list(where)} ({how})."
-    return (f"{name}: the male-female difference is significant at 5 % for {_list(where)}; "
-            f"not in the other {len(g) - len(sig)} of {len(g)} ({how}).")
+    if len(sig) == len(tested):
+        return (f"{name}: the male-female difference in robust accuracy is significant at 5 % in all "
+                f"{len(tested)} tested comparison(s): {_list(where)} ({how}).{skipped}")
+    return (f"{name}: the male-female difference in robust accuracy is significant at 5 % for {_list(where)}; "
+            f"not in the other {len(tested) - len(sig)} of {len(tested)} ({how}).{skipped}")
 
 
 def _corpus_sentence(name: str, c: pd.DataFrame) -> str:
@@ -296,26 +394,64 @@ def _corpus_sentence(name: str, c: pd.DataFrame) -> str:
               "the same model served these languages, so the model is held fixed"
               if c["same_model"].all() else
               "some pairs share a model, others (other runs) do not: for those the models differ too")
-    sig = c[c["p_holm"] < 0.05]
-    how = f"Fisher's exact test, two-sided, Holm-adjusted over the {len(c)} comparison(s)"
+    what = "clean accuracy" if (c["params"] == "clean").all() else "robust accuracy"
+    tested = c[c["refusal"].fillna("") == ""]
+    refused = len(c) - len(tested)
+    skipped = (f" {refused} of {len(c)} comparison(s) have fewer than {stats.MIN_GROUP_SPEAKERS} speakers per "
+               f"corpus: no test, the gap is descriptive only." if refused else "")
+    if tested.empty:
+        return (f"{name}: no inferential claim about corpora / languages: fewer than {stats.MIN_GROUP_SPEAKERS} "
+                f"speakers per corpus in every comparison; the {what} gaps shown are descriptive; {models}.")
+    how = (f"permutation test of the {what} permuting speakers between the corpora, two-sided, Holm-adjusted "
+           f"over the {len(tested)} tested comparison(s)")
+    sig = tested[tested["p_holm"] < 0.05]
     if sig.empty:
-        return f"{name}: no difference between corpora / languages is significant at 5 % ({how}); {models}."
+        return (f"{name}: no difference in {what} between corpora / languages is significant at 5 % ({how}); "
+                f"{models}.{skipped}")
     where = [f"{r.source_a} vs {r.source_b}" + ("" if r.params == "clean" else f" at {r.params}")
              + f" ({r.gap:+.3f}, {_p_eq(r.p_holm)})" for r in sig.itertuples()]
-    if len(sig) == len(c):
-        return (f"{name}: the difference between corpora / languages is significant at 5 % in all {len(c)} "
-                f"comparison(s): {_list(where)} ({how}); {models}.")
-    return (f"{name}: the difference between corpora / languages is significant at 5 % for {_list(where)}; "
-            f"not in the other {len(c) - len(sig)} of {len(c)} ({how}); {models}.")
+    if len(sig) == len(tested):
+        return (f"{name}: the difference in {what} between corpora / languages is significant at 5 % in all "
+                f"{len(tested)} tested comparison(s): {_list(where)} ({how}); {models}.{skipped}")
+    return (f"{name}: the difference in {what} between corpora / languages is significant at 5 % for "
+            f"{_list(where)}; not in the other {len(tested) - len(sig)} of {len(tested)} ({how}); {models}.{skipped}")
 
 
 def _effect_sentence(name: str, rows: pd.DataFrame) -> str:
-    allr = rows[(rows["group"] == "All") & rows["p_mcnemar"].notna()]
+    allr = rows[(rows["group"] == "All") & rows["p_sign"].notna()]
     if allr.empty:
         return ""
-    sig = allr[(allr["p_mcnemar"] < 0.05) & (allr["drop"] > 0)]
-    return (f"{name}: the attack lowers the accuracy significantly (exact McNemar test, paired, 5 %) in "
-            f"{len(sig)} of {len(allr)} setting x corpus cell(s).")
+    sig = allr[(allr["p_sign"] < 0.05) & (allr["drop"] > 0)]
+    units = sorted({str(u) for u in allr["ci_unit"]})
+    return (f"{name}: the attack breaks significantly many clean-correct samples (robust below clean accuracy; "
+            f"exact sign test over the {' / '.join(u + 's' for u in units)}, paired, 5 %) in {len(sig)} of "
+            f"{len(allr)} setting x corpus cell(s).")
+
+
+def _not_attacked_sentence(name: str, rows: pd.DataFrame) -> str:
+    allr = rows[rows["group"] == "All"]
+    if "n_not_attacked" not in allr or not (allr["n_not_attacked"].fillna(0) > 0).any():
+        return ""
+    worst = allr.loc[allr["n_not_attacked"].fillna(0).idxmax()]
+    return (f"{name}: the attack did not run on some samples (up to {int(worst['n_not_attacked'])} of "
+            f"{int(worst['n'])}, {worst['source']} {worst['params']}; e.g. no adversarial start was found for a "
+            f"decision-based attack): such samples are counted as not robust, so the robust accuracy is a "
+            f"lower bound for them.")
+
+
+def _n_of(rows: pd.DataFrame) -> str:
+    """``n = 40 (xa: 20, xb: 20)``: the samples of group All per source of one series."""
+    allr = rows[rows["group"] == "All"]
+    per = allr.groupby("source", sort=True)["n"].max()
+    if len(per) == 1:
+        return f"n = {int(per.iloc[0])} samples"
+    return f"n = {int(per.sum())} samples (" + ", ".join(f"{k}: {int(v)}" for k, v in per.items()) + ")"
+
+
+def _units_of(rows: pd.DataFrame) -> str:
+    allr = rows[rows["group"] == "All"]
+    units = sorted({_unit(r) for r in allr.itertuples()})
+    return ", ".join(units) if units else "?"
 
 
 def _series_short(series: str) -> str:
@@ -335,12 +471,13 @@ def _attack_sections(runs, table, gaps_g, gaps_c, out: Path) -> tuple[list, pd.D
             blocks.append(_study_table(attack, series, rows))
             blocks.append(_ci_table(attack, series, rows))
             key = analysis.strength_key(rows["params_json"])
-            if key is not None:
+            if key is not None and np.isfinite(rows["robust_accuracy"].to_numpy(float)).any():
                 rel = f"figures/strength-{slug(attack)}-{slug(series)}.png"
-                plots.accuracy_vs_strength(rows, key, out / rel, title=f"{attack}: accuracy vs {key} ({series})")
-                blocks.append(Image(rel, f"{attack}: accuracy under attack versus {key}, one line per gender "
-                                         f"(dashed: All; dotted: clean accuracy of the same samples), bootstrap "
-                                         f"95 % CIs; {series}."))
+                plots.accuracy_vs_strength(rows, key, out / rel,
+                                           title=f"{attack}: robust accuracy vs {key} ({series})")
+                blocks.append(Image(rel, f"{attack}: robust accuracy versus {key}, one line per gender (dashed: "
+                                         f"All; dotted: clean accuracy of the same samples), 95 % CIs over "
+                                         f"{_units_of(rows)}; {series}; {_n_of(rows)}."))
             g = gaps_g[(gaps_g["attack"] == attack) & (gaps_g["series"] == series)] if not gaps_g.empty else gaps_g
             c = gaps_c[(gaps_c["attack"] == attack) & (gaps_c["series"] == series)] if not gaps_c.empty else gaps_c
             settings = analysis.ordered_settings(rows)
@@ -350,16 +487,28 @@ def _attack_sections(runs, table, gaps_g, gaps_c, out: Path) -> tuple[list, pd.D
             if not c.empty:
                 c = _by_setting(c, settings, "source_a")
                 blocks.append(_corpus_table(attack, series, c))
-            sentences = [s for s in (_effect_sentence(name, rows), _gender_sentence(name, g),
-                                     _corpus_sentence(name, c)) if s]
+            if not g.empty:
+                blocks += _refusal_notes(g, f"{name}, male versus female")
+            if not c.empty:
+                blocks += _refusal_notes(c, f"{name}, corpora")
+            sentences = [s for s in (_not_attacked_sentence(name, rows), _effect_sentence(name, rows),
+                                     _gender_sentence(name, g), _corpus_sentence(name, c)) if s]
             blocks.append(Bullets(sentences))
             pj = analysis.strongest(rows)
+            if pj is None:
+                blocks.append(Para(f"{name}: the robust accuracy is unavailable (results without robust_accuracy "
+                                   f"and without per-sample files), so no strongest setting is chosen; the study's "
+                                   f"accuracy on adversarial examples is not used in its place.", kind="warning"))
+                continue
             best = rows[(rows["params_json"] == pj) & (rows["group"] == "All")]
             for r in best.itertuples():
                 strongest.append({"attack": attack, "series": series, "run": r.run, "source": r.source,
                                   "params": r.params, "cell_id": r.cell_id, "corpus": r.corpus,
-                                  "language": r.language, "adv_accuracy": r.adv_accuracy, "adv_lo": r.adv_lo,
-                                  "adv_hi": r.adv_hi, "clean_accuracy": r.clean_accuracy,
+                                  "language": r.language, "n": int(r.n), "robust_accuracy": r.robust_accuracy,
+                                  "robust_lo": r.robust_lo, "robust_hi": r.robust_hi, "ci_unit": r.ci_unit,
+                                  "n_clusters": r.n_clusters, "n_not_attacked": r.n_not_attacked,
+                                  "adv_accuracy": r.adv_accuracy, "adv_lo": r.adv_lo, "adv_hi": r.adv_hi,
+                                  "clean_accuracy": r.clean_accuracy,
                                   "label": f"{attack} {r.params}\n{_series_short(series)}"})
             if attack != "worst_case":
                 blocks += _confusion_block(runs, attack, series, best, out)
@@ -388,7 +537,8 @@ def _confusion_block(runs: list[RunData], attack: str, series: str, best: pd.Dat
         rel = f"figures/confusion-{slug(attack)}-{slug(series)}" + (f"-{i}" if i else "") + ".png"
         plots.confusion_pairs(pairs, list(classes), out / rel, title=f"{attack} {params} ({series})")
         blocks.append(Image(rel, f"Per-class confusion on the attacked samples, clean versus {attack} at its "
-                                 f"strongest setting ({params}), one row per corpus; {series}."))
+                                 f"strongest setting ({params}, by robust accuracy), one row per corpus "
+                                 f"(predictions at the end of the attack); {series}; {_n_of(best)}."))
     return blocks
 
 
@@ -398,16 +548,29 @@ def _overview_section(runs, strongest: pd.DataFrame, out: Path) -> list:
         blocks.append(Para("No attack results in this report (run `seradv attack RUN_DIR`)."))
         return blocks
     rel = "figures/strongest.png"
-    plots.strongest_bars(strongest, out / rel, title="Accuracy under attack at each attack's strongest setting")
+    bars = strongest.assign(label=[f"{lab}\nn={n}" for lab, n in zip(strongest["label"], strongest["n"])])
+    plots.strongest_bars(bars, out / rel, title="Robust accuracy at each attack's strongest setting")
     blocks.append(Image(rel, "Every attack (and series: backend, samples, early stop) at its strongest setting, "
-                             "the one with the lowest accuracy (All, averaged over the corpora shown), one bar "
-                             "per corpus with its bootstrap 95 % CI; black tick: clean accuracy of the same "
-                             "samples. Series are never pooled."))
-    rows = [[s.attack, s.series, s.source, s.params, _ci(s.adv_accuracy, s.adv_lo, s.adv_hi),
-             fmt_acc(s.clean_accuracy)] for s in strongest.itertuples()]
-    blocks.append(Table(["attack", "series", "corpus (language)", "strongest setting", "accuracy under attack [95% CI]",
-                         "clean (same samples)"], rows, caption="Strongest setting of each attack",
+                             "the one with the lowest robust accuracy (All, averaged over the corpora shown), one "
+                             "bar per corpus with its 95 % CI (n under each label); black tick: clean accuracy of "
+                             f"the same samples. Series are never pooled. n = {int(strongest['n'].sum())} samples "
+                             f"in all, {len(strongest)} bar(s)."))
+    not_attacked = bool((strongest["n_not_attacked"].fillna(0) > 0).any())
+    rows = []
+    for s in strongest.itertuples():
+        line = [s.attack, s.series, s.source, s.params, str(int(s.n)), _robust_ci(s)]
+        if not_attacked:
+            line.append(str(int(s.n_not_attacked)) if np.isfinite(s.n_not_attacked) else "?")
+        line += [fmt_acc(s.clean_accuracy), _unit(s), _ci(s.adv_accuracy, s.adv_lo, s.adv_hi)]
+        rows.append(line)
+    blocks.append(Table(["attack", "series", "corpus (language)", "strongest setting", "n",
+                         "robust accuracy [95% CI]"] + (["not attacked"] if not_attacked else [])
+                        + ["clean (same samples)", "CI resamples", f"{STUDY_ACC} [95% CI]"], rows,
+                        caption="Strongest setting of each attack (lowest robust accuracy)",
                         meta={"kind": "strongest"}))
+    if not_attacked:
+        blocks.append(Para("'not attacked': samples the attack did not run on (e.g. a decision-based attack "
+                           "without an adversarial start); they are counted as not robust.", kind="note"))
     by_run = {r.name: r for r in runs}
     for source, part in strongest[strongest["attack"] != "worst_case"].groupby("source", sort=True):
         panels = []
@@ -416,13 +579,14 @@ def _overview_section(runs, strongest: pd.DataFrame, out: Path) -> list:
             if s is None:
                 continue
             p = analysis.group_samples(s, r.corpus, r.language, "All")
-            panels.append((f"{r.attack} {r.params}\n{_series_short(r.series)}", p["conf_clean"].to_numpy(),
-                           p["conf_adv"].to_numpy()))
+            panels.append((f"{r.attack} {r.params}\n{_series_short(r.series)}, n={len(p)}",
+                           p["conf_clean"].to_numpy(), p["conf_adv"].to_numpy()))
         if panels:
             rel = f"figures/confidence-{slug(source)}.png"
             plots.confidence_histograms(panels, out / rel, title=f"Top-class confidence before and after, {source}")
             blocks.append(Image(rel, f"{source}: the model's top-class confidence on clean and on attacked "
-                                     f"samples, each attack at its strongest setting."))
+                                     f"samples, each attack at its strongest setting (n per panel in its "
+                                     f"title)."))
     return blocks
 
 
@@ -437,6 +601,8 @@ def _pick_examples(run: RunData, table: pd.DataFrame, n_examples: int) -> list[d
     cands = []
     for attack, series, part in _series_rows(rows):
         pj = analysis.strongest(part)
+        if pj is None:
+            continue
         cid = part.loc[part["params_json"] == pj, "cell_id"].iloc[0]
         if run.adv_path(cid).exists() and run.samples(cid) is not None:
             cands.append({"attack": attack, "series": series, "cell_id": cid,
@@ -587,19 +753,39 @@ def _methods_section(n_boot: int) -> list:
     return [
         Heading(2, "How the statistics were made"),
         Bullets([
-            f"Every accuracy has a percentile bootstrap 95 % CI ({n_boot} resamples of the per-sample results, "
-            f"seed 0).",
-            "Clean versus attacked: the same samples twice, so paired: the drop's CI resamples samples "
-            "together, and the exact McNemar test (binomial test on the discordant pairs) gives its p-value.",
-            "Male versus female, and corpus versus corpus: different samples, so independent groups: each "
-            "group is resampled on its own for the CI of the gap, and Fisher's exact test (two-sided, "
-            "2 x 2 table correct/wrong x group) gives the p-value. The gap in the drop (clean minus attacked, "
-            "per sample) is tested with a two-sided permutation test (5000 shuffles of the group labels).",
+            "Robust accuracy (the headline): a sample is robust when it was classified correctly before the "
+            "attack, the attack ran on it, and it was classified correctly at every iterate the attack watched "
+            "and at the end (seradv.robustness.robust_flags, the AutoAttack convention). Samples the attack did "
+            "not run on are counted as not robust. The study's 'accuracy on adversarial examples' counts a "
+            "sample that was wrong before and moved onto the true class as correct; it is shown as a labelled "
+            "secondary column only. Results of older runs without robust_accuracy get it from their per-sample "
+            "files; where there is none it is 'unavailable', never replaced by the study's accuracy.",
+            "The unit: segments of one utterance (and, in the paper split, its augmented copies) are not "
+            "independent. Intervals of an accuracy resample speakers on a speaker split with at least "
+            f"{stats.MIN_CLUSTERS} test speakers (an interval over new speakers); with fewer speakers, and on "
+            "the paper split (speakers shared with training), they resample utterances (an interval over new "
+            "utterances of these speakers). The 'CI resamples' column names the unit and the number of clusters.",
+            f"Intervals: a percentile bootstrap over the clusters ({n_boot} resamples, seed 0), widened at each end "
+            "to the Wilson score interval at the design-effect sample size (n / deff, deff from the cluster-robust "
+            "variance, at least 1; Student t on clusters - 1 degrees of freedom) where that is wider: the bootstrap "
+            "alone is too narrow with few clusters or near 0 and 1. When every sample is 0 (or 1) the exact "
+            "Clopper-Pearson interval over the clusters is used (0 of C), so 0/n never gets [0, 0]. A proportion "
+            "known only by its counts (no per-sample file) gets Clopper-Pearson over its samples.",
+            "Clean versus attacked: the same samples twice, so paired: the drop (clean minus robust accuracy, "
+            "the share of samples the attack broke) gets the same cluster interval, and an exact sign test over "
+            "the same clusters gives its p-value.",
+            "Male versus female, and corpus versus corpus, are comparisons of speakers: the gap's CI resamples "
+            "the speakers of each group on their own (bootstrap widened to Newcombe's score interval) and its "
+            "p-value comes from a two-sided permutation test that moves whole speakers between the groups "
+            f"(exact enumeration up to 5000 arrangements). With fewer than {stats.MIN_GROUP_SPEAKERS} speakers "
+            "in a group there is no CI and no test: the gap is shown as descriptive only (with 3 + 3 speakers "
+            "the smallest possible p is 0.1). Compared are the robust accuracy and the success rate among "
+            "clean-correct attacked samples, not the study's accuracy on adversarial examples.",
             "Several settings and corpora of one attack series are several tests: p (Holm) is adjusted "
             "with Holm-Bonferroni within each series; the sentences use the adjusted values.",
             "Rows of different series (backend art / torch, full test set / seeded subset, attack seed, "
             "early stop) are never averaged; each is reported on its own. The worst-case rows count a "
-            "sample as robust only if every Linf attack at that eps failed on it.",
+            "sample as robust only if no Linf attack at that eps fooled it.",
             "Where corpora of different runs are compared, the models differ too (one model per run): a gap "
             "is then a property of corpus and model together, not of the language alone.",
             "The time per cell is the attack's wall time on the machine and device of that run, for all of "
@@ -680,8 +866,11 @@ def build_report(
         ver = "?"
     blocks: list = [Heading(1, f"Robustness report: {names}", anchor="top"),
                     Para(f"Made by seradv {ver} on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from "
-                         f"{', '.join(str(d) for d in run_dirs)}. Accuracies are followed by their bootstrap "
-                         f"95 % confidence intervals in brackets; every table is also in stats/*.csv unrounded.")]
+                         f"{', '.join(str(d) for d in run_dirs)}. The headline is the robust accuracy (correct before the "
+                         f"attack and never fooled by it), given with its n and its 95 % confidence interval in "
+                         f"brackets (over speakers or utterances, see the last section); the study's accuracy on "
+                         f"adversarial examples is a labelled secondary column. Every table is also in "
+                         f"stats/*.csv unrounded.")]
     blocks += _runs_section(runs)
     clean_blocks, clean_frames = _clean_section(runs, out, n_boot, seed)
     blocks += clean_blocks

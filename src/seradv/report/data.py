@@ -26,10 +26,11 @@ from seradv.cache import read_json
 from seradv.dataset import read_preprocessing
 from seradv.errors import RunDirError
 from seradv.evaluation import GROUPS
+from seradv.robustness import robust_flags
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunData", "load_run", "load_runs", "attack_order", "GROUP_ORDER"]
+__all__ = ["RunData", "load_run", "load_runs", "attack_order", "GROUP_ORDER", "ROBUST_COLUMNS"]
 
 GROUP_ORDER = tuple(GROUPS)  # ("All", "Male", "Female")
 
@@ -82,18 +83,53 @@ class RunData:
         return cache[cell_id]
 
     def worst_case_samples(self, row: pd.Series) -> pd.DataFrame | None:
-        """Per-sample table of a worst-case row: ``pred_adv`` is the label if every attack failed."""
-        cids = row["members"]
+        """Per-sample table of a worst-case row, written so that :func:`robust_flags` reads its
+        ``robust`` column: ``fooled_any = ~robust``, ``attacked`` true, and ``pred_adv`` the
+        label where the sample survived every member attack at the end (else a wrong label)."""
+        frames = self.__dict__.setdefault("_worst", {})
+        cid = str(row["cell_id"])
+        if cid not in frames:
+            frames[cid] = self._worst_case_frame(row)
+        return frames[cid]
+
+    def _worst_case_frame(self, row: pd.Series) -> pd.DataFrame | None:
+        from seradv import robustness
+
+        cid = str(row["cell_id"])
+        if hasattr(robustness, "worst_case_frames"):  # the grid's own per-sample worst case
+            cache = self.__dict__.get("_worst_frames")
+            if cache is None:
+                base = self.results[self.results["attack"] != "worst_case"] if not self.results.empty else self.results
+                try:
+                    cache = robustness.worst_case_frames(self.run_dir, base)
+                except Exception as exc:  # noqa: BLE001 - report what is readable, say what is not
+                    log.warning("%s: worst case not rebuilt from the per-sample files (%s)", self.name, exc)
+                    cache = {}
+                self.__dict__["_worst_frames"] = cache
+            if cid in cache:
+                base = cache[cid][1].copy()
+                robust = base["robust"].astype(bool).to_numpy()
+                base["attacked"] = True
+                base["fooled_any"] = ~robust
+                return base
+        cids = _members(row.get("members"))
         frames = [self.samples(c) for c in cids]
         if not cids or any(f is None for f in frames):
             return None
         frames = [f.sort_values("segment_id").reset_index(drop=True) for f in frames]
+        if any(not f["segment_id"].equals(frames[0]["segment_id"]) for f in frames):
+            return None
         base = frames[0].copy()
         robust = np.ones(len(base), bool)
+        end_ok = np.ones(len(base), bool)
         for f in frames:
-            robust &= (f["pred_adv"] == f["label"]).to_numpy()
-        # any wrong label stands for "not robust"; the report only compares with ``label``
-        base["pred_adv"] = np.where(robust, base["label"], (base["label"] + 1) % len(self.classes))
+            robust &= robust_flags(f)
+            end_ok &= (f["pred_adv"] == f["label"]).to_numpy()
+        # any wrong label stands for "fooled at the end"; the report only compares with ``label``
+        base["pred_adv"] = np.where(end_ok, base["label"], (base["label"] + 1) % len(self.classes))
+        base["attacked"] = True
+        base["fooled_any"] = ~robust
+        base["robust"] = robust
         return base
 
     def adv_path(self, cell_id: str) -> Path:
@@ -102,6 +138,20 @@ class RunData:
     @cached_property
     def has_features(self) -> bool:
         return Path(self.info.get("feature_cache", "")).is_dir()
+
+
+def _members(value) -> list[str]:
+    """Member cell ids of a worst-case row: a list, or one ``;``-separated string."""
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    if isinstance(value, str) and value:
+        return value.split(";")
+    return []
+
+
+#: Columns of the robust-accuracy results; results of older runs lack them (filled with nan
+#: here, then from the per-sample files by :func:`seradv.report.analysis.attack_stats`).
+ROBUST_COLUMNS = ("robust_accuracy", "n_clean_correct", "n_not_attacked", "success_rate")
 
 
 def _read_csv(path: Path) -> pd.DataFrame | None:
@@ -138,6 +188,9 @@ def _read_results(run_dir: Path) -> tuple[pd.DataFrame, dict[str, dict], list[st
     subset = {cid: _subset_label(run_dir, c.get("subset", "all"), int(c.get("seed", 0))) for cid, c in cells.items()}
     table["subset"] = table["cell_id"].map(subset)
     table["members"] = [[c] for c in table["cell_id"]]
+    for col in ROBUST_COLUMNS:
+        if col not in table:
+            table[col] = np.nan
     wc = worst_case(run_dir, table)
     if not wc.empty:
         wc = wc.copy()
@@ -145,13 +198,19 @@ def _read_results(run_dir: Path) -> tuple[pd.DataFrame, dict[str, dict], list[st
         members, subsets = [], []
         linf = table[table["attack"].isin(["fgsm", "bim", "pgd", "square"])]
         eps_of = linf["params_json"].map(lambda s: json.loads(s).get("eps"))
-        for pj in wc["params_json"]:
-            eps = json.loads(pj)["eps"]
-            cids = sorted(set(linf.loc[eps_of == eps, "cell_id"]))
+        given = wc["members"] if "members" in wc else [None] * len(wc)
+        for pj, have in zip(wc["params_json"], given):
+            cids = _members(have)
+            if not cids:
+                eps = json.loads(pj)["eps"]
+                cids = sorted(set(linf.loc[eps_of == eps, "cell_id"]))
             members.append(cids)
-            subsets.append(subset[cids[0]] if cids else "")
+            subsets.append(subset.get(cids[0], "") if cids else "")
         wc["members"] = members
         wc["subset"] = subsets
+        for col in ROBUST_COLUMNS:
+            if col not in wc:
+                wc[col] = np.nan
         table = pd.concat([table, wc], ignore_index=True)
     csv = run_dir / "attacks" / "results.csv"
     if csv.exists():

@@ -1,7 +1,8 @@
 """Matplotlib figures of the report, drawn without pyplot (no global state, no display).
 
-Every function writes one PNG and returns its path. Accuracies carry their bootstrap 95 %
-intervals as error bars.
+Every function writes one PNG and returns its path. The accuracy plotted is the **robust
+accuracy** (correct before the attack and never fooled), with its 95 % interval (over speakers
+or utterances, :mod:`seradv.report.stats`) as error bars; every figure states its n.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ def _err(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 
 def accuracy_vs_strength(rows: pd.DataFrame, key: str, path: Path, *, title: str) -> Path:
-    """Accuracy under attack versus the strength parameter ``key``: one panel per source,
-    one line per group (All / Male / Female) with 95 % CIs; dotted: clean accuracy."""
+    """Robust accuracy versus the strength parameter ``key``: one panel per source (its title
+    gives n), one line per group (All / Male / Female) with 95 % CIs; dotted: clean accuracy.
+    Settings without a robust accuracy (old results without per-sample files) are left out."""
     import json
 
     sources = list(dict.fromkeys(rows["source"]))
@@ -46,28 +48,31 @@ def accuracy_vs_strength(rows: pd.DataFrame, key: str, path: Path, *, title: str
             if g.empty:
                 continue
             g["x"] = g["params_json"].map(lambda s: json.loads(s)[key])
-            g = g.sort_values("x")
-            y = g["adv_accuracy"].to_numpy()
-            ax.errorbar(g["x"], y, yerr=_err(y, g["adv_lo"].to_numpy(), g["adv_hi"].to_numpy()),
+            g = g[np.isfinite(g["robust_accuracy"].to_numpy(float))].sort_values("x")
+            if g.empty:
+                continue
+            y = g["robust_accuracy"].to_numpy(float)
+            ax.errorbar(g["x"], y, yerr=_err(y, g["robust_lo"].to_numpy(float), g["robust_hi"].to_numpy(float)),
                         color=colour, marker="o", ms=4, capsize=3, lw=1.6 if group != "All" else 2.2,
                         ls="-" if group != "All" else "--", label=group)
             ax.axhline(float(g["clean_accuracy"].iloc[0]), color=colour, ls=":", lw=1)
-        ax.set_title(source, fontsize=10)
+        ns = {grp: int(part.loc[part["group"] == grp, "n"].max()) for grp in COLOURS if (part["group"] == grp).any()}
+        ax.set_title(f"{source}\nn = " + " / ".join(f"{ns[k]} {k.lower()}" for k in ns), fontsize=9)
         ax.set_xlabel(key)
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy under attack")
+    axes[0].set_ylabel("robust accuracy")
     axes[-1].legend(fontsize=8, loc="best", title="dotted: clean", title_fontsize=7)
     fig.suptitle(title, fontsize=11)
     return _save(fig, path)
 
 
 def strongest_bars(items: pd.DataFrame, path: Path, *, title: str) -> Path:
-    """Grouped bars: every attack (x) at its strongest setting, one bar per source, 95 % CIs;
-    a black tick marks the clean accuracy of the same samples.
+    """Grouped bars: every attack (x) at its strongest setting, one bar per source, robust
+    accuracy with 95 % CIs; a black tick marks the clean accuracy of the same samples.
 
-    ``items`` columns: ``label``, ``source``, ``adv_accuracy``, ``adv_lo``, ``adv_hi``,
-    ``clean_accuracy``.
+    ``items`` columns: ``label`` (which should give n), ``source``, ``robust_accuracy``,
+    ``robust_lo``, ``robust_hi``, ``clean_accuracy``.
     """
     labels = list(dict.fromkeys(items["label"]))
     sources = list(dict.fromkeys(items["source"]))
@@ -82,9 +87,9 @@ def strongest_bars(items: pd.DataFrame, path: Path, *, title: str) -> Path:
             if lab in part.index:
                 r = part.loc[lab]
                 xs.append(i - 0.4 + width * (j + 0.5))
-                ys.append(r["adv_accuracy"])
-                lo.append(r["adv_lo"])
-                hi.append(r["adv_hi"])
+                ys.append(r["robust_accuracy"])
+                lo.append(r["robust_lo"])
+                hi.append(r["robust_hi"])
                 clean.append(r["clean_accuracy"])
         ys_a = np.array(ys, float)
         ax.bar(xs, ys_a, width=width * 0.95, color=cmap[j % len(cmap)], label=source,
@@ -94,7 +99,7 @@ def strongest_bars(items: pd.DataFrame, path: Path, *, title: str) -> Path:
     ax.set_xticks(range(len(labels)))
     # long parameter lists (C&W Linf) wrapped so that the axes keep their height
     ax.set_xticklabels([textwrap.fill(str(lab), 26) for lab in labels], fontsize=7, rotation=0, ha="center")
-    ax.set_ylabel("accuracy under attack (All)")
+    ax.set_ylabel("robust accuracy (All)")
     ax.set_ylim(0, 1.05)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, ncol=min(4, len(sources) + 1), loc="upper right")

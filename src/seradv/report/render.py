@@ -7,6 +7,12 @@ beside it), audio files are linked beside it and played with ``<audio>`` element
 Every table carries a machine-readable description of what it shows (``meta``): in Markdown
 an HTML comment before it, in HTML a ``data-meta`` attribute. Tests use it to check the
 numbers against the results table.
+
+Text comes partly from data (speaker, utterance and corpus names, parameters), so both
+renderings escape every text: HTML with :func:`html.escape`; Markdown with HTML entities for
+``& < >`` (no raw HTML can come from a name) and a backslash before the characters that would
+make links, images, emphasis or code (:func:`md_escape`); the JSON of a table's ``meta`` has
+``< > &`` as JSON unicode escapes so that a name cannot close its comment.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Heading", "Para", "Table", "Image", "AudioSet", "Bullets", "to_markdown", "to_html", "slug"]
+__all__ = ["Heading", "Para", "Table", "Image", "AudioSet", "Bullets", "to_markdown", "to_html", "slug",
+           "md_escape"]
 
 
 def slug(text: str, n: int = 60) -> str:
@@ -78,38 +85,61 @@ Block = Heading | Para | Bullets | Table | Image | AudioSet
 # ----------------------------------------------------------------------------- markdown
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]])")
+_MD_LINE_START = re.compile(r"^(\s*)(?:([#>+=-])|(\d+)([.)]))")
+
+
+def md_escape(text: str) -> str:
+    """Plain text for Markdown: ``& < >`` as entities, ``\\ ` * _ [ ]`` backslash-escaped, a
+    leading block marker (``#``, ``>``, ``-``, ``+``, ``=``, ``1.``) escaped, newlines as spaces."""
+    s = html.escape(str(text).replace("\r", " ").replace("\n", " "), quote=False)
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    return _MD_LINE_START.sub(lambda m: m.group(1) + ("\\" + m.group(2) if m.group(2)
+                                                      else m.group(3) + "\\" + m.group(4)), s)
+
+
 def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return md_escape(text).replace("|", "\\|")
+
+
+def _meta_json(meta: dict) -> str:
+    return (json.dumps(meta, sort_keys=True, ensure_ascii=False)
+            .replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e"))
 
 
 def to_markdown(blocks: list[Block]) -> str:
     out: list[str] = []
     for b in blocks:
         if isinstance(b, Heading):
-            out += [f"{'#' * b.level} {b.text}", ""]
+            out += [f"{'#' * b.level} {md_escape(b.text)}", ""]
         elif isinstance(b, Para):
             prefix = {"note": "> ", "warning": "> **Warning:** "}.get(b.kind, "")
-            out += [prefix + b.text, ""]
+            out += [prefix + md_escape(b.text), ""]
         elif isinstance(b, Bullets):
-            out += [f"- {t}" for t in b.items] + [""]
+            out += [f"- {md_escape(t)}" for t in b.items] + [""]
         elif isinstance(b, Table):
             if b.caption:
-                out += [f"**{b.caption}**", ""]
+                out += [f"**{md_escape(b.caption)}**", ""]
             if b.meta:
-                out.append(f"<!-- table {json.dumps(b.meta, sort_keys=True)} -->")
+                out.append(f"<!-- table {_meta_json(b.meta)} -->")
             out.append("| " + " | ".join(_md_cell(c) for c in b.columns) + " |")
             out.append("|" + "|".join("---" for _ in b.columns) + "|")
             for r in b.rows:
                 out.append("| " + " | ".join(_md_cell(c) for c in r) + " |")
             out.append("")
         elif isinstance(b, Image):
-            out += [f"![{b.caption}]({b.path})", "", f"*{b.caption}*", ""]
+            out += [f"![{md_escape(b.caption)}]({_md_path(b.path)})", "", f"*{md_escape(b.caption)}*", ""]
         elif isinstance(b, AudioSet):
-            links = " · ".join(f"[{label}]({path})" for label, path in b.items)
-            out += [f"**{b.title}**: {links}", ""]
+            links = " · ".join(f"[{md_escape(label)}]({_md_path(path)})" for label, path in b.items)
+            out += [f"**{md_escape(b.title)}**: {links}", ""]
             if b.caption:
-                out += [b.caption, ""]
+                out += [md_escape(b.caption), ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _md_path(path: str) -> str:
+    """A relative link target: every character but ``A-Z a-z 0-9 . _ / -`` percent-encoded."""
+    return re.sub(r"[^A-Za-z0-9._/-]", lambda m: "".join(f"%{b:02X}" for b in m.group(0).encode()), str(path))
 
 
 # ----------------------------------------------------------------------------- html
