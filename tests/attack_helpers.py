@@ -47,6 +47,31 @@ class TinySER(nn.Module):
         return self.head(self.drop(h[-1]))
 
 
+class CellWeighted(nn.Module):
+    """``model(x * w)`` with a fixed weight per input cell, no two alike: a tie-free gradient.
+
+    TinySER's block mean gives the 71 non-max cells of a 9 x 8 block *exactly* the same
+    gradient (the tiny model's input gradient has only ~900 distinct values over its 33,408
+    cells), so an attack that picks the top-k cells (JSMA) follows whatever tie-break rule its
+    backend has (NumPy's ``argpartition`` for ART, ``torch.topk`` for seradv), and a few ulps
+    of BLAS round-off on another CPU choose between whole paths. Here every cell's gradient is
+    the model's times its own weight ``w`` (a seeded permutation of ``linspace(1 - spread/2,
+    1 + spread/2)``, so two cells of a block differ by at least ``spread / 33407`` relative,
+    ~250 float32 ulps): the model decides which cells are the largest, not the tie-break.
+    """
+
+    def __init__(self, model: nn.Module, seed: int = 0, spread: float = 0.5) -> None:
+        super().__init__()
+        self.model = model
+        n = 261 * 128
+        rng = np.random.default_rng(seed)
+        w = 1.0 - spread / 2 + spread * rng.permutation(n) / (n - 1)
+        self.register_buffer("w", torch.from_numpy(w.astype(np.float32).reshape(261, 128)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x * self.w)  # [b, 261, 128] or [b, 1, 261, 128] (broadcast)
+
+
 class GuardedModel(nn.Module):
     """Wraps a model; counts forward calls, forwards with autograd on, backward passes and the rows
     of the forwards without autograd."""

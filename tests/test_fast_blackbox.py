@@ -50,7 +50,8 @@ def test_torch_at_least_as_strong_as_art_with_norms_of_the_same_order(trained, n
     m, x, y = trained["model"], trained["x"][:N], trained["y"][:N]
     res = _both(trained, name, params)
     acc = {b: accuracy(m, r.x_adv, y) for b, r in res.items()}
-    assert acc["torch"] <= acc["art"] + 0.03, acc
+    # random searches with different random streams: one sample of N either way is chance
+    assert acc["torch"] <= acc["art"] + 1 / N + 1e-9, acc
     assert acc["torch"] < accuracy(m, x, y)
     for norm in ("l2", "l0"):
         art = perturbation_norms(x, res["art"].x_adv)[norm]

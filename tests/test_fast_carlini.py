@@ -160,9 +160,13 @@ def test_failed_samples_are_returned_clean(trained, caplog):
     res = run_attack("cw_l2", m, x, y, {"binary_search_steps": 1, "initial_const": 5.0, "max_iter": 3},
                      clip=CLIP, backend="torch")
     fooled = predict(m, res.x_adv).labels != y
-    assert 0 < fooled.sum() < N
-    np.testing.assert_array_equal(res.x_adv[~fooled], x[~fooled])
-    assert (np.abs(res.x_adv[fooled] - x[fooled]).reshape(fooled.sum(), -1).max(1) > 0).all()
+    changed = np.abs(res.x_adv - x).reshape(N, -1).max(1) > 0
+    # a sample the model gets right is changed iff it was fooled (the tiny model trained with
+    # another CPU's round-off may get a clean sample wrong: fooled with or without a change)
+    correct = predict(m, x).labels == y
+    assert 0 < fooled[correct].sum() < correct.sum()
+    np.testing.assert_array_equal(res.x_adv[~changed], x[~changed])
+    np.testing.assert_array_equal(changed[correct], fooled[correct])
     # nothing found at all: clean inputs and a warning
     with caplog.at_level(logging.WARNING, logger="seradv.attacks.carlini"):
         r2 = run_attack("cw_l2", m, x[:2], y[:2], {"binary_search_steps": 1, "learning_rate": 1e-6},

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from attack_helpers import CLIP, N_CLASSES, GuardedModel
+from attack_helpers import CLIP, N_CLASSES, CellWeighted, GuardedModel
 from seradv.attacks import accuracy, get_attack, perturbation_norms, run_attack
 from seradv.attacks.base import QueryCounter
 from seradv.attacks.deepfool import deepfool_batch
@@ -90,44 +90,68 @@ def test_deepfool_clip_determinism_and_early_stop(trained):
     plain = run_attack("deepfool", m, x, y, {"max_iter": 5}, clip=CLIP, backend="torch")
     early = run_attack("deepfool", m, x, y, {"max_iter": 5}, clip=CLIP, backend="torch", early_stop=True)
     assert np.array_equal(early.x_adv[0], x[0]) and not np.array_equal(plain.x_adv[0], x[0])
-    np.testing.assert_array_equal(early.x_adv[1:], plain.x_adv[1:])
+    # the other rows: the same run, up to the round-off of a batch one row shorter
+    np.testing.assert_allclose(early.x_adv[1:], plain.x_adv[1:], atol=1e-4)
     assert early.n_grads < plain.n_grads
 
 
 # --------------------------------------------------------------------------------------
 # JSMA
 # --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tie_free(trained):
+    """The tiny model behind a fixed per-cell weight (``CellWeighted``): no two cells share a
+    gradient, so JSMA's top-2 choice is the model's, not a backend's tie-break rule."""
+    return CellWeighted(trained["model"])
+
+
+def _jsma_guarantees(m, x, targets, x_adv, gamma) -> None:
+    """What JSMA promises per sample, on any CPU: it stops when the target is predicted or once
+    more than ``gamma`` of the cells were chosen (two per step: at most ``gamma * size + 2``)."""
+    l0 = perturbation_norms(x, x_adv)["l0"]
+    with torch.no_grad():
+        pred = m(torch.from_numpy(x_adv)).argmax(1).numpy()
+    assert (l0 <= gamma * x[0].size + 2).all(), l0
+    assert ((pred == targets) | (l0 > gamma * x[0].size)).all(), (pred, targets, l0)
+
+
 @pytest.mark.parametrize(
     "params,n",
     [({"theta": 1.0, "gamma": 0.02}, 8),
      ({"theta": -1.0, "gamma": 0.005}, 4),
      ({"theta": 0.5, "gamma": 0.02, "output": "probabilities"}, 8)],
 )
-def test_jsma_torch_matches_art(trained, params, n, caplog):
-    m, x, y = trained["model"], trained["x"][:n], trained["y"][:n]
+def test_jsma_torch_matches_art(trained, tie_free, params, n, caplog):
+    """The same algorithm as ART's: on a tie-free model, each sample's run is ART's.
+
+    On TinySER itself whole blocks of cells share one gradient value and ART's
+    ``argpartition`` and torch's ``topk`` break those ties differently, so which backend
+    "wins" depended on a CPU's round-off (an AVX-512 machine failed where an AVX2 one passed).
+    The per-sample agreement allows one run in four to part ways at a near tie (round-off of
+    the two backends' different batch shapes); the guarantees hold for every sample.
+    """
+    m, x, y = tie_free, trained["x"][:n], trained["y"][:n]
     caplog.set_level(logging.WARNING)
     art = run_attack("jsma", m, x, y, params, clip=CLIP, backend="art", batch_size=8, seed=1)
     fast = run_attack("jsma", m, x, y, params, clip=CLIP, backend="torch", batch_size=8, seed=1)
     _no_clip_warning(caplog)
     assert fast.backend == "torch" and fast.x_adv.shape == x.shape and fast.x_adv.dtype == np.float32
-    # L0 and mean |delta| may differ where the target gradient has exact ties (ART's
-    # argpartition and torch's topk break them differently): allow a wider ratio
-    _assert_close_to_art(m, x, y, art, fast, ratio=(0.5, 2.0))
-    l0_art = perturbation_norms(x, art.x_adv)["l0"]
-    l0_fast = perturbation_norms(x, fast.x_adv)["l0"]
-    assert (l0_art == l0_fast).mean() >= 0.75, (l0_art, l0_fast)
-    assert (l0_fast <= params["gamma"] * x[0].size + 2).all()
-    # every sample either reached its target or spent its budget
     targets = random_targets(y, N_CLASSES, 1)
-    reached = accuracy(m, fast.x_adv, targets)
-    assert reached >= accuracy(m, art.x_adv, targets) - 0.03 - 1e-9
+    _jsma_guarantees(m, x, targets, art.x_adv, params["gamma"])
+    _jsma_guarantees(m, x, targets, fast.x_adv, params["gamma"])
+    same = np.abs(fast.x_adv - art.x_adv).reshape(n, -1).max(1) < 1e-4
+    assert same.mean() >= 0.75, same
+    # the targets reached: no more than the parted runs apart
+    reached_art, reached_fast = accuracy(m, art.x_adv, targets), accuracy(m, fast.x_adv, targets)
+    assert abs(reached_fast - reached_art) <= (~same).mean() + 1e-9, (reached_fast, reached_art)
+    assert accuracy(m, fast.x_adv, y) < accuracy(m, x, y)
     assert fast.n_grads > 0 and fast.n_backward == 0
     assert all(p.grad is None for p in m.parameters())
 
 
-def test_jsma_batch_equals_one_sample_at_a_time(trained):
+def test_jsma_batch_equals_one_sample_at_a_time(trained, tie_free):
     """Per-sample masks: a batch gives each sample's own run; finished samples stop costing."""
-    m, x, y = trained["model"], trained["x"][:6], trained["y"][:6]
+    m, x, y = tie_free, trained["x"][:6], trained["y"][:6]
     t = torch.from_numpy(random_targets(y, N_CLASSES, 3))
     xb = torch.from_numpy(x)
     kw: dict[str, Any] = {"theta": 1.0, "gamma": 0.01, "clip": CLIP}
@@ -145,9 +169,9 @@ def test_jsma_batch_equals_one_sample_at_a_time(trained):
     assert batch.min() >= CLIP[0] and batch.max() <= CLIP[1]
 
 
-def test_jsma_rolling_window_equals_whole_batch(trained):
+def test_jsma_rolling_window_equals_whole_batch(trained, tie_free):
     """A window of 2 rows, refilled as samples finish, gives each sample the whole batch's run."""
-    m, x, y = trained["model"], trained["x"][:8], trained["y"][:8]
+    m, x, y = tie_free, trained["x"][:8], trained["y"][:8]
     t = torch.from_numpy(random_targets(y, N_CLASSES, 5))
     xb = torch.from_numpy(x)
     kw: dict[str, Any] = {"theta": -1.0, "gamma": 0.01, "clip": CLIP}
@@ -163,8 +187,8 @@ def test_jsma_rolling_window_equals_whole_batch(trained):
     assert abs(windowed.n_grads - whole.n_grads) <= len(x)
 
 
-def test_jsma_determinism_counters_and_early_stop(trained):
-    m, x, y = trained["model"], trained["x"][:6], trained["y"][:6]
+def test_jsma_determinism_counters_and_early_stop(trained, tie_free):
+    m, x, y = tie_free, trained["x"][:6], trained["y"][:6]
     p = {"theta": 1.0, "gamma": 0.02}
     guarded = GuardedModel(m)
     r1 = run_attack("jsma", guarded, x, y, p, clip=CLIP, backend="torch", seed=4)
