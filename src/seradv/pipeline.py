@@ -88,10 +88,9 @@ def _fingerprint(run_dir: Path | None = None, *, files: dict[str, bytes] | None 
     These three files determine every model input (classes, feature config via the cache
     folder, content hashes, variants, subsets, standardization), so a change of only the
     ``train`` or ``attack`` sections of the config does not make the model stale here."""
-    import hashlib
-
     if files is None:
-        assert run_dir is not None
+        if run_dir is None:
+            raise TypeError("_fingerprint needs run_dir or files")
         paths = [run_dir / f for f in _FINGERPRINT_FILES]
         if not all(p.is_file() for p in paths):
             return None
