@@ -17,6 +17,7 @@ from corpus_helpers import make_tone_corpus, tone_config
 from seradv import pipeline, robustness
 from seradv.dataset import Subset, load_subset, read_preprocessing
 from seradv.evaluation import GROUPS
+from seradv.rundir import run_fingerprints
 
 
 @pytest.fixture(scope="module")
@@ -85,27 +86,31 @@ def test_deepfool_on_a_model_with_clean_errors_is_not_counted_robust(trained_run
 
 
 def test_a_cell_of_an_earlier_model_is_recomputed_not_reused(trained_run, tmp_path):
-    run = _copy(trained_run, tmp_path / "r")
-    first = robustness.run_grid(run, attacks=["fgsm"], grid="quick", trust=False)
-    # retrain on other seeds: other weights, same cell ids
-    pipeline.train_run(run, train_overrides={"seed": 7})
-    stale = robustness.load_results(run)
-    assert stale.empty or not set(stale["cell_id"]) & set(first["cell_id"])  # left out until recomputed
+    a = _copy(trained_run, tmp_path / "a")
+    first = robustness.run_grid(a, attacks=["fgsm"], grid="quick", trust=False)
+    # the same run retrained on another seed (other weights, same cell ids), given a's results
+    b = _copy(trained_run, tmp_path / "b")
+    (b / "train_state.pt").unlink(missing_ok=True)  # train afresh, not resume the finished state
+    pipeline.train_run(b, train_overrides={"seed": 7})
+    shutil.copytree(a / "attacks", b / "attacks")
+    stale = robustness.load_results(b)
+    assert stale.empty  # a's cells are left out of b's table until recomputed
     calls = []
     real = robustness.attack_cell
 
-    def counting(*a, **k):
+    def counting(*args, **kwargs):
         calls.append(1)
-        return real(*a, **k)
+        return real(*args, **kwargs)
 
-    robustness.attack_cell, old = counting, robustness.attack_cell
+    robustness.attack_cell = counting
     try:
-        again = robustness.run_grid(run, attacks=["fgsm"], grid="quick", trust=False)
+        again = robustness.run_grid(b, attacks=["fgsm"], grid="quick", trust=False)
     finally:
-        robustness.attack_cell = old
+        robustness.attack_cell = real
     assert len(calls) == 2  # both FGSM cells recomputed on the new model
-    cell = json.loads((run / "attacks" / "cells" / f"{again['cell_id'].iloc[0]}.json").read_text())
-    assert cell["fingerprint"]["model"] == robustness.run_fingerprint(run)["model"]
+    assert set(again["cell_id"]) == set(first["cell_id"])
+    cell = json.loads((b / "attacks" / "cells" / f"{again['cell_id'].iloc[0]}.json").read_text())
+    assert cell["fingerprint"]["model"] == run_fingerprints(b)["model"] != run_fingerprints(a)["model"]
 
 
 @pytest.mark.parametrize("damage", ["json", "samples"])

@@ -48,13 +48,14 @@ import yaml
 from seradv.cache import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, save_npy
 from seradv.dataset import Subset, load_subset, read_preprocessing
 from seradv.errors import AttackError, ParameterError
+from seradv.rundir import run_fingerprints
 from seradv.evaluation import GROUPS
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Cell", "plan_grid", "run_grid", "attack_cell", "summarise", "trust_checks",
            "worst_case", "worst_case_frames", "load_results", "select_subset", "robust_flags",
-           "parse_where", "parse_params", "run_fingerprint"]
+           "parse_where", "parse_params"]
 
 #: Linf gradient attacks whose accuracy must not rise with the budget.
 MONOTONE = {"fgsm": "eps", "bim": "eps", "pgd": "eps", "pgd_l2": "eps"}
@@ -350,27 +351,6 @@ def summarise(samples: pd.DataFrame, cell: Cell, facts: dict, *, cell_id: str, n
     return rows
 
 
-def _sha256(*paths: Path) -> str:
-    h = hashlib.sha256()
-    for f in paths:
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
-
-
-def run_fingerprint(run_dir: str | Path) -> dict[str, str]:
-    """What a cell's results depend on besides the cell itself: ``model`` (sha256 of the weights)
-    and ``preprocessing`` (sha256 of preprocessing.json + segments.csv). Missing files give
-    ``""`` (a run without a model has no current cells)."""
-    run_dir = Path(run_dir)
-    out = {}
-    for key, files in (("model", ["model.safetensors"]), ("preprocessing", ["preprocessing.json", "segments.csv"])):
-        paths = [run_dir / f for f in files]
-        out[key] = _sha256(*paths) if all(p.exists() for p in paths) else ""
-    return out
-
-
 def _subset_fingerprint(segment_ids) -> str:
     return hashlib.sha256(json.dumps([str(i) for i in segment_ids]).encode()).hexdigest()
 
@@ -473,7 +453,7 @@ def run_grid(
     out = run_dir / "attacks"
     (out / "cells").mkdir(parents=True, exist_ok=True)
     with run_logging(run_dir):
-        fingerprint = run_fingerprint(run_dir)
+        fingerprint = run_fingerprints(run_dir)
         test = load_subset(run_dir, "test")
         idx = select_subset(test.meta, limit, seed)
         subset_key = "all" if len(idx) == len(test) else hashlib.sha256(idx.tobytes()).hexdigest()[:10]
@@ -571,7 +551,7 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
     """
     run_dir = Path(run_dir)
     out = run_dir / "attacks"
-    fingerprint = run_fingerprint(run_dir)
+    fingerprint = run_fingerprints(run_dir)
     rows, skipped = [], []
     for f in sorted((out / "cells").glob("*.json")):
         cell, why = _read_cell(f, fingerprint)
