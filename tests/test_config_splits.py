@@ -96,7 +96,7 @@ def test_paper_split_is_stratified_seeded_and_80_20():
     [
         ({"augment": {"pitch_steps": ["a", 1]}}, r"augment.pitch_steps\[0\] must be a number, got 'a'"),
         ({"augment": {"pitch_steps": [float("nan")]}}, "augment.pitch_steps values must be finite"),
-        ({"split": {"test_speakers": [3, "m1"]}}, r"split.test_speakers\[0\] must be a string"),
+        ({"split": {"test_speakers": [3, "m1"]}}, r"split.test_speakers\[0\] must be a string, got 3; put it in quotes"),
         ({"attack": {"attacks": ["fgsm", None]}}, r"attack.attacks\[1\] must not be null"),
         ({"train": {"threads": -2}}, "train.threads=-2 must be a positive integer"),
         ({"train": {"threads": 0}}, "train.threads=0"),

@@ -414,8 +414,7 @@ def run(
 ) -> None:
     """Every stage end to end. With no arguments: the demo on the built-in synthetic corpus.
 
-    Each stage prints a start and an end line to stderr; progress shows as bars on a terminal,
-    as plain lines in a pipe or log (SERADV_PROGRESS=0: no bars).
+    Each stage prints a start and an end line to stderr; progress shows as bars on a terminal, as plain lines in a pipe or log (SERADV_PROGRESS=0: no bars).
     """
     from seradv.config import load_config
     from seradv.pipeline import demo_config, run as run_all

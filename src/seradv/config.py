@@ -224,7 +224,7 @@ class DataConfig:
     emotions: tuple[str, ...] | None = None
     """``None``: the study's five classes for the corpus."""
     max_per_class: int | None = None
-    """Keep at most this many utterances per (emotion, speaker-gender) for quick runs."""
+    """Keep at most this many utterances per speaker and emotion, for quick runs."""
 
     def validate(self) -> None:
         if not self.corpus:
@@ -343,7 +343,9 @@ def _coerce(key: str, value: Any, default: Any, type_str: str) -> Any:
         return float(value)
     if "str" in type_str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
+            hint = ("; put it in quotes (YAML reads an unquoted 03 as the number 3)"
+                    if isinstance(value, (int, float)) and not isinstance(value, bool) else "")
+            raise ConfigError(f"{key} must be a string, got {value!r}{hint}")
         return value
     return value
 
