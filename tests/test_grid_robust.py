@@ -90,7 +90,6 @@ def test_a_cell_of_an_earlier_model_is_recomputed_not_reused(trained_run, tmp_pa
     first = robustness.run_grid(a, attacks=["fgsm"], grid="quick", trust=False)
     # the same run retrained on another seed (other weights, same cell ids), given a's results
     b = _copy(trained_run, tmp_path / "b")
-    (b / "train_state.pt").unlink(missing_ok=True)  # train afresh, not resume the finished state
     pipeline.train_run(b, train_overrides={"seed": 7})
     shutil.copytree(a / "attacks", b / "attacks")
     stale = robustness.load_results(b)

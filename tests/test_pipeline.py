@@ -164,3 +164,20 @@ def test_cli_reports_errors_in_one_line(tmp_path):
     for verb in ("manifest", "prepare", "train", "evaluate", "run"):
         out = subprocess.run([str(exe), verb, "--help"], capture_output=True, text=True)
         assert out.returncode == 0 and "Usage" in out.stdout
+
+
+def test_a_training_state_of_other_settings_is_not_resumed(tmp_path, caplog):
+    """train_state.pt of a finished training must not be resumed by a training with another
+    seed: that would silently give the old weights under the new config."""
+    from corpus_helpers import make_tone_corpus, tone_config
+
+    data = make_tone_corpus(tmp_path / "tones", n_per_gender=3, per=2)
+    run = tmp_path / "run"
+    pipeline.prepare_run(tone_config(data, epochs=2), run)
+    pipeline.train_run(run)
+    first = (run / "model.safetensors").read_bytes()
+    pipeline.train_run(run)  # same settings: resumes the finished state, same weights
+    assert (run / "model.safetensors").read_bytes() == first
+    pipeline.train_run(run, train_overrides={"seed": 5})
+    assert "saved by another training" in caplog.text
+    assert (run / "model.safetensors").read_bytes() != first

@@ -167,6 +167,23 @@ def prepare_run(cfg: RunConfig, run_dir: str | Path, *, manifest: Manifest | pd.
     return info
 
 
+def _resume_key(run_dir: Path, cfg: RunConfig, hyper: dict, model: torch.nn.Module) -> str:
+    """What a resumable training state must have been saved by: the preparation, the model's
+    class and initial weights, and every training setting that changes the updates (not the
+    epoch limit, threads or device)."""
+    import dataclasses
+    import hashlib
+    import json
+
+    train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in ("epochs", "threads", "device")}
+    h = hashlib.sha256(json.dumps({"train": train, "hyper": hyper, "model": type(model).__qualname__,
+                                   "data": run_fingerprints(run_dir)["preprocessing"]},
+                                  sort_keys=True, default=str).encode())
+    for v in model.state_dict().values():
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def train_run(
     run_dir: str | Path,
     *,
@@ -200,7 +217,8 @@ def train_run(
         log.info("training on %d segments, validating on %d; lr %g, batch %d, dropout %g/%g",
                  len(train), len(val), hyper["lr"], hyper["batch_size"], hyper["dropout"], hyper["lstm_dropout"])
         result = fit(model, train.x, train.y, val.x, val.y, cfg.train, lr=hyper["lr"],
-                     batch_size=hyper["batch_size"], state_path=run_dir / "train_state.pt")
+                     batch_size=hyper["batch_size"], state_path=run_dir / "train_state.pt",
+                     resume_key=_resume_key(run_dir, cfg, hyper, model))
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         weights = save(state)
         old_weights = run_dir / "model.safetensors"

@@ -101,6 +101,7 @@ def fit(
     lr: float,
     batch_size: int,
     state_path: Path | None = None,
+    resume_key: str = "",
 ) -> TrainResult:
     """Train ``model`` in place; the best validation-loss weights are loaded at the end.
 
@@ -110,6 +111,10 @@ def fit(
     y_train, y_val : np.ndarray [shape=(n,), dtype=int64]
     state_path : Path, optional
         Where the per-epoch checkpoint is kept; if it exists, training resumes from it.
+    resume_key : str
+        What the checkpoint must have been saved by (e.g. a hash of the data, model and
+        training settings): a checkpoint with another key is not resumed, training starts
+        from scratch (with a warning).
     """
     if len(y_train) == 0 or len(y_val) == 0:
         raise ParameterError("training and validation sets must not be empty")
@@ -129,6 +134,10 @@ def fit(
     best_loss, best_epoch, best_state, wait, start_epoch = math.inf, 0, None, 0, 1
     elapsed0 = 0.0
     st = _read_state(state_path, device) if state_path is not None else None
+    if st is not None and st.get("resume_key", "") != resume_key:
+        log.warning("%s was saved by another training (data, model or settings changed); "
+                    "training starts from scratch", state_path)
+        st = None
     if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
@@ -179,7 +188,7 @@ def fit(
                      epoch, tl / tn, tc / tn, vl, va, lr_now)
             if state_path is not None:
                 _save_state(state_path, model, opt, sched, gen, best_state, best_loss, best_epoch,
-                            wait, epoch, history, elapsed0 + time.perf_counter() - t0)
+                            wait, epoch, history, elapsed0 + time.perf_counter() - t0, resume_key)
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
@@ -211,7 +220,8 @@ def _read_state(path: Path, device: torch.device) -> dict | None:
     return st
 
 
-def _save_state(path, model, opt, sched, gen, best_state, best_loss, best_epoch, wait, epoch, history, elapsed):
+def _save_state(path, model, opt, sched, gen, best_state, best_loss, best_epoch, wait, epoch, history, elapsed,
+                resume_key=""):
     keys = list(history[0].keys())
     state = {
         "model": model.state_dict(),
@@ -227,6 +237,7 @@ def _save_state(path, model, opt, sched, gen, best_state, best_loss, best_epoch,
         "history_keys": keys,
         "history": torch.tensor([[float(h[k]) for k in keys] for h in history], dtype=torch.float64),
         "elapsed": elapsed,
+        "resume_key": resume_key,
     }
     buf = io.BytesIO()
     torch.save(state, buf)
