@@ -348,6 +348,35 @@ def test_combined_report_labels_runs_and_says_models_differ(combined):
     assert imgs and all((combined / v).is_file() for v in imgs)  # linked, not embedded
 
 
+def test_old_results_without_robust_accuracy(run, tmp_path):
+    """Results written before robust accuracy existed: it comes from the per-sample files, and
+    where a cell has none it is 'unavailable', never the study's accuracy in its place."""
+    run_dir, _ = run
+    old = tmp_path / "old-run"
+    shutil.copytree(run_dir, old, ignore=shutil.ignore_patterns("report", "adv"))
+    cells = sorted((old / "attacks" / "cells").glob("*.json"))
+    for f in cells:
+        c = json.loads(f.read_text())
+        for r in c["rows"]:
+            for k in ("robust_accuracy", "n_clean_correct", "n_not_attacked"):
+                r.pop(k, None)
+        f.write_text(json.dumps(c))
+        path = old / "attacks" / "cells" / f"{c['cell_id']}.samples.csv"
+        pd.read_csv(path).drop(columns=["attacked", "fooled_any", "robust"], errors="ignore").to_csv(path, index=False)
+    gone = json.loads(cells[0].read_text())["cell_id"]
+    (old / "attacks" / "cells" / f"{gone}.samples.csv").unlink()
+    build_report(old, tmp_path / "rep", n_examples=0, n_boot=100)
+    st = pd.read_csv(tmp_path / "rep" / "stats" / "attacks.csv")
+    have = st[(st["cell_id"] != gone) & (st["attack"] != "worst_case")]
+    assert len(have) and (have["robust_from"] == "per-sample file").all()
+    assert (have["robust_accuracy"] <= have["adv_accuracy"] + 1e-12).all()
+    assert (have["robust_accuracy"] <= have["clean_accuracy"] + 1e-12).all()
+    miss = st[st["cell_id"] == gone]
+    assert len(miss) and (miss["robust_from"] == "unavailable").all() and miss["robust_accuracy"].isna().all()
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "the robust accuracy is unavailable" in md
+
+
 def test_report_errors_are_clear(tmp_path):
     with pytest.raises(RunDirError, match="does not exist"):
         build_report(tmp_path / "nope")

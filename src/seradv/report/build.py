@@ -105,6 +105,8 @@ def _n_spk(v) -> str:
 def _signed_ci(v: float, lo: float, hi: float) -> str:
     if not np.isfinite(v):
         return DASH
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{v:+.3f} [no CI]"
     return f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
