@@ -344,3 +344,27 @@ def test_error_messages_keep_brackets_and_stay_on_one_line(tmp_path):
 def test_every_command_has_help(verb):
     res = invoke(verb, "--help")
     assert res.exit_code == 0 and "Usage" in res.stdout
+
+
+def test_file_system_errors_are_one_line(tmp_path, monkeypatch):
+    (tmp_path / "f.txt").write_text("x")
+    for args in (["manifest", "synthetic", "-o", tmp_path / "f.txt" / "m.csv"],
+                 ["prepare", "synthetic", "-o", tmp_path / "f.txt" / "run"],
+                 ["run", "-o", tmp_path / "f.txt" / "run"]):
+        assert_one_line_error(invoke(*args), f"{tmp_path / 'f.txt'} is a file, not a folder")
+
+    def disk_full(cfg, out=None):
+        raise OSError(28, "No space left on device", str(tmp_path / "r" / "x.npy"))
+
+    monkeypatch.setattr(pipeline, "run", disk_full)
+    assert_one_line_error(invoke("run", "-o", tmp_path / "r"), f"No space left on device: {tmp_path / 'r' / 'x.npy'}")
+
+
+def test_interrupt_says_how_to_resume(tmp_path, monkeypatch):
+    def interrupted(cfg, out=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run", interrupted)
+    res = invoke("run", "-o", tmp_path / "r")
+    assert res.exit_code == 130 and "interrupted" in res.stderr and "run the same command again" in res.stderr
+    assert "Traceback" not in res.output

@@ -170,6 +170,14 @@ def _check_run_dir(run_dir: Path) -> None:
         raise RunDirError(f"{run_dir} is a file, not a run directory")
 
 
+def _check_parents(path: Path, option: str) -> None:
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ParameterError(f"{option} {path}: {parent} is a file, not a folder")
+            return
+
+
 def _check_config_file(config: Optional[Path]) -> None:
     if config is not None and not config.is_file():
         from seradv.errors import ConfigError
@@ -193,6 +201,7 @@ def manifest(
 
     if output.is_dir():
         raise ParameterError(f"--output {output} is a folder; give a CSV file name, e.g. {output / (corpus + '.csv')}")
+    _check_parents(output, "--output")
     m = load_corpus(corpus, data_dir, progress=lambda files: track(files, "reading"))
     output.parent.mkdir(parents=True, exist_ok=True)
     m.table.to_csv(output, index=False)
@@ -228,6 +237,7 @@ def prepare(
     _check_config_file(config)
     if output.exists() and not output.is_dir():
         raise RunDirError(f"--output {output} is a file; give a folder for the run directory")
+    _check_parents(output, "--output")
     cfg = _build_config(
         config, name=output.name or "run", **{"data.corpus": corpus,
         "data.data_dir": str(data_dir) if data_dir else None, "split.kind": split,
@@ -422,6 +432,8 @@ def run(
     _check_config_file(config)
     if out is not None and out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out} is a file; give a folder for the run directory")
+    if out is not None:
+        _check_parents(out, "--out")
     cfg = load_config(config) if config else demo_config()
     run_dir = run_all(cfg, out=out)
     import pandas as pd
