@@ -266,7 +266,7 @@ def test_progress_is_plain_lines_outside_a_terminal(capsys):
     with progress.make_progress() as prog:  # the training loop's use: status with each epoch
         t = prog.add_task("training", total=4, completed=1, status="")
         prog.update(t, advance=1, status="loss 1.0")
-    assert capsys.readouterr().err.splitlines() == ["training: 2/4 (0.0 s) loss 1.0"]  # the block's end
+    assert capsys.readouterr().err.splitlines() == ["training: 2/4 done in 0.0 s loss 1.0"]  # stopped early
 
 
 def test_bars_on_a_terminal_unless_switched_off(monkeypatch):

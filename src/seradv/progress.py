@@ -78,7 +78,7 @@ class LineProgress:
     def __exit__(self, *exc: object) -> None:
         for tid, t in self._tasks.items():
             if not t["ended"] and t["completed"] > t["start"]:
-                self._line(tid, final=exc[0] is None and t["completed"] >= (t["total"] or 0))
+                self._line(tid, final=exc[0] is None)  # e.g. training stopped early: done at 12/100
 
     def add_task(self, description: str, total: float | None = 100.0, completed: float = 0,
                  **fields: Any) -> int:
