@@ -181,3 +181,13 @@ def test_a_training_state_of_other_settings_is_not_resumed(tmp_path, caplog):
     pipeline.train_run(run, train_overrides={"seed": 5})
     assert "saved by another training" in caplog.text
     assert (run / "model.safetensors").read_bytes() != first
+
+
+def test_load_model_on_cuda_without_cuda_is_a_clear_error(tmp_path, monkeypatch):
+    import torch
+
+    from seradv.errors import ParameterError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ParameterError, match="CUDA is not available"):
+        pipeline.load_model(tmp_path, device="cuda")

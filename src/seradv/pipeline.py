@@ -263,6 +263,9 @@ def load_model(run_dir: str | Path, *, model: torch.nn.Module | None = None,
     For a model that is not in the registry, pass an instance of it as ``model``: its
     weights are loaded from ``model.safetensors`` (strictly: every key must match).
     """
+    from seradv.training import select_device
+
+    dev = select_device(str(device))  # a one-line error for cuda without CUDA, before any work
     run_dir = Path(run_dir)
     meta_path, weights = run_dir / "model.json", run_dir / "model.safetensors"
     if not meta_path.exists() or not weights.exists():
@@ -292,7 +295,7 @@ def load_model(run_dir: str | Path, *, model: torch.nn.Module | None = None,
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ModelError(f"weights in {weights} do not fit {type(model).__name__}: {exc}") from None
-    return model.to(device).eval()
+    return model.to(dev).eval()
 
 
 def evaluate_run(run_dir: str | Path, *, model: torch.nn.Module | None = None,
