@@ -5,7 +5,8 @@
 ``stats/`` beside them. Modules:
 
 * :mod:`seradv.report.data`: read a run directory (never writes into it);
-* :mod:`seradv.report.stats`: bootstrap CIs, McNemar, Fisher, permutation test, Holm;
+* :mod:`seradv.report.stats`: CIs and tests over speakers / utterances (cluster bootstrap,
+  Wilson, Clopper-Pearson, speaker permutation, sign test), Holm;
 * :mod:`seradv.report.analysis`: the numbers of every table;
 * :mod:`seradv.report.plots`: matplotlib figures;
 * :mod:`seradv.report.audio`: Griffin-Lim renderings of (adversarial) features;

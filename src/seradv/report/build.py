@@ -199,8 +199,10 @@ def _clean_section(runs: list[RunData], out: Path, n_boot: int, seed: int) -> tu
                                         meta={"kind": "confusion", "run": r.name, "source": source}))
                 rel = f"figures/clean-confusion-{slug(r.name)}-{slug(source)}.png"
                 plots.clean_confusions(cms, r.classes, out / rel, title=f"Clean confusion, {source} ({r.name})")
+                n_all = int(cms["All"].sum()) if "All" in cms else 0
                 blocks.append(Image(rel, f"Clean confusion matrices of {source} ({r.name}) for All, Male and "
-                                         f"Female; colour: share of the true class, numbers: counts."))
+                                         f"Female; colour: share of the true class, numbers: counts; n = {n_all} "
+                                         f"samples."))
     cg = analysis.clean_corpus_gaps(runs, n_boot=n_boot, seed=seed)
     if not cg.empty:
         cg = cg.assign(params="clean")
@@ -425,9 +427,9 @@ def _effect_sentence(name: str, rows: pd.DataFrame) -> str:
         return ""
     sig = allr[(allr["p_sign"] < 0.05) & (allr["drop"] > 0)]
     units = sorted({str(u) for u in allr["ci_unit"]})
-    return (f"{name}: the attack breaks significantly many clean-correct samples (robust below clean accuracy; "
-            f"exact sign test over the {' / '.join(u + 's' for u in units)}, paired, 5 %) in {len(sig)} of "
-            f"{len(allr)} setting x corpus cell(s).")
+    return (f"{name}: the robust accuracy is significantly below the clean accuracy of the same samples (exact "
+            f"sign test over the {' / '.join(u + 's' for u in units)}, paired, 5 %) in {len(sig)} of {len(allr)} "
+            f"setting x corpus cell(s).")
 
 
 def _not_attacked_sentence(name: str, rows: pd.DataFrame) -> str:

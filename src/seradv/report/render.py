@@ -89,17 +89,20 @@ _MD_SPECIAL = re.compile(r"([\\`*_\[\]])")
 _MD_LINE_START = re.compile(r"^(\s*)(?:([#>+=-])|(\d+)([.)]))")
 
 
-def md_escape(text: str) -> str:
-    """Plain text for Markdown: ``& < >`` as entities, ``\\ ` * _ [ ]`` backslash-escaped, a
-    leading block marker (``#``, ``>``, ``-``, ``+``, ``=``, ``1.``) escaped, newlines as spaces."""
+def md_escape(text: str, *, block: bool = True) -> str:
+    """Plain text for Markdown: ``& < >`` as entities, ``\\ ` * _ [ ]`` backslash-escaped,
+    newlines as spaces and, for text that starts a block (``block``; not a table cell), a
+    leading block marker (``#``, ``>``, ``-``, ``+``, ``=``, ``1.``) escaped."""
     s = html.escape(str(text).replace("\r", " ").replace("\n", " "), quote=False)
     s = _MD_SPECIAL.sub(r"\\\1", s)
+    if not block:
+        return s
     return _MD_LINE_START.sub(lambda m: m.group(1) + ("\\" + m.group(2) if m.group(2)
                                                       else m.group(3) + "\\" + m.group(4)), s)
 
 
 def _md_cell(text: str) -> str:
-    return md_escape(text).replace("|", "\\|")
+    return md_escape(text, block=False).replace("|", "\\|")
 
 
 def _meta_json(meta: dict) -> str:
