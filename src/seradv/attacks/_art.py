@@ -194,7 +194,10 @@ def random_adversarial_init(
     per sample from an *unseeded* ``np.random.RandomState()`` and keep the first one whose
     predicted class differs from the sample's prediction. seradv draws them from
     ``np.random.default_rng(ctx.seed)`` (``chunk`` at a time) and hands them to ART as
-    ``x_adv_init``, so runs are reproducible.
+    ``x_adv_init``, so runs are reproducible. Samples still without a start then get one from
+    :func:`fallback_starts` where it finds one (another sample of a different predicted class,
+    else a blend of the sample with noise; seradv's addition, so that fewer samples stay
+    unattacked); one warning counts them.
 
     Parameters
     ----------
@@ -226,12 +229,119 @@ def random_adversarial_init(
             if hit.size:
                 x_init[i] = cand[hit[0]]
                 found[i] = True
-    if not found.all():
-        logger.warning(
-            "no adversarial starting point in %d uniform draws for %d of %d samples; they stay clean",
-            init_size, int((~found).sum()), ctx.n,
-        )
+    missing = np.flatnonzero(~found)
+    if missing.size:
+        starts, source = fallback_starts(
+            ctx.x, preds, missing, lambda a: np.argmax(predict_fn(a), axis=1), clip=(lo, hi),
+            rng=fallback_rng(ctx.seed))
+        x_init[missing[source > 0]] = starts[source > 0]
+        found[missing] = source > 0
+        warn_start_sources(init_size, source, ctx.n)
     return x_init, found
+
+
+#: Noise draws per sample, and blend strengths ``k / BLEND_STEPS`` (``k = 1 .. BLEND_STEPS - 1``),
+#: of the last start search (:func:`fallback_starts`).
+BLEND_DRAWS = 10
+BLEND_STEPS = 20
+#: :func:`fallback_starts` ``source`` codes.
+START_NONE, START_SAMPLE, START_BLEND = 0, 1, 2
+
+
+def fallback_rng(seed: int) -> np.random.Generator:
+    """The seeded generator of :func:`fallback_starts` (its own stream: the uniform draws, and
+    so every start they find, stay what they were without the fallback)."""
+    return np.random.default_rng([seed, 0xB1E4D])
+
+
+def fallback_starts(
+    x: np.ndarray,
+    preds: np.ndarray,
+    rows: np.ndarray,
+    predict_labels: Callable[[np.ndarray], np.ndarray],
+    *,
+    clip: tuple[float, float],
+    rng: np.random.Generator,
+    blend_draws: int = BLEND_DRAWS,
+    blend_steps: int = BLEND_STEPS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Adversarial starts for the samples ``rows`` of ``x`` that uniform noise did not give one.
+
+    (a) The nearest (L2) other sample of ``x`` whose clean prediction differs from the
+    sample's: adversarial by what is already known (no query; the usual "start from another
+    class" of Foolbox's ``DatasetAttack`` / ART's targeted initialisation). (b) Where ``x``
+    holds no other class: blends ``(1 - a) x_i + a u`` with ``blend_draws`` uniform noises
+    ``u`` in the clip box at increasing strength ``a = 1/blend_steps, 2/blend_steps, ...``,
+    the first adversarial one (Foolbox's ``LinearSearchBlendedUniformNoiseAttack``);
+    ``blend_draws`` queries per strength, counted by ``predict_labels``' counter.
+
+    Parameters
+    ----------
+    x : np.ndarray ``[shape=(n, *input_shape)]`` float32
+    preds : np.ndarray ``[shape=(n,)]``
+        Clean predictions of ``x`` (adversarial: a different predicted class).
+    rows : np.ndarray ``[shape=(m,)]`` int
+    predict_labels : callable
+        ``(k, *input_shape) float32 -> (k,)`` predicted classes (a counted query).
+    clip : (float, float)
+    rng : np.random.Generator
+        Seeded (:func:`fallback_rng`).
+
+    Returns
+    -------
+    starts : np.ndarray ``[shape=(m, *input_shape)]`` float32
+        The start per row (the clean sample where none was found).
+    source : np.ndarray ``[shape=(m,)]`` int8
+        ``START_SAMPLE``, ``START_BLEND`` or ``START_NONE``.
+    """
+    lo, hi = clip
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = x[rows].copy()
+    source = np.full(rows.size, START_NONE, dtype=np.int8)
+    flat = x.reshape(x.shape[0], -1)
+    for k, i in enumerate(rows):
+        other = np.flatnonzero(preds != preds[i])
+        if other.size:
+            dist = np.concatenate([
+                np.square(flat[other[s : s + 64]].astype(np.float64) - flat[i]).sum(1)
+                for s in range(0, other.size, 64)])
+            starts[k] = x[other[int(np.argmin(dist))]]
+            source[k] = START_SAMPLE
+    for k in np.flatnonzero(source == START_NONE):
+        i = rows[k]
+        u = rng.uniform(lo, hi, size=(blend_draws, *x.shape[1:])).astype(np.float32)
+        for step in range(1, blend_steps):
+            a = step / blend_steps
+            cand = np.clip((1 - a) * x[i] + a * u, lo, hi).astype(np.float32)
+            hit = np.flatnonzero(np.asarray(predict_labels(cand)) != preds[i])
+            if hit.size:
+                starts[k] = cand[hit[0]]
+                source[k] = START_BLEND
+                break
+    return starts, source
+
+
+def warn_start_sources(init_size: int, source: np.ndarray, n: int) -> None:
+    """One warning for the samples uniform noise gave no start: how many the fallbacks
+    started (from another sample / a blend) and how many stay clean (not attacked)."""
+    logger.warning(
+        "no adversarial starting point in %d uniform draws for %d of %d samples: %d start from "
+        "the nearest sample of another class, %d from a noise blend, %d stay clean (not attacked)",
+        init_size, source.size, n, int((source == START_SAMPLE).sum()), int((source == START_BLEND).sum()),
+        int((source == START_NONE).sum()),
+    )
+
+
+def mark_starts(ctx: AttackContext, preds: np.ndarray, found: np.ndarray) -> None:
+    """Robust-accuracy flags of a decision-based attack (Boundary, HopSkipJump).
+
+    Samples without a start are not attacked (``ctx.mark_not_attacked``). A start is a point of
+    the clip box (the only bound of these minimum-distance attacks) predicted unlike the clean
+    sample, and so, where the clean prediction is the true label, misclassified: those samples
+    are fooled (``ctx.mark_fooled``); every later iterate of the attack stays adversarial.
+    """
+    ctx.mark_not_attacked(np.flatnonzero(~found))
+    ctx.mark_fooled(np.arange(ctx.n), found & (preds == ctx.y))
 
 
 def run_from_random_start(
@@ -240,12 +350,14 @@ def run_from_random_start(
     """Run a decision-based ART attack (Boundary, HopSkipJump) from seeded starting points.
 
     ``make_attack(classifier)`` builds the ART attack on the predict-only classifier. Samples
-    for which no misclassified random start was found come back unchanged.
+    for which no misclassified start was found (uniform draws, then :func:`fallback_starts`)
+    come back unchanged and are marked not attacked (:func:`mark_starts`).
     """
     clf = black_box_classifier(ctx)
     predict_fn = make_predict_fn(ctx)
     preds = np.argmax(predict_fn(ctx.x), axis=1)
     x_init, found = random_adversarial_init(ctx, predict_fn, preds, init_size=init_size)
+    mark_starts(ctx, preds, found)
     x_adv = ctx.x.copy()
     if found.any():
         x_adv[found] = make_attack(clf).generate(ctx.x[found], x_adv_init=x_init[found])

@@ -47,6 +47,13 @@ C&W L2: ART 363.5 s, torch (line search) 61.7 s, the same examples (mean |delta|
 with early stop 29.0 s. C&W L-inf: ART 131.3 s (one sample at a time), torch 3.0 s, the same
 examples (mean |delta| 0.0711).
 
+Robust accuracy: the torch backends watch every point they evaluate
+(``AttackResult.fooled_any``, misclassification w.r.t. the true labels): C&W L2's Adam
+iterates and line-search iterates *and trials*, C&W L-inf's Adam iterates; all lie in the clip
+box (tanh space), the only bound of these minimum-distance attacks, and their outputs are
+computed anyway (no extra pass). The ART backends do not (``fooled_any`` None: robustness is
+judged on the returned examples).
+
 Example
 -------
 >>> run_attack("cw_l2", model, x, y, {}, clip=(-5, 7))  # the study's settings  # doctest: +SKIP
@@ -55,6 +62,7 @@ Example
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -73,6 +81,7 @@ from seradv.attacks.base import (
     register_attack,
 )
 from seradv.attacks.deepfool import OUTPUT_PARAM
+from seradv.attacks.metrics import map_batches_watched
 from seradv.errors import AttackError
 
 logger = logging.getLogger(__name__)
@@ -263,6 +272,7 @@ def cw_l2_batch(
     output: str = "logits",
     counter: QueryCounter | None = None,
     early_stop: bool = False,
+    watch: Callable[[torch.Tensor | None, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Batched C&W L2 with Adam, ART 1.20.1's binary search on ``c``; all rows in parallel.
 
@@ -287,6 +297,10 @@ def cw_l2_batch(
         ``n_grads += rows`` per Adam step, ``n_queries += rows`` per last-iterate forward.
     early_stop : bool
         Stop a row at its first adversarial iterate (no further steps or constants).
+    watch : callable or None
+        ``watch(rows, pred)`` (:class:`~seradv.attacks.metrics.IterateWatch`) gets the
+        prediction of every point the model evaluates (all inside the clip box), from the
+        outputs already computed: no extra pass.
 
     Returns
     -------
@@ -333,6 +347,8 @@ def cw_l2_batch(
                     return l2 + cl * (margin(z, yl) + confidence).clamp_min(0)
 
                 xa, z, grad = _adam_pass(model, w[live], clip, output, counter, None if last else loss)
+                if watch is not None:
+                    watch(rows[live], z.argmax(1))
                 with torch.no_grad():
                     if k == 0:  # ART's first iterate is x itself (L2 exactly 0)
                         xa = xr[live]
@@ -371,6 +387,7 @@ def cw_l2_line_search_batch(
     output: str = "logits",
     counter: QueryCounter | None = None,
     early_stop: bool = False,
+    watch: Callable[[torch.Tensor | None, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """ART 1.20.1's ``CarliniL2Method`` (gradient steps with a line search), all rows at once.
 
@@ -402,6 +419,10 @@ def cw_l2_line_search_batch(
         ``n_grads += rows`` per gradient, ``n_queries += rows`` per forward.
     early_stop : bool
         A row stops at its first adversarial iterate (no further iterations or constants).
+    watch : callable or None
+        ``watch(rows, pred)`` (:class:`~seradv.attacks.metrics.IterateWatch`) gets the
+        prediction of every point the model evaluates (all inside the clip box), from the
+        outputs already computed: no extra pass.
 
     Returns
     -------
@@ -431,6 +452,8 @@ def cw_l2_line_search_batch(
         with torch.no_grad():
             zr = _outputs(model, xa.to(x.dtype), output)
             counter.n_queries += int(rows.numel())
+            if watch is not None:  # iterates and line-search trials alike: points in the box
+                watch(rows, zr.argmax(1))
             l2r = (x64[rows] - xa.to(f64)).square().flatten(1).sum(1)
             hinge = (margin(zr, y[rows]).to(f64) + confidence).clamp_min(0)
             l2[rows], loss[rows] = l2r, c[rows] * hinge + l2r
@@ -547,6 +570,7 @@ def cw_linf_batch(
     output: str = "logits",
     counter: QueryCounter | None = None,
     early_stop: bool = False,
+    watch: Callable[[torch.Tensor | None, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Batched C&W L-inf, ART 1.20.1's ``CarliniLInfMethod`` loop run for all rows at once.
 
@@ -575,6 +599,10 @@ def cw_linf_batch(
         ``n_grads += rows`` per Adam step, ``n_queries += rows`` per last-iterate forward.
     early_stop : bool
         Stop a row at its first accepted example (no further steps or ``tau`` levels).
+    watch : callable or None
+        ``watch(rows, pred)`` (:class:`~seradv.attacks.metrics.IterateWatch`) gets the
+        prediction of every point the model evaluates (all inside the clip box), from the
+        outputs already computed: no extra pass.
 
     Returns
     -------
@@ -616,6 +644,8 @@ def cw_linf_batch(
                     return margin(z, yl) + ((xa - xl).abs() - tl).clamp_min(0).flatten(1).sum(1)
 
                 xa, z, grad = _adam_pass(model, w[live], clip, output, counter, None if last else objective)
+                if watch is not None:
+                    watch(rows[live], z.argmax(1))
                 if k == 0:
                     adam.step(w, torch.nan_to_num(grad), live)
                     continue
@@ -657,8 +687,9 @@ def cw_linf_batch(
 
 
 def _batched(ctx: AttackContext, fn: Any, **kw: Any) -> np.ndarray:
-    return ctx.map_batches(lambda xb, yb: fn(ctx.model, xb, yb, clip=ctx.clip.as_tuple(), counter=ctx.counter,
-                                             early_stop=ctx.early_stop, **kw))
+    return map_batches_watched(ctx, lambda xb, yb, watch: fn(
+        ctx.model, xb, yb, clip=ctx.clip.as_tuple(), counter=ctx.counter, early_stop=ctx.early_stop,
+        watch=watch, **kw))
 
 
 def _cw_l2_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:

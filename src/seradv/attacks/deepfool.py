@@ -27,6 +27,11 @@ ART 1.20.1 quirks (documented, not changed, since they are what the study ran):
   while the study reports it took EmoDB to 0.188: the study's attack did bite, which here
   only the logit formulation reproduces (see :mod:`seradv.attacks.carlini`).
 
+Robust accuracy: the torch backend watches its iterates (``AttackResult.fooled_any``, w.r.t.
+the true labels): each DeepFool iterate from the step's own forward pass, and the returned
+overshot example from one extra forward pass per batch. The ART backend does not
+(``fooled_any`` None: robustness is judged on the returned examples).
+
 Example
 -------
 >>> run_attack("deepfool", model, x, y, {"max_iter": 5}, clip=(-5, 7))  # doctest: +SKIP
@@ -44,6 +49,7 @@ with mean |perturbation| 2.03 -- the clip-range scaling above at work.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -60,6 +66,7 @@ from seradv.attacks.base import (
     gradient_context,
     register_attack,
 )
+from seradv.attacks.metrics import map_batches_watched
 
 __all__ = ["DEEPFOOL", "deepfool_batch", "forward_with_graph", "model_output", "refit_rows"]
 
@@ -143,6 +150,7 @@ def deepfool_batch(
     output: str = "logits",
     counter: QueryCounter | None = None,
     y: torch.Tensor | None = None,
+    watch: Callable[[torch.Tensor | None, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """ART 1.20.1's DeepFool on one batch, all samples in parallel (see the module docstring).
 
@@ -164,6 +172,11 @@ def deepfool_batch(
         Work counters to add to.
     y : int Tensor ``[shape=(b,)]`` or None
         ``early_stop``: samples not predicted as ``y`` are not attacked (None: all are).
+    watch : callable or None
+        ``watch(rows, pred)`` (:class:`~seradv.attacks.metrics.IterateWatch`) gets the
+        prediction of every iterate from the step's own forward pass, and that of the returned
+        example (``x + (1 + overshoot) (x_k - x)``, not an iterate) from one extra forward
+        pass without a graph (``n_queries``).
 
     Returns
     -------
@@ -187,6 +200,8 @@ def deepfool_batch(
             m = xa.shape[0]
             xg, f = forward_with_graph(model, xa, output)
             pred = f.detach().argmax(1)
+            if watch is not None:  # the iterate x_cur[active], inside the clip box
+                watch(active, pred)
             if step == 0:
                 fk_hat[active] = pred  # ART: the prediction on the clean input
                 keep = torch.ones_like(pred, dtype=torch.bool)
@@ -227,7 +242,12 @@ def deepfool_batch(
                 r_var = (absolute1 / pow1).view(-1, *([1] * (x.ndim - 1))) * draddiff
                 x_cur[active] = (x_cur[active] + r_var * scale).clamp(lo, hi)
     with torch.no_grad():
-        return (x + (1 + overshoot) * (x_cur - x)).clamp(lo, hi)
+        out = (x + (1 + overshoot) * (x_cur - x)).clamp(lo, hi)
+    if watch is not None:  # the returned example: one forward pass without a graph
+        with torch.inference_mode():
+            watch(None, model(out).argmax(1))
+        counter.n_queries += x.shape[0]
+    return out
 
 
 def gradient_labels(ctx: AttackContext, nb_grads: int, output: str) -> list[int]:
@@ -247,10 +267,10 @@ def gradient_labels(ctx: AttackContext, nb_grads: int, output: str) -> list[int]
 
 def _deepfool_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
     labels = gradient_labels(ctx, p["nb_grads"], p["output"])
-    return ctx.map_batches(lambda xb, yb: deepfool_batch(
+    return map_batches_watched(ctx, lambda xb, yb, watch: deepfool_batch(
         ctx.model, xb, labels=labels, max_iter=p["max_iter"], overshoot=p["overshoot"],
         clip=ctx.clip.as_tuple(), output=p["output"], counter=ctx.counter,
-        y=yb if ctx.early_stop else None,
+        y=yb if ctx.early_stop else None, watch=watch,
     ))
 
 

@@ -27,6 +27,14 @@ the model's device (no NumPy round trip per step). It reproduces ART's FGSM adve
 to float tolerance and BIM/PGD accuracy (tested); its random starts are ART's own draws from
 NumPy's global RNG (seeded by ``run_attack``), so with the same seed PGD's examples match too.
 
+Robust accuracy: the torch backend watches its iterates (``AttackResult.fooled_any``): the
+start (``x``, or PGD's random start), every step's iterate (the logits of the next step's
+forward pass, no extra cost) and the last one (one forward pass without a graph per batch and
+restart, counted in ``n_queries``; it replaces the separate check of PGD's restarts), all in
+the clip box and the ``eps`` ball, misclassified w.r.t. the true labels. The ART backend does
+not (``fooled_any`` None): robustness is judged on its returned examples. FGSM has one step,
+so its watched "iterates" are ``x`` and the returned example.
+
 Gradients are taken with the model in eval mode; on CUDA cuDNN is disabled around the backward
 pass because cuDNN cannot backpropagate an LSTM in eval mode
 (:func:`~seradv.attacks.base.gradient_context`).
@@ -56,6 +64,7 @@ The study's BIM (100 iterations) is therefore ~0.7 samples/s with ART on this CP
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -76,6 +85,7 @@ from seradv.attacks.base import (
     gradient_context,
     register_attack,
 )
+from seradv.attacks.metrics import IterateWatch, map_batches_watched
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +138,9 @@ def iterative_gradient_attack(
     clip: tuple[float, float],
     early_stop: bool = False,
     counter: Any = None,
-) -> torch.Tensor:
+    watch: Callable[[torch.Tensor | None, torch.Tensor], None] | None = None,
+    return_fooled: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Batched FGSM / BIM / PGD in torch, ART's update rule.
 
     Each step: ``x_adv <- clip(x_adv + eps_step * dir(grad))`` then project ``x_adv - x`` on the
@@ -154,11 +166,21 @@ def iterative_gradient_attack(
         each step, so it costs nothing extra; the still-correct samples go on alone). Same
         robust accuracy, smaller perturbations than the algorithm as published.
     counter : QueryCounter or None
-        Incremented by the forward+backward passes actually run (``n_grads``).
+        Incremented by the forward+backward passes actually run (``n_grads``) and by the
+        forward pass of the last iterate (``n_queries``, only with ``watch`` or
+        ``return_fooled``).
+    watch : callable or None
+        ``watch(rows, pred)`` (:class:`~seradv.attacks.metrics.IterateWatch`) is told the
+        prediction of every iterate: the start and each step's iterate come from the logits of
+        the next step's forward pass (no extra cost); the last iterate takes one forward pass
+        without a graph. Every iterate lies in the clip box and the ``eps`` ball.
+    return_fooled : bool
+        Also return whether the model misclassifies each row's last iterate (``argmax != y``).
 
     Returns
     -------
-    Tensor ``[shape=(b, 261, 128)]`` float32, detached.
+    Tensor ``[shape=(b, 261, 128)]`` float32, detached; with ``return_fooled`` also a bool
+    Tensor ``[shape=(b,)]``.
     """
     lo, hi = clip
     x = x.detach()
@@ -168,6 +190,7 @@ def iterative_gradient_attack(
         x_adv = x.clone()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     active = torch.arange(x.shape[0], device=x.device)
+    fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)  # at the last iterate
     with gradient_context(x.device):
         for _ in range(max_iter):
             xa = x_adv[active].detach().requires_grad_(True)
@@ -178,14 +201,29 @@ def iterative_gradient_attack(
             if counter is not None:
                 counter.n_grads += int(active.numel())
             with torch.no_grad():
+                pred = logits.argmax(1)
+                if watch is not None:  # the iterate x_adv[active]: logits of this step's pass
+                    watch(active, pred)
                 if early_stop:
-                    keep = logits.argmax(1) == y[active]
+                    keep = pred == y[active]
+                    fooled[active[~keep]] = True
                     active, xa, grad = active[keep], xa[keep], grad[keep]
                     if active.numel() == 0:
                         break
                 step = (xa.detach() + eps_step * _step_direction(grad, norm)).clamp(lo, hi)
                 x_adv[active] = x[active] + _project(step - x[active], eps, norm)
-    return x_adv.detach()
+    x_adv = x_adv.detach()
+    if watch is None and not return_fooled:
+        return x_adv
+    if active.numel():  # the last iterate: one forward pass without a graph (rows still moving)
+        with torch.inference_mode():
+            pred = model(x_adv[active]).argmax(1)
+        if counter is not None:
+            counter.n_queries += int(active.numel())
+        fooled[active] = pred != y[active]
+        if watch is not None:
+            watch(active, pred)
+    return (x_adv, fooled) if return_fooled else x_adv
 
 
 def _torch_runner(ctx: AttackContext, *, eps: float, eps_step: float, max_iter: int, norm: str,
@@ -194,19 +232,17 @@ def _torch_runner(ctx: AttackContext, *, eps: float, eps_step: float, max_iter: 
     kw: dict[str, Any] = {"eps": eps, "eps_step": eps_step, "max_iter": max_iter, "norm": norm,
                           "clip": ctx.clip.as_tuple(), "early_stop": ctx.early_stop, "counter": ctx.counter}
 
-    def one_batch(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def one_batch(xb: torch.Tensor, yb: torch.Tensor, watch: IterateWatch) -> torch.Tensor:
         shape = tuple(xb.shape)
         start = random_start_noise(shape, eps, norm) if num_random_init > 0 else None
-        best = iterative_gradient_attack(model, xb, yb, start=start, **kw)
+        best, _ = iterative_gradient_attack(model, xb, yb, start=start, watch=watch, return_fooled=True, **kw)
         for _ in range(1, num_random_init):  # ART: keep a restart's example where it succeeds
-            cand = iterative_gradient_attack(model, xb, yb, start=random_start_noise(shape, eps, norm), **kw)
-            with torch.inference_mode():
-                ok = model(cand).argmax(1) != yb
-            ctx.counter.n_queries += xb.shape[0]
+            cand, ok = iterative_gradient_attack(model, xb, yb, start=random_start_noise(shape, eps, norm),
+                                                 watch=watch, return_fooled=True, **kw)
             best[ok] = cand[ok]
         return best
 
-    return ctx.map_batches(one_batch)
+    return map_batches_watched(ctx, one_batch)
 
 
 # --------------------------------------------------------------------------------------

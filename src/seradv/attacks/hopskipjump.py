@@ -17,7 +17,10 @@ chosen to match the query budget of the study's Boundary attack, not taken from 
 Backend ``"art"``: ART 1.20.1 ``HopSkipJump`` on
 :class:`~seradv.attacks._art.GradientFreeClassifier` (predict function only, float32 queries).
 Like ART's Boundary attack it draws starting points from an unseeded RNG; seradv passes seeded
-ones (:func:`~seradv.attacks._art.random_adversarial_init`) as ``x_adv_init``.
+ones (:func:`~seradv.attacks._art.random_adversarial_init`) as ``x_adv_init``, with the same
+fallbacks (another sample of a different predicted class, then noise blends) and the same
+robust-accuracy flags as the Boundary attack (:mod:`seradv.attacks.boundary`): samples without
+a start are marked not attacked, the others fooled where their clean prediction is right.
 
 Backend ``"torch"`` (default): :func:`hopskipjump_torch`, ART's algorithm for all samples of a
 batch at once. ART attacks one sample after another: its binary searches and step searches

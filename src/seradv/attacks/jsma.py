@@ -21,6 +21,11 @@ CUDA). ART's version uses only the target-class gradient (``class_gradient(x, la
 per step. ``output="logits"`` (default, see :mod:`seradv.attacks.deepfool`) differentiates
 the logits; ``"probabilities"`` the softmax output of a Keras-style softmax head.
 
+Robust accuracy: the torch backend watches its iterates (``AttackResult.fooled_any``, w.r.t.
+the true labels, not the targets): each step's iterate from the step's own forward pass, and
+the last iterate of samples that ran out of budget from one forward pass at the end. The ART
+backend does not (``fooled_any`` None: robustness is judged on the returned examples).
+
 Cost: one class gradient and one forward pass of the still-active samples per step, and up to
 ``gamma * 33408 / 2`` steps: use a small ``gamma`` for quick runs.
 
@@ -43,6 +48,7 @@ Example
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -60,6 +66,7 @@ from seradv.attacks.base import (
     register_attack,
 )
 from seradv.attacks.deepfool import OUTPUT_PARAM, forward_with_graph, refit_rows
+from seradv.attacks.metrics import IterateWatch
 from seradv.errors import ParameterError
 
 __all__ = ["JSMA", "jsma_batch", "random_targets"]
@@ -84,6 +91,7 @@ def jsma_batch(
     counter: QueryCounter | None = None,
     y: torch.Tensor | None = None,
     max_rows: int | None = None,
+    watch: Callable[[torch.Tensor | None, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """ART 1.20.1's ``SaliencyMapMethod`` on one batch, all samples in parallel (module docstring).
 
@@ -109,6 +117,13 @@ def jsma_batch(
         Work counters to add to.
     y : int Tensor ``[shape=(b,)]`` or None
         ``early_stop``: a sample also stops once it is no longer predicted as ``y``.
+    max_rows : int or None
+        Rolling window size (above).
+    watch : callable or None
+        ``watch(rows, pred)`` (:class:`~seradv.attacks.metrics.IterateWatch`, rows = positions
+        in ``x``) gets the prediction of every iterate from the step's own forward pass; the
+        last iterate of a sample that stopped on its budget (not on a prediction) takes one
+        forward pass without a graph at the end (``n_queries``).
 
     Returns
     -------
@@ -123,6 +138,7 @@ def jsma_batch(
     search = xf < hi if theta > 0 else xf > lo
     clip_value = hi if theta > 0 else lo
     used = torch.zeros_like(search)  # ART's all_feat: cells chosen at least once
+    unseen = torch.zeros(b, dtype=torch.bool, device=dev)  # changed since its last forward pass
     active = torch.arange(b, device=dev)
     with gradient_context(dev):
         while active.numel() > 0:
@@ -131,6 +147,9 @@ def jsma_batch(
             m = xa.shape[0]
             xg, f = forward_with_graph(model, xa, output)
             pred = f.detach().argmax(1)
+            if watch is not None:  # the iterates xf[win], inside the clip box
+                watch(win, pred)
+                unseen[win] = False
             keep = pred != target[win]  # ART: stop once the target class is predicted
             if y is not None:
                 keep &= pred == y[win]
@@ -166,20 +185,32 @@ def jsma_batch(
                 new = new.clamp(max=hi) if theta > 0 else new.clamp(min=lo)
                 xf[rows, idx] = new
                 used[rows, idx] = True
+                unseen[win] = True
                 search[rows, idx] &= new != clip_value
                 # ART: go on while at most gamma of the cells were used and some can still move
                 budget = used[win].sum(1).double() / n_feat <= gamma
                 active = torch.cat([win[budget & search[win].any(1)], rest])
+    if watch is not None and bool(unseen.any()):  # last iterates of the rows that ran out of budget
+        left = unseen.nonzero()[:, 0]
+        step = left.numel() if max_rows is None else max_rows
+        with torch.inference_mode():
+            for s in range(0, left.numel(), step):
+                r = left[s : s + step]
+                watch(r, model(xf[r].view(-1, *x.shape[1:])).argmax(1))
+        counter.n_queries += int(left.numel())
     return xf.view_as(x)
 
 
 def _jsma_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
     targets = torch.from_numpy(random_targets(ctx.y, ctx.n_classes, ctx.seed)).to(ctx.device)
-    y = torch.from_numpy(ctx.y).to(ctx.device) if ctx.early_stop else None
+    y_true = torch.from_numpy(ctx.y).to(ctx.device)
+    y = y_true if ctx.early_stop else None
+    watch = IterateWatch(ctx, 0, y_true)
     # every sample in one rolling window of batch_size rows (jsma_batch's max_rows)
     adv = jsma_batch(ctx.model, torch.from_numpy(ctx.x).to(ctx.device), targets, theta=p["theta"],
                      gamma=p["gamma"], clip=ctx.clip.as_tuple(), output=p["output"], counter=ctx.counter,
-                     y=y, max_rows=ctx.batch_size)
+                     y=y, max_rows=ctx.batch_size, watch=watch)
+    watch.flush()
     return adv.cpu().numpy()
 
 

@@ -9,7 +9,9 @@ value per sample ``[shape=(n,)]``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,13 +19,18 @@ from torch import nn
 
 from seradv.errors import ParameterError
 
+if TYPE_CHECKING:  # base imports nothing from here; avoid the cycle at run time anyway
+    from seradv.attacks.base import AttackContext
+
 __all__ = [
     "L0_TOL",
+    "IterateWatch",
     "Predictions",
     "accuracy",
     "l0_norm",
     "l2_norm",
     "linf_norm",
+    "map_batches_watched",
     "mean_abs_perturbation",
     "perturbation_norms",
     "predict",
@@ -159,3 +166,56 @@ def accuracy(
     if yy.shape != labels.shape:
         raise ParameterError(f"y has shape {yy.shape}, expected {labels.shape}")
     return float((labels == yy).mean())
+
+
+# --------------------------------------------------------------------------------------
+# Watching the iterates of an attack (robust accuracy: the first fooled iterate counts)
+# --------------------------------------------------------------------------------------
+class IterateWatch:
+    """Which samples some iterate of an attack fooled (``argmax != y``, the *true* labels).
+
+    Attacks call the watch with the predictions they already computed for an iterate inside
+    their threat model: ``watch(rows, pred)``, ``rows`` positions in the watched block (a long
+    tensor, or ``None`` for all of it), ``pred`` the predicted classes of those rows. The
+    flags are kept on the device (no synchronisation per step) and handed to
+    :meth:`AttackContext.mark_fooled <seradv.attacks.base.AttackContext.mark_fooled>` once,
+    by :meth:`flush`.
+
+    Parameters
+    ----------
+    ctx : AttackContext
+    start : int
+        Position in ``ctx.x`` of the block's first row.
+    y : Tensor ``[shape=(b,)]`` int64
+        True labels of the block's rows, on the attack's device.
+    """
+
+    def __init__(self, ctx: AttackContext, start: int, y: torch.Tensor) -> None:
+        self.ctx, self.start, self.y = ctx, int(start), y
+        self.fooled = torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
+
+    def __call__(self, rows: torch.Tensor | None, pred: torch.Tensor) -> None:
+        if rows is None:
+            self.fooled |= pred != self.y
+        else:
+            self.fooled[rows] |= pred != self.y[rows]
+
+    def flush(self) -> None:
+        """Hand the flags to the context (``ctx.mark_fooled``)."""
+        self.ctx.mark_fooled(slice(self.start, self.start + self.y.shape[0]), self.fooled)
+
+
+def map_batches_watched(
+    ctx: AttackContext, fn: Callable[[torch.Tensor, torch.Tensor, IterateWatch], torch.Tensor]
+) -> np.ndarray:
+    """:meth:`AttackContext.map_batches <seradv.attacks.base.AttackContext.map_batches>` with an
+    :class:`IterateWatch` per batch: ``fn(x_batch, y_batch, watch) -> x_adv_batch``; each
+    batch's flags go to ``ctx.fooled_any``."""
+    out = np.empty_like(ctx.x)
+    for i in range(0, ctx.n, ctx.batch_size):
+        xb = torch.from_numpy(ctx.x[i : i + ctx.batch_size]).to(ctx.device)
+        yb = torch.from_numpy(ctx.y[i : i + ctx.batch_size]).to(ctx.device)
+        watch = IterateWatch(ctx, i, yb)
+        out[i : i + xb.shape[0]] = fn(xb, yb, watch).detach().cpu().numpy()
+        watch.flush()
+    return out
