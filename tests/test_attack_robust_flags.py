@@ -28,6 +28,7 @@ WATCHED = [
     ("cw_linf", {"max_iter": 3, "learning_rate": 0.05, "initial_const": 0.1, "largest_const": 20.0,
                  "decrease_factor": 0.5, "const_factor": 10.0}),
     ("jsma", {"theta": 1.0, "gamma": 0.005}),
+    ("pixel", {"th": 2, "max_iter": 2}),
 ]
 
 

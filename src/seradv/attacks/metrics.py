@@ -200,6 +200,13 @@ class IterateWatch:
         else:
             self.fooled[rows] |= pred != self.y[rows]
 
+    def mark(self, rows: torch.Tensor | None, fooled: torch.Tensor) -> None:
+        """Like calling the watch, with the misclassification of the rows already known."""
+        if rows is None:
+            self.fooled |= fooled
+        else:
+            self.fooled[rows] |= fooled
+
     def flush(self) -> None:
         """Hand the flags to the context (``ctx.mark_fooled``)."""
         self.ctx.mark_fooled(slice(self.start, self.start + self.y.shape[0]), self.fooled)
