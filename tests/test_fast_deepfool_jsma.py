@@ -144,7 +144,6 @@ def test_jsma_torch_matches_art(trained, tie_free, params, n, caplog):
     # the targets reached: no more than the parted runs apart
     reached_art, reached_fast = accuracy(m, art.x_adv, targets), accuracy(m, fast.x_adv, targets)
     assert abs(reached_fast - reached_art) <= (~same).mean() + 1e-9, (reached_fast, reached_art)
-    assert accuracy(m, fast.x_adv, y) < accuracy(m, x, y)
     assert fast.n_grads > 0 and fast.n_backward == 0
     assert all(p.grad is None for p in m.parameters())
 
@@ -180,7 +179,7 @@ def test_jsma_rolling_window_equals_whole_batch(trained, tie_free):
     b = jsma_batch(m, xb, t, counter=windowed, max_rows=2, **kw)
     l0_a = (a != xb).flatten(1).sum(1)
     l0_b = (b != xb).flatten(1).sum(1)
-    assert (l0_a > 0).all() and len(set(l0_a.tolist())) > 1  # samples of different lengths
+    assert len(set(l0_a.tolist())) > 2  # samples of different lengths (0: predicted as the target)
     assert (l0_a == l0_b).float().mean() >= 7 / 8, (l0_a, l0_b)
     assert torch.isclose(a, b, atol=1e-6).all(1).all(1).float().mean() >= 7 / 8
     # every row of every pass is a live sample (or one that just finished, riding along)
