@@ -50,3 +50,21 @@ def test_minimal_perturbation_attacks_are_not_comparables():
 def test_other_subset_sizes_are_not_compared():
     rows = [_row("bim", {"eps": 1.25}, 0.30, 1.25, n=64), _row("boundary", {"delta": 0.01}, 0.05, 1.0, n=16)]
     assert _status(trust_checks(pd.DataFrame(rows)), "black_vs_white", "boundary") == []
+
+
+def test_an_empty_table_gives_no_checks():
+    out = trust_checks(pd.DataFrame())
+    assert out.empty and list(out.columns) == ["check", "attack", "corpus", "language", "group", "status", "detail"]
+
+
+def test_monotone_never_mixes_robust_and_study_accuracy_or_other_settings():
+    rows = [_row("bim", {"eps": 0.25, "max_iter": 10}, 0.5, 0.25), _row("bim", {"eps": 0.5, "max_iter": 10}, 0.8, 0.5)]
+    rows[0]["robust_accuracy"], rows[1]["robust_accuracy"] = 0.5, float("nan")
+    out = trust_checks(pd.DataFrame(rows))
+    assert _status(out, "monotone", "bim") == ["fail"]  # 0.5 -> 0.8, both the study-style figure
+    rows[1]["robust_accuracy"] = 0.4
+    assert _status(trust_checks(pd.DataFrame(rows)), "monotone", "bim") == ["pass"]
+    # another max_iter at the same eps is another series, not a rise
+    other = _row("bim", {"eps": 0.5, "max_iter": 3}, 0.9, 0.5)
+    other["robust_accuracy"] = 0.9
+    assert _status(trust_checks(pd.DataFrame(rows + [other])), "monotone", "bim") == ["pass"]

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Cell", "plan_grid", "run_grid", "attack_cell", "summarise", "trust_checks",
            "worst_case", "worst_case_frames", "load_results", "select_subset", "robust_flags",
-           "parse_where", "parse_params"]
+           "parse_where", "parse_params", "read_cell"]
 
 #: Linf gradient attacks whose accuracy must not rise with the budget.
 MONOTONE = {"fgsm": "eps", "bim": "eps", "pgd": "eps", "pgd_l2": "eps"}
@@ -313,7 +313,13 @@ def attack_cell(
 
 
 def summarise(samples: pd.DataFrame, cell: Cell, facts: dict, *, cell_id: str, n_total: int) -> list[dict]:
-    """Rows (corpus x language x group) of one cell's results."""
+    """Rows (corpus x language x group) of one cell's results.
+
+    ``robust_accuracy``: share of the ``n`` samples that are robust (:func:`robust_flags`);
+    ``success_rate``: share of the clean-correct samples the attack *attacked* that it fooled
+    (the ``n_not_attacked`` are neither fooled nor robust, so ``robust_accuracy`` equals
+    ``n_clean_correct / n * (1 - success_rate)`` only when ``n_not_attacked`` is 0);
+    ``adv_accuracy``: the study's accuracy on adversarial examples."""
     rows = []
     for (corpus, language), part0 in samples.groupby(["corpus", "language"], sort=True):
         for group, g in GROUPS.items():
@@ -355,7 +361,7 @@ def _subset_fingerprint(segment_ids) -> str:
     return hashlib.sha256(json.dumps([str(i) for i in segment_ids]).encode()).hexdigest()
 
 
-def _read_cell(path: Path, fingerprint: dict | None, segment_ids: list | None = None) -> tuple[dict | None, str]:
+def read_cell(path: Path, fingerprint: dict | None, segment_ids: list | None = None) -> tuple[dict | None, str]:
     """A finished cell's JSON if it is intact, complete and computed on ``fingerprint``, else
     ``(None, why)``. With ``segment_ids`` the per-sample file must hold exactly those samples."""
     if not path.exists():
@@ -375,15 +381,16 @@ def _read_cell(path: Path, fingerprint: dict | None, segment_ids: list | None = 
         if segment_ids is not None and have.get("subset") != _subset_fingerprint(segment_ids):
             return None, "computed on other samples (stale)"
     samples = path.with_name(path.name[: -len(".json")] + ".samples.csv")
-    try:
-        ids = pd.read_csv(samples, usecols=["segment_id"])["segment_id"].astype(str).tolist()
-    except (FileNotFoundError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        return None, f"per-sample file {samples.name} unreadable ({type(exc).__name__})"
-    n = int(rows[0].get("n", -1)) if rows[0].get("group") == "All" else None
-    if segment_ids is not None and ids != [str(i) for i in segment_ids]:
-        return None, f"per-sample file {samples.name} incomplete ({len(ids)} of {len(segment_ids)} samples)"
-    if n is not None and segment_ids is None and len(ids) < n:
+    frame = _read_samples(samples)
+    if frame is None or "segment_id" not in frame:
+        return None, f"per-sample file {samples.name} missing or unreadable"
+    ids = frame["segment_id"].tolist()
+    # a file cut inside a row leaves NaN in its last columns; n_samples: the cell's total
+    n = cell.get("n_samples", sum(int(r.get("n", 0)) for r in rows if r.get("group") == "All"))
+    if len(ids) != n or frame.iloc[:, -1].isna().any():
         return None, f"per-sample file {samples.name} incomplete ({len(ids)} of {n} samples)"
+    if segment_ids is not None and ids != [str(i) for i in segment_ids]:
+        return None, f"per-sample file {samples.name} holds other samples than the run's current subset"
     return cell, "ok"
 
 
@@ -402,6 +409,10 @@ def _cell_lock(path: Path, *, wait: bool) -> Iterator[bool]:
             fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             yield False
+            return
+        except OSError as exc:  # e.g. ENOLCK on some network file systems
+            log.warning("cannot lock %s (%s): cells are not protected against a second process", path, exc)
+            yield True
             return
         try:
             yield True
@@ -486,7 +497,7 @@ def run_grid(
             with _cell_lock(out / "cells" / f"{cid}.lock", wait=wait) as mine:
                 if not mine:
                     return False
-                done, why = _read_cell(path, fingerprint, segment_ids)
+                done, why = read_cell(path, fingerprint, segment_ids)
                 if done is not None:
                     log.info("cell %s (%s %s) already done on this model and data; reused", cid, cell.attack, cell.label)
                     return True
@@ -495,13 +506,14 @@ def run_grid(
                 samples, delta, facts = attack_cell(model, data, cell, clip=(lo, hi), seed=seed,
                                                     batch_size=batch_size, device=device,
                                                     clean_logits=clean_logits)
-                rows = summarise(samples, cell, facts, cell_id=cid, n_total=len(data))
+                rows = [{**r, "seed": seed, "subset": subset_key}
+                        for r in summarise(samples, cell, facts, cell_id=cid, n_total=len(data))]
                 atomic_write_text(out / "cells" / f"{cid}.samples.csv", samples.to_csv(index=False))
                 if save_examples:
                     save_npy(out / "adv" / f"{cid}.npy", delta.astype(np.float16))
                 atomic_write_json(path, {"cell_id": cid, "attack": cell.attack, "params": cell.params,
                                          "label": cell.label, "backend": cell.backend, "seed": seed,
-                                         "subset": subset_key, "fingerprint": fingerprint,
+                                         "subset": subset_key, "n_samples": len(data), "fingerprint": fingerprint,
                                          "facts": facts, "rows": rows})
                 allr = rows[0]
                 log.info("%s %s: n %d, clean %.3f -> robust %.3f (accuracy on adversarial examples, "
@@ -554,7 +566,7 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
     fingerprint = run_fingerprints(run_dir)
     rows, skipped = [], []
     for f in sorted((out / "cells").glob("*.json")):
-        cell, why = _read_cell(f, fingerprint)
+        cell, why = read_cell(f, fingerprint)
         if cell is None:
             skipped.append(f"{f.name} ({why})")
             continue
@@ -565,7 +577,9 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if not table.empty:
         table = pd.concat([table, worst_case(run_dir, table)], ignore_index=True)
-    if table.empty and not (out / "results.csv").exists():
+    if table.empty:
+        for name in ("results.csv", "results.parquet"):
+            (out / name).unlink(missing_ok=True)  # nothing current: no stale table either
         return table
     atomic_write_text(out / "results.csv", table.to_csv(index=False))
     try:
@@ -629,7 +643,8 @@ def worst_case_frames(run_dir: str | Path, table: pd.DataFrame) -> dict[str, tup
                 over = f["linf"].to_numpy() > eps + _budget_tol(eps)
                 if over.any():
                     log.warning("cell %s (%s eps=%g): %d sample(s) exceed the declared Linf budget (max %.4g); "
-                                "left out of the worst case", cid, meta.loc[cid, "attack"], eps, int(over.sum()),
+                                "not a budget cell of the worst case (its samples count only at budgets above "
+                                "their Linf)", cid, meta.loc[cid, "attack"], eps, int(over.sum()),
                                 float(f["linf"].max()))
                     continue
                 declared[cid] = float(eps)
@@ -643,14 +658,21 @@ def worst_case_frames(run_dir: str | Path, table: pd.DataFrame) -> dict[str, tup
                 inside = attacked & (f["linf"].to_numpy() <= eps + _budget_tol(eps))
                 if not inside.any():
                     continue
-                fooled = ~robust_flags(f) & (f["pred_clean"] == f["label"]).to_numpy()
+                clean_ok = (f["pred_clean"] == f["label"]).to_numpy()
+                if cid in declared and declared[cid] <= eps:
+                    # every iterate of a budget cell lies inside its eps ball: fooled_any counts
+                    fooled = ~robust_flags(f) & clean_ok
+                else:
+                    # other cells: only the returned example is known to lie inside the budget
+                    fooled = clean_ok & (f["pred_adv"] != f["label"]).to_numpy()
                 robust &= ~(inside & fooled)
                 members.append(cid)
             if not any(c in declared and declared[c] <= eps for c in members):
                 continue
             key = hashlib.sha256("|".join(map(str, ids)).encode()).hexdigest()[:6]
             wid = f"worst-{key}-eps{eps:g}"
-            samples = base.drop(columns=[c for c in ("attacked", "fooled_any") if c in base]).copy()
+            per_attack = ("attacked", "fooled_any", "pred_adv", "conf_adv", "loss_adv", "mean_abs", "l2", "linf", "l0")
+            samples = base.drop(columns=[c for c in per_attack if c in base]).copy()
             samples["robust"] = robust
             samples["pred_adv"] = np.where(robust, samples["label"], -1)  # -1: fooled by some attack
             attacks = "+".join(sorted({str(meta.loc[c, "attack"]) for c in members}))
@@ -683,11 +705,20 @@ def worst_case(run_dir: str | Path, table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _metric(rows: pd.DataFrame) -> pd.Series:
-    """Robust accuracy where the table has it (results of this version), else the study-style
-    accuracy (tables built by hand or by older versions)."""
-    if "robust_accuracy" in rows:
-        return rows["robust_accuracy"].fillna(rows.get("adv_accuracy"))
-    return rows["adv_accuracy"]
+    """Robust accuracy where every row has it (results of this version), else the study-style
+    accuracy for all rows (tables built by hand or by older versions): never a mix."""
+    if "robust_accuracy" in rows and rows["robust_accuracy"].notna().all():
+        return rows["robust_accuracy"]
+    if "adv_accuracy" in rows:
+        return rows["adv_accuracy"]
+    return pd.Series(np.nan, index=rows.index)
+
+
+def _setting(pj: str) -> str:
+    """``params_json`` without ``eps``: the settings one monotone series must share."""
+    d = json.loads(pj) if isinstance(pj, str) and pj else {}
+    d.pop("eps", None)
+    return json.dumps(d, sort_keys=True)
 
 
 def _where(r) -> dict:
@@ -712,9 +743,10 @@ def trust_checks(
     * ``monotone``: robust accuracy must not rise with the declared budget ``eps`` by more than
       ``tolerance`` (FGSM: warn, a single step can overshoot; BIM/PGD: fail, a sign of gradient
       masking or a bug).
-    * ``budget_used``: FGSM / BIM / PGD whose per-sample Linf stays far below the declared eps
+    * ``budget_used``: FGSM / BIM whose per-sample Linf stays far below the declared eps
       (under a tenth of it for more than 5 % of the clean-correct samples) are taking steps
-      along zero gradients: masked or broken gradients (fail).
+      along zero gradients: masked or broken gradients (fail). PGD is not checked: its random
+      start alone reaches about eps.
     * ``unbounded``: BIM (PGD without a random start) with eps as wide as the clip box must
       leave robust accuracy <= 0.05 on the first ``n_unbounded`` samples; otherwise gradients
       are masked or broken (fail).
@@ -728,19 +760,27 @@ def trust_checks(
     """
     rows = []
     cols = ["check", "attack", "corpus", "language", "group", "status", "detail"]
-    res = results[results["attack"] != "worst_case"] if "attack" in results else results
+    if results.empty or not {"attack", "params_json", "n"} <= set(results.columns):
+        return pd.DataFrame(rows, columns=cols)
+    res = results[results["attack"] != "worst_case"]
     allr = res[res["group"] == "All"] if "group" in res else res
-    allr = allr.assign(metric_=_metric(allr), eps_=allr["params_json"].map(lambda s: json.loads(s).get("eps")))
-    keys = [k for k in ("corpus", "language", "backend", "early_stop", "n") if k in allr]
+    allr = allr.assign(eps_=allr["params_json"].map(lambda s: json.loads(s).get("eps")),
+                       setting_=allr["params_json"].map(_setting))
+    keys = [k for k in ("corpus", "language", "backend", "early_stop", "n", "seed", "subset", "setting_") if k in allr]
     for attack, key in MONOTONE.items():
         part = allr[allr["attack"] == attack]
         if len(part) < 2:
             continue
-        for _, p in (part.groupby(keys, dropna=False) if keys else [(None, part)]):
+        for _, p in part.groupby(keys, dropna=False):
+            p = p.drop_duplicates("eps_", keep="last")
             if len(p) < 2:
                 continue
-            p = p.sort_values("eps_")
+            p = p.assign(metric_=_metric(p)).sort_values("eps_", kind="stable")
             acc = p["metric_"].to_numpy()
+            if np.isnan(acc).any():
+                rows.append({"check": "monotone", "attack": attack, **_where(p.iloc[0]), "status": "warn",
+                             "detail": "robust accuracy unavailable for some eps: not checked"})
+                continue
             rises = [(p["eps_"].iloc[i], p["eps_"].iloc[i + 1], acc[i], acc[i + 1])
                      for i in range(len(acc) - 1) if acc[i + 1] > acc[i] + tolerance]
             status = "pass" if not rises else ("warn" if attack == "fgsm" else "fail")
@@ -749,9 +789,11 @@ def trust_checks(
                       + (" (FGSM's single step can overshoot; iterative attacks should not)"
                          if attack == "fgsm" else " (possible gradient masking or implementation fault)"))
             rows.append({"check": "monotone", "attack": attack, **_where(p.iloc[0]), "status": status, "detail": detail})
-    # budget_used: zero gradients leave FGSM/BIM/PGD far inside their ball
-    for r in allr[allr["attack"].isin(list(MONOTONE)) & (allr["attack"] != "pgd_l2")].itertuples():
-        if getattr(r, "early_stop", False) or r.eps_ is None:
+    # budget_used: zero gradients leave FGSM/BIM far inside their ball (PGD's random start alone
+    # reaches ~eps, so it cannot show there; the unbounded check covers it)
+    allr = allr.assign(metric_=_metric(allr))
+    for r in allr[allr["attack"].isin(["fgsm", "bim"])].itertuples():
+        if getattr(r, "early_stop", False) or r.eps_ is None or not np.isfinite(r.eps_):
             continue
         f = samples(r.cell_id) if samples is not None else None
         if f is not None:
@@ -807,7 +849,8 @@ def trust_checks(
             if not fws:
                 continue
             ok = (fb["pred_clean"] == fb["label"]).to_numpy()
-            b_fooled = ok & ~robust_flags(fb)
+            b_att = fb["attacked"].astype(bool).to_numpy() if "attacked" in fb else np.ones(len(fb), bool)
+            b_fooled = ok & b_att & ~robust_flags(fb)  # never-attacked samples were not fooled
             d = fb["linf"].to_numpy()
             covered = np.zeros(len(fb), bool)
             white_robust = np.ones(len(fb), bool)
@@ -821,7 +864,7 @@ def trust_checks(
             bad = m > max(1, tolerance * len(fb))
             detail = (f"{r.attack} ({r.params}) fooled {m} of {int((b_fooled & covered).sum())} samples at a Linf "
                       f"where every white-box attack with that budget ({', '.join(sorted(set(comp['attack'])))}) "
-                      f"left them robust")
+                      f"left them robust" + (f"; {int((~b_att).sum())} not attacked" if (~b_att).any() else ""))
         else:
             comparable = comp[comp["eps_"] >= r.mean_linf]
             if comparable.empty:

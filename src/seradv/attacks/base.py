@@ -312,7 +312,10 @@ class AttackContext:
         if self.fooled_any is None:
             self.fooled_any = np.zeros(self.n, dtype=bool)
         idx = _as_numpy(rows) if isinstance(rows, torch.Tensor) else rows
-        self.fooled_any[idx] |= f
+        if isinstance(idx, slice):
+            self.fooled_any[idx] |= f
+        else:  # logical_or.at: a row given twice keeps every True
+            np.logical_or.at(self.fooled_any, np.asarray(idx), f)
 
     def mark_not_attacked(self, rows: np.ndarray | torch.Tensor | slice) -> None:
         """Record that the samples ``rows`` were not attacked (no adversarial start found)."""

@@ -169,16 +169,26 @@ def _subset_label(run_dir: Path, key: str, seed: int) -> str:
 
 
 def _read_results(run_dir: Path) -> tuple[pd.DataFrame, dict[str, dict], list[str]]:
-    from seradv.robustness import worst_case
+    from seradv.robustness import read_cell, worst_case
+    from seradv.rundir import run_fingerprints
 
     notes: list[str] = []
     cells_dir = run_dir / "attacks" / "cells"
     cells: dict[str, dict] = {}
     rows: list[dict] = []
+    fingerprint = run_fingerprints(run_dir)
+    skipped = []
     for f in sorted(cells_dir.glob("*.json")) if cells_dir.is_dir() else []:
-        cell = read_json(f)
+        cell, why = read_cell(f, fingerprint)  # intact and computed on this model and data only
+        if cell is None:
+            skipped.append(f"{f.name} ({why})")
+            continue
         cells[cell["cell_id"]] = cell
         rows += cell["rows"]
+    if skipped:
+        notes.append(f"{len(skipped)} attack cell(s) left out: " + "; ".join(skipped)
+                     + "; `seradv attack` recomputes them")
+        log.warning("%s: %s", run_dir, notes[-1])
     table = pd.DataFrame(rows)
     if table.empty:
         return table, cells, notes
@@ -214,7 +224,10 @@ def _read_results(run_dir: Path) -> tuple[pd.DataFrame, dict[str, dict], list[st
         table = pd.concat([table, wc], ignore_index=True)
     csv = run_dir / "attacks" / "results.csv"
     if csv.exists():
-        old = pd.read_csv(csv, usecols=["cell_id"])
+        try:
+            old = pd.read_csv(csv, usecols=["cell_id"])
+        except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            old = pd.DataFrame({"cell_id": []})  # derived: rewritten by the next `seradv attack`
         missing = sorted(set(table["cell_id"]) - set(old["cell_id"]))
         if missing:
             notes.append(f"{len(missing)} finished cell(s) are not yet in results.csv (a grid still "
