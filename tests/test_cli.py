@@ -368,3 +368,16 @@ def test_interrupt_says_how_to_resume(tmp_path, monkeypatch):
     res = invoke("run", "-o", tmp_path / "r")
     assert res.exit_code == 130 and "interrupted" in res.stderr and "run the same command again" in res.stderr
     assert "Traceback" not in res.output
+
+
+def test_log_lines_in_a_pipe_are_plain_and_not_padded(tmp_path):
+    """Outside a terminal, -v log records are plain lines (not padded to the wide log console)."""
+    exe = Path(sys.executable).with_name("seradv")
+    proc = subprocess.run([str(exe), "-v", "manifest", "synthetic", "--data-dir", str(tmp_path / "syn"),
+                           "-o", str(tmp_path / "m.csv")],
+                          capture_output=True, text=True, env={**os.environ, "SERADV_PROGRESS": "0"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert any(ln.startswith("INFO ") for ln in lines), proc.stderr
+    assert max(len(ln) for ln in lines) < 500
+    assert all(ln == ln.rstrip() for ln in lines)

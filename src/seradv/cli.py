@@ -98,9 +98,15 @@ def version() -> str:
 
 def _setup_logging(verbose: bool) -> None:
     logger = logging.getLogger("seradv")
-    for h in [h for h in logger.handlers if isinstance(h, RichHandler)]:
+    for h in [h for h in logger.handlers if getattr(h, "_seradv_cli", False) or isinstance(h, RichHandler)]:
         logger.removeHandler(h)  # a handler of an earlier invocation (tests) holds an old console
-    handler = RichHandler(console=err_console, show_path=False, show_time=False)
+    handler: logging.Handler
+    if err_console.is_terminal:
+        handler = RichHandler(console=err_console, show_path=False, show_time=False)
+    else:  # a log file or pipe: plain lines, never padded to the console's width
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler._seradv_cli = True  # type: ignore[attr-defined]
     handler.setLevel(logging.INFO if verbose else logging.WARNING)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
