@@ -51,6 +51,12 @@ def test_segment_split_drop_and_loop():
     y = speech_tone(7.0, SR)  # 2 full segments + 1 s remainder
     assert len(segment(y, A, min_remainder=8000)) == 3  # 1 s remainder kept (>= 0.5 s)
     assert len(segment(y, A, min_remainder=32000)) == 2  # remainder shorter than 2 s dropped
+    # the default keeps every non-empty remainder, as the study's code (SPEC.md step 3)
+    assert AudioConfig().min_remainder_s == 0
+    assert len(segment(y, A, min_remainder=0)) == 3
+    tail = speech_tone(6.2, SR)  # 0.2 s remainder: kept (looped to 3 s) at 0, dropped at 0.5 s
+    assert len(segment(tail, A, min_remainder=0)) == 3
+    assert len(segment(tail, A, min_remainder=8000)) == 2
     short = segment(speech_tone(1.0, SR), A, min_remainder=8000)
     assert len(short) == 1 and short[0].shape == (n,)
     # looped: the signal repeats with the trimmed length as period

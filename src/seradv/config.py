@@ -46,9 +46,10 @@ class AudioConfig:
     trim_frame_length: int = 512
     trim_hop_length: int = 64
     segment_s: float = 3.0
-    min_remainder_s: float | None = None
-    """A final remainder shorter than this is dropped; ``None``: the shortest trimmed
-    utterance of the corpus (the study's rule)."""
+    min_remainder_s: float | None = 0.0
+    """A final remainder shorter than this is dropped. ``0`` (default): every non-empty
+    remainder is kept, as the study's code does (SPEC.md step 3, its ``int(0.9)`` threshold);
+    ``None``: the shortest trimmed utterance of the corpus, the rule the study's text states."""
 
     def validate(self) -> None:
         _positive("audio.sample_rate", self.sample_rate)
