@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
-if str(TESTS_DIR) not in sys.path:  # make tests/audio_helpers.py importable in any import mode
-    sys.path.insert(0, str(TESTS_DIR))
 
 REPO_ROOT = TESTS_DIR.parent
 EMODB_DIR = REPO_ROOT.parent / "shared" / "datasets" / "emodb"
@@ -54,6 +51,6 @@ def one_thread():
 @pytest.fixture(scope="module")
 def trained(one_thread):
     """The tiny trained SER model, its test data and clip box (``attack_helpers.train_tiny``)."""
-    from attack_helpers import train_tiny
+    from tests.helpers.attack import train_tiny
 
     return train_tiny()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from attack_helpers import CLIP, train_tiny
+from tests.helpers.attack import CLIP, train_tiny
 from seradv.attacks import ATTACKS, AttackSpec, get_attack, register_attack, run_attack
 from seradv.attacks.metrics import accuracy, mean_abs_perturbation, predict
 from seradv.errors import AttackError, ParameterError

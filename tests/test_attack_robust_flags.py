@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from attack_helpers import CLIP
+from tests.helpers.attack import CLIP
 from seradv.attacks import predict, run_attack
 from seradv.attacks._art import START_BLEND, START_NONE, START_SAMPLE, fallback_rng, fallback_starts
 

@@ -42,7 +42,7 @@ from seradv.attacks._art import SeradvPyTorchClassifier
 from seradv.attacks.base import QueryCounter
 from seradv.errors import AttackError, ParameterError
 
-from attack_helpers import (  # noqa: E402  (shared with the fast-backend tests)
+from tests.helpers.attack import (  # noqa: E402  (shared with the fast-backend tests)
     CLIP,
     N_CLASSES,
     SLOW,

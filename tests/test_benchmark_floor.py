@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,8 +14,8 @@ import soundfile as sf
 
 import itertools
 
-from audio_helpers import speech_tone
-from audio_helpers import write_wav as _write_wav
+from tests.helpers.audio import speech_tone
+from tests.helpers.audio import write_wav as _write_wav
 from seradv.audio import probe_audio, read_audio, validate_audio
 from seradv.corpora import CORPORA, Manifest, SkipFile, get_corpus, guess_corpus, load_corpus
 from seradv.corpora.emovo import parse_emovo
@@ -30,7 +30,7 @@ _TONE = itertools.count()
 
 def write_wav(path, seconds: float = 0.5, sr: int = 16000, channels: int = 1, subtype: str = "PCM_16",
               freq: float | None = None) -> Path:
-    """``audio_helpers.write_wav`` with another pitch for every file, so that no two files of a
+    """``tests.helpers.audio.write_wav`` with another pitch for every file, so that no two files of a
     fake corpus are the same recording (recipes skip content duplicates)."""
     if freq is None:
         freq = 120.0 + 7.0 * (next(_TONE) % 150)

@@ -16,7 +16,7 @@ import torch
 
 from seradv.attacks import accuracy, get_attack, perturbation_norms, run_attack
 
-from attack_helpers import CLIP, GuardedModel
+from tests.helpers.attack import CLIP, GuardedModel
 
 PIXEL = {"th": 5, "max_iter": 3}
 BOUNDARY = {"delta": 0.01, "epsilon": 0.01, "step_adapt": 0.5, "max_iter": 20, "num_trial": 3,
@@ -138,7 +138,7 @@ def _small_cnn_lstm():
 def test_cnn_lstm_implements_the_chunked_protocol_exactly():
     from seradv.models import CNNLSTM, chunked
 
-    from attack_helpers import TinySER
+    from tests.helpers.attack import TinySER
 
     m = _small_cnn_lstm()
     assert chunked(m) and chunked(CNNLSTM()) and not chunked(TinySER()) and not chunked(GuardedModel(m))

@@ -19,7 +19,7 @@ from seradv.attacks.base import QueryCounter
 from seradv.attacks.carlini import art_l2_const_update, cw_l2_batch, cw_linf_batch
 from seradv.errors import AttackError
 
-from attack_helpers import CLIP, GuardedModel
+from tests.helpers.attack import CLIP, GuardedModel
 
 L2_QUICK = {"max_iter": 10, "learning_rate": 0.01, "binary_search_steps": 4, "initial_const": 500.0}
 LINF_QUICK = {"max_iter": 5, "learning_rate": 0.05, "initial_const": 0.1, "largest_const": 20.0,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from attack_helpers import CLIP, N_CLASSES, CellWeighted, GuardedModel
+from tests.helpers.attack import CLIP, N_CLASSES, CellWeighted, GuardedModel
 from seradv.attacks import accuracy, get_attack, perturbation_norms, run_attack
 from seradv.attacks.base import QueryCounter
 from seradv.attacks.deepfool import deepfool_batch

@@ -6,7 +6,7 @@ import librosa
 import numpy as np
 import pytest
 
-from audio_helpers import speech_tone
+from tests.helpers.audio import speech_tone
 from seradv.config import AudioConfig, AugmentConfig, FeatureConfig
 from seradv.errors import AudioError, ParameterError
 from seradv.features import Standardizer, log_mel

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from corpus_helpers import make_tone_corpus, tone_config
+from tests.helpers.corpus import make_tone_corpus, tone_config
 from seradv import pipeline, robustness
 from seradv.dataset import Subset, load_subset, read_preprocessing
 from seradv.evaluation import GROUPS

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from audio_helpers import speech_tone
-from corpus_helpers import TinyNet, make_tone_corpus, tone_config
+from tests.helpers.audio import speech_tone
+from tests.helpers.corpus import TinyNet, make_tone_corpus, tone_config
 from seradv import pipeline
 from seradv.cache import atomic_write_bytes, read_json
 from seradv.dataset import load_subset
@@ -169,7 +169,7 @@ def test_cli_reports_errors_in_one_line(tmp_path):
 def test_a_training_state_of_other_settings_is_not_resumed(tmp_path, caplog):
     """train_state.pt of a finished training must not be resumed by a training with another
     seed: that would silently give the old weights under the new config."""
-    from corpus_helpers import make_tone_corpus, tone_config
+    from tests.helpers.corpus import make_tone_corpus, tone_config
 
     data = make_tone_corpus(tmp_path / "tones", n_per_gender=3, per=2)
     run = tmp_path / "run"

@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 import torch
 
-import corpus_helpers  # noqa: F401 - registers the "tiny" model
+import tests.helpers.corpus as corpus_helpers  # noqa: F401 - registers the "tiny" model
 from seradv import pipeline, robustness
 from seradv.corpora.synthetic import SyntheticConfig, generate_synthetic_corpus
 from seradv.errors import ParameterError, RunDirError

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from corpus_helpers import make_tone_corpus, tone_config
+from tests.helpers.corpus import make_tone_corpus, tone_config
 from seradv import pipeline, robustness
 from seradv.errors import AttackError, ParameterError, RunDirError
 

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from audio_helpers import speech_tone
-from corpus_helpers import make_tone_corpus, tone_config
+from tests.helpers.audio import speech_tone
+from tests.helpers.corpus import make_tone_corpus, tone_config
 from seradv import cache, pipeline
 from seradv.corpora import load_corpus, validate_manifest
 from seradv.dataset import load_subset

@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 from torch import nn
 
-from audio_helpers import speech_tone
+from tests.helpers.audio import speech_tone
 from seradv.config import AugmentConfig, DataConfig, RunConfig, TrainConfig
 from seradv.corpora import CORPORA, Recipe, SkipFile, register_corpus
 from seradv.models import MODELS, register_model

@@ -1,0 +1,1 @@
+"""seradv test suite (a package, so tests/helpers imports as tests.helpers)."""

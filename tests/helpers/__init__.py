@@ -1,0 +1,1 @@
+"""Test helpers: small audio, tone corpora, tiny models (imported as ``tests.helpers``)."""
