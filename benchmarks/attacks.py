@@ -57,7 +57,7 @@ from seradv.attacks import ATTACKS, STUDY_ATTACKS, get_attack, perturbation_norm
 from seradv.attacks.base import gradient_context
 from seradv.cache import atomic_write_json, atomic_write_text, read_json
 from seradv.dataset import load_subset, read_preprocessing
-from seradv.pipeline import load_model
+from seradv.rundir import load_model
 from seradv.robustness import select_subset
 
 

@@ -19,7 +19,7 @@ import torch
 from seradv.attacks.base import QueryCounter
 from seradv.attacks.jsma import jsma_batch, random_targets
 from seradv.dataset import load_subset, read_preprocessing
-from seradv.pipeline import load_model
+from seradv.rundir import load_model
 from seradv.robustness import select_subset
 
 

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.run_dir:
-        from seradv.pipeline import load_model
+        from seradv.rundir import load_model
 
         model = load_model(args.run_dir).eval()
     else:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from tests.helpers.corpus import make_tone_corpus, tone_config
-from seradv import pipeline, robustness
+from seradv import pipeline, robustness, rundir
 from seradv.dataset import Subset, load_subset, read_preprocessing
 from seradv.evaluation import GROUPS
 from seradv.rundir import run_fingerprints
@@ -210,8 +210,8 @@ class Masked(nn.Module):
 
 def test_trust_checks_fire_on_a_masked_model(trained_run, tmp_path, monkeypatch):
     run = _copy(trained_run, tmp_path / "r")
-    real = pipeline.load_model
-    monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: Masked(real(*a, **k)))
+    real = rundir.load_model
+    monkeypatch.setattr(rundir, "load_model", lambda *a, **k: Masked(real(*a, **k)))
     robustness.run_grid(run, attacks=["fgsm", "bim"], grid="quick")
     width = float(np.diff(read_preprocessing(run)["clip_values"])[0])
     robustness.run_grid(run, attacks=["fgsm"], params={"eps": width})  # a budget as wide as the box

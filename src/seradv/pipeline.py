@@ -33,8 +33,8 @@ from seradv.config import DataConfig, RunConfig, TrainConfig, load_config
 from seradv.corpora import Manifest, get_corpus
 from seradv.dataset import _check_sha256, _damaged, build_preparation, check_source, load_subset, read_preprocessing, write_preparation
 from seradv.errors import ModelError, RunDirError
-from seradv.rundir import (PREPARE_DOWNSTREAM, PREPROCESSING_FINGERPRINT_FILES, TRAIN_DOWNSTREAM, remove_outputs,
-                           run_fingerprints)
+from seradv.rundir import (PREPARE_DOWNSTREAM, PREPROCESSING_FINGERPRINT_FILES, TRAIN_DOWNSTREAM, load_model,
+                           load_run_config, remove_outputs, run_fingerprints, run_logging)
 from seradv.evaluation import group_metrics, predict_logits
 from seradv.models import build_model, check_model, count_parameters
 from seradv.training import fit, resolve_hyperparameters, set_seed
@@ -53,25 +53,6 @@ __all__ = [
     "run_fingerprints",
     "DOWNSTREAM",
 ]
-
-
-@contextlib.contextmanager
-def run_logging(run_dir: str | Path) -> Iterator[None]:
-    """Append seradv's log records to ``run_dir/log.txt`` while the block runs."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run_dir / "log.txt")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("seradv")
-    old_level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-        handler.close()
 
 
 DOWNSTREAM = PREPARE_DOWNSTREAM
@@ -131,14 +112,6 @@ def _deferred_logging(run_dir: Path) -> Iterator[None]:
                     fh.writelines(fmt.format(r) + "\n" for r in records)
             except OSError:
                 pass  # the log must never hide the stage's own error
-
-
-def load_run_config(run_dir: str | Path) -> RunConfig:
-    """The ``config.yaml`` of a run directory."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.exists():
-        raise RunDirError(f"{run_dir} has no config.yaml; is it a seradv run directory?")
-    return load_config(path)
 
 
 def prepare_run(cfg: RunConfig, run_dir: str | Path, *, manifest: Manifest | pd.DataFrame | None = None) -> dict:
@@ -254,48 +227,6 @@ def train_run(
         log.info("trained %d epochs in %.0f s (best epoch %d)", result.epochs_run, result.seconds,
                  result.best_epoch)
     return meta
-
-
-def load_model(run_dir: str | Path, *, model: torch.nn.Module | None = None,
-               device: str = "cpu") -> torch.nn.Module:
-    """The trained model of ``run_dir`` in eval mode.
-
-    For a model that is not in the registry, pass an instance of it as ``model``: its
-    weights are loaded from ``model.safetensors`` (strictly: every key must match).
-    """
-    from seradv.training import select_device
-
-    dev = select_device(str(device))  # a one-line error for cuda without CUDA, before any work
-    run_dir = Path(run_dir)
-    meta_path, weights = run_dir / "model.json", run_dir / "model.safetensors"
-    if not meta_path.exists() or not weights.exists():
-        raise RunDirError(f"{run_dir} has no trained model (model.safetensors); run `seradv train {run_dir}`")
-    try:
-        meta = read_json(meta_path)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RunDirError(_damaged(meta_path, f"not valid JSON: {exc}", "train")) from None
-    need = ("model", "n_classes", "hyperparameters")
-    if not isinstance(meta, dict) or any(k not in meta for k in need):
-        raise RunDirError(_damaged(meta_path, f"lacks one of {', '.join(need)}", "train"))
-    _check_sha256(weights, meta.get("weights_sha256"), "train")
-    if model is None:
-        if not meta.get("registered", True):
-            raise ModelError(
-                f"{run_dir} holds weights of the unregistered model {meta['model']!r}; pass an "
-                f"instance of it as model= or register it with seradv.models.register_model"
-            )
-        hyper = meta["hyperparameters"]
-        model = build_model(meta["model"], meta["n_classes"], dropout=hyper["dropout"],
-                            lstm_dropout=hyper["lstm_dropout"])
-    try:
-        state = load_file(str(weights), device="cpu")
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-        raise RunDirError(_damaged(weights, f"{type(exc).__name__}: {exc}", "train")) from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelError(f"weights in {weights} do not fit {type(model).__name__}: {exc}") from None
-    return model.to(dev).eval()
 
 
 def evaluate_run(run_dir: str | Path, *, model: torch.nn.Module | None = None,

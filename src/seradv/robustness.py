@@ -444,7 +444,7 @@ def run_grid(
     current model weights, preprocessing and samples; two processes on one run directory
     never compute the same cell twice (a lock per cell).
     """
-    from seradv.pipeline import load_model, run_logging
+    from seradv.rundir import load_model, run_logging
     from seradv.progress import make_progress
 
     run_dir = Path(run_dir)

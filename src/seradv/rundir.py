@@ -15,9 +15,22 @@ weights and of the preparation, for results that must be reused only when both s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import shutil
 from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors.torch import load_file
+
+from seradv.cache import read_json
+from seradv.config import RunConfig, load_config
+from seradv.dataset import _check_sha256, _damaged
+from seradv.errors import ModelError, RunDirError
+from seradv.models import build_model
+from seradv.training import select_device
 
 __all__ = [
     "TRAIN_OUTPUTS",
@@ -28,6 +41,9 @@ __all__ = [
     "PREPROCESSING_FINGERPRINT_FILES",
     "run_fingerprints",
     "remove_outputs",
+    "load_run_config",
+    "load_model",
+    "run_logging",
 ]
 
 TRAIN_OUTPUTS = ("train_state.pt", "model.safetensors", "model.json", "history.csv")
@@ -83,3 +99,72 @@ def remove_outputs(run_dir: str | Path, names: tuple[str, ...]) -> list[str]:
             continue
         removed.append(name)
     return removed
+
+
+@contextlib.contextmanager
+def run_logging(run_dir: str | Path) -> Iterator[None]:
+    """Append seradv's log records to ``run_dir/log.txt`` while the block runs."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("seradv")
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        handler.close()
+
+
+
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    """The ``config.yaml`` of a run directory."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise RunDirError(f"{run_dir} has no config.yaml; is it a seradv run directory?")
+    return load_config(path)
+
+
+
+def load_model(run_dir: str | Path, *, model: torch.nn.Module | None = None,
+               device: str = "cpu") -> torch.nn.Module:
+    """The trained model of ``run_dir`` in eval mode.
+
+    For a model that is not in the registry, pass an instance of it as ``model``: its
+    weights are loaded from ``model.safetensors`` (strictly: every key must match).
+    """
+    dev = select_device(str(device))  # a one-line error for cuda without CUDA, before any work
+    run_dir = Path(run_dir)
+    meta_path, weights = run_dir / "model.json", run_dir / "model.safetensors"
+    if not meta_path.exists() or not weights.exists():
+        raise RunDirError(f"{run_dir} has no trained model (model.safetensors); run `seradv train {run_dir}`")
+    try:
+        meta = read_json(meta_path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunDirError(_damaged(meta_path, f"not valid JSON: {exc}", "train")) from None
+    need = ("model", "n_classes", "hyperparameters")
+    if not isinstance(meta, dict) or any(k not in meta for k in need):
+        raise RunDirError(_damaged(meta_path, f"lacks one of {', '.join(need)}", "train"))
+    _check_sha256(weights, meta.get("weights_sha256"), "train")
+    if model is None:
+        if not meta.get("registered", True):
+            raise ModelError(
+                f"{run_dir} holds weights of the unregistered model {meta['model']!r}; pass an "
+                f"instance of it as model= or register it with seradv.models.register_model"
+            )
+        hyper = meta["hyperparameters"]
+        model = build_model(meta["model"], meta["n_classes"], dropout=hyper["dropout"],
+                            lstm_dropout=hyper["lstm_dropout"])
+    try:
+        state = load_file(str(weights), device="cpu")
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise RunDirError(_damaged(weights, f"{type(exc).__name__}: {exc}", "train")) from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"weights in {weights} do not fit {type(model).__name__}: {exc}") from None
+    return model.to(dev).eval()

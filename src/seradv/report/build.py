@@ -648,7 +648,7 @@ def _run_examples(run: RunData, table: pd.DataFrame, out: Path, n_examples: int,
     from seradv.cache import load_npy
     from seradv.dataset import load_subset
     from seradv.features import Standardizer
-    from seradv.pipeline import load_run_config
+    from seradv.rundir import load_run_config
 
     picks = _pick_examples(run, table, n_examples)
     if not picks:
@@ -724,7 +724,7 @@ def _run_examples(run: RunData, table: pd.DataFrame, out: Path, n_examples: int,
 
 def _predict(run: RunData, versions: dict[str, np.ndarray]) -> np.ndarray | None:
     from seradv.evaluation import predict_logits
-    from seradv.pipeline import load_model
+    from seradv.rundir import load_model
 
     try:
         model = load_model(run.run_dir)
