@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from seradv.corpora import get_corpus, load_corpus
-from seradv.corpora import synthetic as syn
+from seradv.corpora.synthetic import generate as syn
 from seradv.corpora.base import SkipFile
 from seradv.corpora.synthetic import (
     RECIPE,
