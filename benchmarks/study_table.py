@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from seradv.cache import read_json
+from seradv.fileio import read_json
 
 
 def load_cells(run_dir: Path) -> pd.DataFrame:

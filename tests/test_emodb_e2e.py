@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from seradv import pipeline
-from seradv.cache import read_json
+from seradv.fileio import read_json
 from seradv.config import DataConfig, RunConfig, TrainConfig
 from seradv.corpora import load_corpus
 

@@ -10,7 +10,7 @@ from tests.helpers.audio import speech_tone
 from seradv.config import AudioConfig, AugmentConfig, FeatureConfig
 from seradv.errors import AudioError, ParameterError
 from seradv.features import Standardizer, log_mel
-from seradv.processing import apply_variant, augment, resample, segment, trim
+from seradv.segments import apply_variant, augment, resample, segment, trim
 
 SR = 16000
 A = AudioConfig()

@@ -15,7 +15,7 @@ import torch
 from tests.helpers.audio import speech_tone
 from tests.helpers.corpus import TinyNet, make_tone_corpus, tone_config
 from seradv import pipeline
-from seradv.cache import atomic_write_bytes, read_json
+from seradv.fileio import atomic_write_bytes, read_json
 from seradv.dataset import load_subset
 from seradv.errors import ModelError, RunDirError, SplitError
 

@@ -16,7 +16,7 @@ import soundfile as sf
 
 from tests.helpers.audio import speech_tone
 from tests.helpers.corpus import make_tone_corpus, tone_config
-from seradv import cache, pipeline
+from seradv import fileio as cache, pipeline
 from seradv.corpora import load_corpus, validate_manifest
 from seradv.dataset import load_subset
 from seradv.errors import CorpusError, RunDirError, SeradvError
@@ -77,7 +77,7 @@ def test_content_hash_cost_on_real_emodb(emodb_dir):
     """Hashing every EmoDB file (535 files, 48 MB) is cheap next to feature extraction."""
     import time
 
-    from seradv.cache import file_sha256
+    from seradv.fileio import file_sha256
 
     files = sorted(emodb_dir.rglob("*.wav"))
     t0 = time.perf_counter()

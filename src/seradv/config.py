@@ -418,7 +418,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 def save_config(cfg: RunConfig, path: str | Path) -> Path:
     """Write ``cfg`` as YAML (atomically)."""
-    from seradv.cache import atomic_write_text
+    from seradv.fileio import atomic_write_text
 
     return atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 

@@ -29,14 +29,14 @@ import numpy as np
 import pandas as pd
 
 from seradv.audio import read_audio
-from seradv.cache import (atomic_write_bytes, atomic_write_json, check_path_component, environment_fault,
+from seradv.fileio import (atomic_write_bytes, atomic_write_json, check_path_component, environment_fault,
                           file_sha256, load_npy, npy_is_complete, read_json, save_npy)
-from seradv.cache import _json_default
+from seradv.fileio import _json_default
 from seradv.config import AudioConfig, FeatureConfig, RunConfig, config_hash, default_cache_dir
 from seradv.corpora import Manifest, get_corpus, load_corpus, validate_manifest
 from seradv.errors import AudioError, CorpusError, EnvironmentFault, RunDirError, SplitError
 from seradv.features import Standardizer, log_mel
-from seradv.processing import apply_variant, resample, segment, trim
+from seradv.segments import apply_variant, resample, segment, trim
 from seradv.progress import make_progress
 from seradv.splits import describe_split, paper_split, speaker_split
 
@@ -99,7 +99,7 @@ _FATAL_OS_ERRNOS = frozenset(e for e in (getattr(errno, n, None) for n in
 def _fatal(exc: BaseException, where: str) -> EnvironmentFault | None:
     """The EnvironmentFault that ``exc`` raised while working on ``where`` means, if any.
 
-    Write failures arrive as EnvironmentFault already (:func:`seradv.cache.atomic_write_bytes`);
+    Write failures arrive as EnvironmentFault already (:func:`seradv.fileio.atomic_write_bytes`);
     EACCES/EPERM on *reading* an input file is that file's problem, so only the errnos of a full,
     read-only or exhausted machine count here.
     """

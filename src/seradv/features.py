@@ -79,7 +79,7 @@ class Standardizer:
         return save({"mean": self.mean, "std": self.std})
 
     def save(self, path: str | Path) -> None:
-        from seradv.cache import atomic_write_bytes
+        from seradv.fileio import atomic_write_bytes
 
         atomic_write_bytes(Path(path), self.to_bytes())
 

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save
 
-from seradv.cache import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from seradv.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from seradv.config import DataConfig, RunConfig, TrainConfig, load_config
 from seradv.corpora import Manifest, get_corpus
 from seradv.dataset import _check_sha256, _damaged, build_preparation, check_source, load_subset, read_preprocessing, write_preparation

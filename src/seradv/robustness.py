@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 import yaml
 
-from seradv.cache import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, save_npy
+from seradv.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, save_npy
 from seradv.dataset import Subset, load_subset, read_preprocessing
 from seradv.errors import AttackError, ParameterError
 from seradv.rundir import run_fingerprints

@@ -25,7 +25,7 @@ from typing import Iterator
 import torch
 from safetensors.torch import load_file
 
-from seradv.cache import read_json
+from seradv.fileio import read_json
 from seradv.config import RunConfig, load_config
 from seradv.dataset import _check_sha256, _damaged
 from seradv.errors import ModelError, RunDirError

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from seradv.cache import atomic_write_bytes
+from seradv.fileio import atomic_write_bytes
 from seradv.config import TrainConfig
 from seradv.errors import ParameterError
 from seradv.progress import make_progress

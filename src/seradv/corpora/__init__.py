@@ -34,7 +34,7 @@ CORPORA: dict[str, Recipe] = {}
 
 def register_corpus(recipe: Recipe, *, overwrite: bool = False) -> Recipe:
     """Add a recipe to the registry under ``recipe.name``."""
-    from seradv.cache import check_path_component
+    from seradv.fileio import check_path_component
 
     check_path_component(recipe.name, "corpus name", error=CorpusError)
     if recipe.name in CORPORA and not overwrite:

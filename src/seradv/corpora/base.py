@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator
 import pandas as pd
 
 from seradv.audio import read_audio
-from seradv.cache import check_path_component
+from seradv.fileio import check_path_component
 from seradv.errors import AudioError, CorpusError
 from seradv.vocab import EMOTIONS, GENDERS, LANGUAGES, MANIFEST_COLUMNS
 

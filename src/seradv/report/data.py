@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seradv.cache import read_json
+from seradv.fileio import read_json
 from seradv.dataset import read_preprocessing
 from seradv.errors import RunDirError
 from seradv.evaluation import GROUPS
