@@ -163,7 +163,7 @@ def _trained_bn(m):
 def test_pool_first_moves_max_pools_before_relu_and_positive_batchnorm_only():
     from torch import nn
 
-    from seradv.models.cnn_lstm import pool_first
+    from seradv.models.fast_paths import pool_first
 
     m = _trained_bn(_small_cnn_lstm())
     names = lambda layers: [type(layer).__name__ for layer in layers]  # noqa: E731
@@ -188,7 +188,7 @@ def test_pool_first_moves_max_pools_before_relu_and_positive_batchnorm_only():
 
 @pytest.mark.parametrize("c_in,k", [(1, 5), (3, 3)])
 def test_conv2d_input_grad_equals_torch(c_in, k):
-    from seradv.models.cnn_lstm import conv2d_input_grad
+    from seradv.models.fast_paths import conv2d_input_grad
 
     torch.manual_seed(1)
     w = torch.randn(16, c_in, k, k)

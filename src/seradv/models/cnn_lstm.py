@@ -1,4 +1,4 @@
-"""The reference study's CNN-LSTM for log-Mel spectrograms (SPEC.md, "Model").
+"""The reference study's CNN-LSTM for log-Mel spectrograms (SPEC.md, "Model"): the architecture.
 
 Input ``[shape=(batch, 261, 128)]`` (time x Mel) -> 9 chunks of 29 frames; per chunk, with
 shared weights ("time distributed"): Conv 16 5x5 ReLU, BatchNorm, MaxPool 4x4 stride 2;
@@ -9,42 +9,23 @@ Dense to ``n_classes`` logits (softmax is applied by the loss / by ``predict_pro
 About 3.96 M parameters (Keras count 3,960,389; PyTorch's LSTM has a second bias vector,
 +2,048).
 
-Speed-ups in eval mode (same numbers up to float round-off, ~1e-6; training runs the layers
-as declared). With autograd (white-box attacks): max-pools before the ReLUs and the
-BatchNorm, channels-last maps after the first convolution; forward+backward 1.5x faster
-(`benchmarks/model_speed.py`, one thread). With frozen CNN weights as well (``run_attack``
-freezes them): the first convolution and max-pool differentiate the input only
-(:class:`_ConvPoolInputGrad`), another 1.3x (1.9x in all).
-Without autograd, on float32 CPU tensors (predictions, black-box queries): the CNN runs on oneDNN ("mkldnn") tensors through
-:func:`torch.utils.mkldnn.to_mkldnn` (a cached copy of the CNN, rebuilt when a weight
-changes): 2.0x faster than the strided CNN on this project's 2-core CPU, because PyTorch's
-strided 4x4 max-pool alone took 40 % of the CNN's time; the copy's max-pools run before the
-ReLUs and the BatchNorm (:func:`pool_first`, exact), another 1.9x (3.6x together in
-`benchmarks/model_speed.py`, one thread). The chunked-model
-protocol's chunk features are the CNN features *and* the LSTM's input projections (the gate
-pre-activations of both directions), so a Pixel-attack query that changes one chunk re-runs
-that chunk's CNN (on a 50-column crop around the changed Mel columns,
-:meth:`CNNLSTM.encode_chunks_local`) and projection and the 9-step recurrence, not the CNN
-and the 1664 x 2048 projection of every chunk.
+Training runs the layers as declared; in eval mode the CNN runs through
+:mod:`seradv.models.fast_paths` (same numbers up to float round-off), which says which fast
+path runs when. The chunked-model protocol's chunk features are the CNN features *and* the
+LSTM's input projections (the gate pre-activations of both directions), so a Pixel-attack
+query that changes one chunk re-runs that chunk's CNN (on a 50-column crop around the changed
+Mel columns, :meth:`CNNLSTM.encode_chunks_local`) and projection and the 9-step recurrence,
+not the CNN and the 1664 x 2048 projection of every chunk.
 """
 
 from __future__ import annotations
 
-import copy
-import warnings
-from collections.abc import Callable
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
-
-with warnings.catch_warnings():  # torch.utils.mkldnn defines its modules with torch.jit.script_method
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from torch.utils import mkldnn as _mkldnn
 
 from seradv.errors import ModelError
+from seradv.models.fast_paths import FastCNN
 
 
 class CNNLSTM(nn.Module):
@@ -106,6 +87,7 @@ class CNNLSTM(nn.Module):
         self.lstm_dropout = nn.Dropout(lstm_dropout)
         self.lstm = nn.LSTM(n_flat, lstm_units, batch_first=True, bidirectional=True)
         self.head = nn.Linear(2 * lstm_units, n_classes)
+        self._fast = FastCNN()  # eval-mode fast paths and their caches (not a submodule)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[shape=(batch, n_classes)]`` for features ``[shape=(batch, 261, 128)]``."""
@@ -123,61 +105,14 @@ class CNNLSTM(nn.Module):
         last = torch.cat([h_n[0], h_n[1]], dim=1)  # forward last state, backward last state
         return self.head(last)
 
-    # ----------------------------------------------------------------------------------
-    # CNN: strided, or oneDNN for inference (module docstring)
-    # ----------------------------------------------------------------------------------
-    def _fast_inference(self, x: torch.Tensor) -> bool:
-        return (not self.training and not torch.is_grad_enabled() and x.device.type == "cpu"
-                and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-                and torch.backends.mkldnn.enabled)
-
-    def _cached(self, name: str, build: Callable[[], Any]) -> Any:
-        """``build()``, kept in ``__dict__[name]`` (not a submodule: no state_dict entry) until a
-        CNN parameter or buffer changes (storage or in-place version) or a layer's mode does."""
-        tensors = [*self.cnn.parameters(), *self.cnn.buffers()]
-        key = (tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t in tensors),
-               tuple(layer.training for layer in self.cnn))
-        cached = self.__dict__.get(name)
-        if cached is None or cached[0] != key:
-            cached = (key, build())
-            self.__dict__[name] = cached
-        return cached[1]
-
-    def _eval_layers(self) -> list[nn.Module]:
-        """The CNN's layers (no Flatten) in :func:`pool_first` order (the model's own modules)."""
-        return self._cached("_pool_first_cache", lambda: pool_first(list(self.cnn[:-1])))
-
-    def _mkldnn_cnn(self) -> nn.Module:
-        """oneDNN copy of :meth:`_eval_layers`."""
-        return self._cached("_mkldnn_cache", lambda: _mkldnn.to_mkldnn(
-            nn.Sequential(*copy.deepcopy(self._eval_layers()))).eval())
-
     def _cnn(self, x: torch.Tensor) -> torch.Tensor:
         """Flat CNN features ``[shape=(m, n_flat)]`` of chunks ``[shape=(m, 1, chunk, n_mels)]``."""
         return self._cnn_maps(x).flatten(1)
 
     def _cnn_maps(self, x: torch.Tensor) -> torch.Tensor:
-        """CNN feature maps ``[shape=(m, 64, 1, w)]`` of inputs ``[shape=(m, 1, chunk, w_in)]``.
-
-        Training: the layers as declared. Eval mode with autograd on the CPU (white-box
-        attacks): :func:`pool_first` order, the first convolution's output in channels-last
-        layout (PyTorch's max-pool is 4x faster there): the same logits up to float round-off,
-        1.4x faster model forward+backward. Eval without autograd: the oneDNN copy.
-        """
-        if self.training:
-            return self.cnn[:-1](x)
-        if self._fast_inference(x) and x.shape[0]:
-            return self._mkldnn_cnn()(x.contiguous().to_mkldnn()).to_dense()
-        layers = self._eval_layers()
-        h, start = x, 0
-        if x.device.type == "cpu" and x.requires_grad and _conv_pool_input_only(layers[:2]):
-            conv, pool = layers[0], layers[1]
-            h, start = _ConvPoolInputGrad.apply(x, conv.weight, conv.bias, pool.kernel_size, pool.stride), 2
-        for i, layer in enumerate(layers[start:], start):
-            h = layer(h)
-            if i == 0 and h.device.type == "cpu":
-                h = h.contiguous(memory_format=torch.channels_last)
-        return h
+        """CNN feature maps ``[shape=(m, 64, 1, w)]`` of inputs ``[shape=(m, 1, chunk, w_in)]``:
+        the layers as declared in training, a fast path in eval mode (:func:`~seradv.models.fast_paths.cnn_path`)."""
+        return self._fast.maps(self.cnn, x, training=self.training)
 
     def column_geometry(self) -> tuple[int, int]:
         """``(stride, field)``: CNN output column ``j`` sees exactly input Mel columns
@@ -191,15 +126,6 @@ class CNNLSTM(nn.Module):
                 field += (k - 1) * jump
                 jump *= s
         return jump, field
-
-    def __deepcopy__(self, memo: dict) -> "CNNLSTM":
-        cls = type(self)
-        new = cls.__new__(cls)
-        memo[id(self)] = new
-        for k, v in self.__dict__.items():
-            if k not in ("_mkldnn_cache", "_pool_first_cache"):  # oneDNN tensors cannot be
-                new.__dict__[k] = copy.deepcopy(v, memo)  # deep-copied; both rebuilt on demand
-        return new
 
     # ----------------------------------------------------------------------------------
     # The chunked-model protocol (see :mod:`seradv.models`): ``forward(x)`` equals
@@ -270,92 +196,6 @@ class CNNLSTM(nn.Module):
         h_fwd = _lstm_last_state(gates[..., :g], self.lstm.weight_hh_l0, reverse=False)
         h_bwd = _lstm_last_state(gates[..., g:], self.lstm.weight_hh_l0_reverse, reverse=True)
         return self.head(torch.cat([h_fwd, h_bwd], dim=1))
-
-
-def _bn_scale_positive(layer: nn.Module) -> bool:
-    if not isinstance(layer, nn.BatchNorm2d) or layer.training or layer.running_var is None:
-        return False
-    weight = layer.weight if layer.affine else torch.ones_like(layer.running_var)
-    return bool((weight > 0).all())
-
-
-def pool_first(layers: list[nn.Module]) -> list[nn.Module]:
-    """Eval-mode layers with every ``MaxPool2d`` moved before the ReLUs and positive-scale
-    BatchNorms that precede it: the same outputs, bit for bit (a non-decreasing elementwise
-    map commutes with a max, rounding included), on 4-6x fewer elements. oneDNN's ReLU on
-    the first convolution's full output alone took 40 % of the oneDNN CNN's time."""
-    out = list(layers)
-    moved = True
-    while moved:
-        moved = False
-        for i in range(1, len(out)):
-            prev = out[i - 1]
-            if isinstance(out[i], nn.MaxPool2d) and (isinstance(prev, nn.ReLU) or _bn_scale_positive(prev)):
-                out[i - 1], out[i] = out[i], prev
-                moved = True
-    return out
-
-
-def _conv_pool_input_only(layers: list[nn.Module]) -> bool:
-    """Whether ``layers`` are a frozen valid stride-1 ``Conv2d`` then a plain ``MaxPool2d``
-    (the case :class:`_ConvPoolInputGrad` handles)."""
-    if len(layers) < 2 or not isinstance(layers[0], nn.Conv2d) or not isinstance(layers[1], nn.MaxPool2d):
-        return False
-    conv, pool = layers
-    return (not any(p.requires_grad for p in conv.parameters())
-            and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
-            and conv.padding in ((0, 0), "valid") and conv.padding_mode == "zeros"
-            and pool.padding in (0, (0, 0)) and pool.dilation in (1, (1, 1)) and not pool.ceil_mode
-            and not pool.return_indices)
-
-
-class _ConvPoolInputGrad(torch.autograd.Function):
-    """``max_pool2d(conv2d(x, weight, bias), k, s)``, differentiable in ``x`` only (frozen
-    weights, as in an attack), in channels-last layout.
-
-    The backward's convolution input gradient is one batched matmul ``W^T g`` (``[C_in k k,
-    H W]`` per sample) and ``k k`` shifted adds (col2im). For the CNN-LSTM's first
-    convolution (1 -> 16 channels, 5x5, 25 x 124 outputs) oneDNN's and PyTorch's backward
-    take 2-3x longer: a 1-channel input gradient is their worst case. Same numbers up to float
-    round-off (tests/test_fast_blackbox.py).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                kernel: Any, stride: Any) -> torch.Tensor:
-        y = F.conv2d(x, weight, bias).contiguous(memory_format=torch.channels_last)
-        z, idx = F.max_pool2d_with_indices(y, kernel, stride)
-        ctx.save_for_backward(weight, idx)
-        ctx.geometry = (tuple(y.shape), kernel, stride)
-        return z
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, gz: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        weight, idx = ctx.saved_tensors
-        y_shape, kernel, stride = ctx.geometry
-        k = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
-        s = k if stride is None else (stride, stride) if isinstance(stride, int) else tuple(stride)
-        shell = gz.new_empty(y_shape).contiguous(memory_format=torch.channels_last)
-        gy = torch.ops.aten.max_pool2d_with_indices_backward(
-            gz.contiguous(memory_format=torch.channels_last), shell, list(k), list(s), [0, 0], [1, 1],
-            False, idx)
-        return conv2d_input_grad(gy, weight), None, None, None, None
-
-
-def conv2d_input_grad(gy: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Gradient w.r.t. the input of a valid, stride-1 ``conv2d`` with ``weight`` ``[shape=(C_out,
-    C_in, kh, kw)]``, given the output gradient ``gy`` ``[shape=(b, C_out, H, W)]``
-    (= ``torch.nn.grad.conv2d_input``): ``W^T g`` per sample, then col2im by ``kh kw`` shifted adds."""
-    b, c_out, h, w = gy.shape
-    _, c_in, kh, kw = weight.shape
-    g = gy.permute(0, 2, 3, 1).reshape(b, h * w, c_out)  # a view for channels-last ``gy``
-    cols = torch.matmul(weight.reshape(c_out, -1).t(), g.transpose(1, 2)).view(b, c_in, kh, kw, h, w)
-    out = gy.new_zeros(b, c_in, h + kh - 1, w + kw - 1)
-    for i in range(kh):
-        for j in range(kw):
-            out[:, :, i : i + h, j : j + w] += cols[:, :, i, j]
-    return out
 
 
 def _lstm_last_state(gates_in: torch.Tensor, w_hh: torch.Tensor, *, reverse: bool) -> torch.Tensor:

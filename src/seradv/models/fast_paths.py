@@ -1,0 +1,205 @@
+"""The CNN-LSTM's speed machinery: eval-mode ways to run its CNN with the declared layers'
+numbers (bit for bit, or up to float round-off), and the one function that says which runs.
+
+:func:`cnn_path` decides, for an input ``x``, which way :meth:`FastCNN.maps` runs the CNN:
+
+* ``"declared"``: the model is in training mode: the layers as declared.
+* ``"onednn"``: eval mode, autograd off, a non-empty float32 CPU batch, oneDNN available and
+  enabled (predictions, black-box queries): a oneDNN ("mkldnn") copy of the
+  :func:`pool_first` layers, cached and rebuilt when a weight or a layer's mode changes.
+* ``"input_grad"``: eval mode, a CPU input that requires grad, and the first convolution and
+  max-pool (in :func:`pool_first` order) frozen -- no parameter requires grad, as while
+  ``run_attack`` runs an attack -- with valid stride-1 geometry (:func:`conv_pool_input_only`):
+  the convolution and pool differentiate the input only (:func:`conv2d_input_grad`), the rest
+  runs in :func:`pool_first` order with channels-last maps.
+* ``"pool_first"``: any other eval-mode input (white-box gradients with trainable weights,
+  GPU, float64): :func:`pool_first` order, channels-last maps after the first convolution on
+  the CPU.
+
+Measured speed-ups: docs/benchmarks.md ("Model speed-ups", ``benchmarks/model_speed.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+with warnings.catch_warnings():  # torch.utils.mkldnn defines its modules with torch.jit.script_method
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from torch.utils import mkldnn as _mkldnn
+
+__all__ = ["CNN_PATHS", "FastCNN", "cnn_path", "conv2d_input_grad", "conv_pool_input_only", "pool_first"]
+
+DECLARED, ONEDNN, INPUT_GRAD, POOL_FIRST = "declared", "onednn", "input_grad", "pool_first"
+CNN_PATHS = (DECLARED, ONEDNN, INPUT_GRAD, POOL_FIRST)
+"""The ways :meth:`FastCNN.maps` runs a CNN (module docstring)."""
+
+
+def cnn_path(x: torch.Tensor, *, training: bool, eval_layers: Callable[[], Sequence[nn.Module]]) -> str:
+    """Which of :data:`CNN_PATHS` runs the CNN on ``x`` (module docstring): the one place where
+    the fast paths' conditions are checked.
+
+    ``training`` is the model's mode; ``eval_layers()`` gives the CNN's layers in
+    :func:`pool_first` order (asked for only when the input-gradient path is possible).
+    """
+    if training:
+        return DECLARED
+    if (not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled and x.shape[0]):
+        return ONEDNN
+    if x.device.type == "cpu" and x.requires_grad and conv_pool_input_only(eval_layers()[:2]):
+        return INPUT_GRAD
+    return POOL_FIRST
+
+
+class FastCNN:
+    """The fast paths of one model's CNN, with their caches.
+
+    ``cnn`` (passed to every method) is the model's ``nn.Sequential`` CNN ending in a
+    ``Flatten``; the maps are those of the layers before it. A plain object, not a submodule
+    (no ``state_dict`` entry); a deep copy starts with empty caches (oneDNN tensors cannot be
+    deep-copied; both caches are rebuilt on demand).
+    """
+
+    def __init__(self) -> None:
+        self._caches: dict[str, tuple[Any, Any]] = {}
+
+    def __deepcopy__(self, memo: dict) -> FastCNN:
+        return type(self)()
+
+    def maps(self, cnn: nn.Sequential, x: torch.Tensor, *, training: bool) -> torch.Tensor:
+        """CNN feature maps ``[shape=(m, 64, 1, w)]`` of inputs ``[shape=(m, 1, chunk, w_in)]``,
+        the way :func:`cnn_path` picks."""
+        path = cnn_path(x, training=training, eval_layers=lambda: self.eval_layers(cnn))
+        if path == DECLARED:
+            return cnn[:-1](x)
+        if path == ONEDNN:
+            return self.onednn_cnn(cnn)(x.contiguous().to_mkldnn()).to_dense()
+        return run_pool_first(self.eval_layers(cnn), x, input_grad=path == INPUT_GRAD)
+
+    def eval_layers(self, cnn: nn.Sequential) -> list[nn.Module]:
+        """The CNN's layers (no Flatten) in :func:`pool_first` order (the model's own modules)."""
+        return self._cached(cnn, "pool_first", lambda: pool_first(list(cnn[:-1])))
+
+    def onednn_cnn(self, cnn: nn.Sequential) -> nn.Module:
+        """oneDNN copy of :meth:`eval_layers`."""
+        return self._cached(cnn, "onednn", lambda: _mkldnn.to_mkldnn(
+            nn.Sequential(*copy.deepcopy(self.eval_layers(cnn)))).eval())
+
+    def _cached(self, cnn: nn.Sequential, name: str, build: Callable[[], Any]) -> Any:
+        """``build()``, kept until a parameter or buffer of ``cnn`` changes (storage or in-place
+        version) or a layer's mode does."""
+        tensors = [*cnn.parameters(), *cnn.buffers()]
+        key = (tuple((t.data_ptr(), 0 if t.is_inference() else t._version) for t in tensors),
+               tuple(layer.training for layer in cnn))
+        cached = self._caches.get(name)
+        if cached is None or cached[0] != key:
+            cached = (key, build())
+            self._caches[name] = cached
+        return cached[1]
+
+
+def run_pool_first(layers: Sequence[nn.Module], x: torch.Tensor, *, input_grad: bool) -> torch.Tensor:
+    """``layers`` (in :func:`pool_first` order) on ``x``, channels-last after the first
+    convolution on the CPU; with ``input_grad`` the first convolution and pool run as
+    :class:`_ConvPoolInputGrad` (only when :func:`conv_pool_input_only` holds)."""
+    h, start = x, 0
+    if input_grad:
+        conv, pool = layers[0], layers[1]
+        h, start = _ConvPoolInputGrad.apply(x, conv.weight, conv.bias, pool.kernel_size, pool.stride), 2
+    for i, layer in enumerate(layers[start:], start):
+        h = layer(h)
+        if i == 0 and h.device.type == "cpu":
+            h = h.contiguous(memory_format=torch.channels_last)
+    return h
+
+
+def _bn_scale_positive(layer: nn.Module) -> bool:
+    if not isinstance(layer, nn.BatchNorm2d) or layer.training or layer.running_var is None:
+        return False
+    weight = layer.weight if layer.affine else torch.ones_like(layer.running_var)
+    return bool((weight > 0).all())
+
+
+def pool_first(layers: list[nn.Module]) -> list[nn.Module]:
+    """Eval-mode layers with every ``MaxPool2d`` moved before the ReLUs and positive-scale
+    BatchNorms that precede it: the same outputs, bit for bit (a non-decreasing elementwise
+    map commutes with a max, rounding included), on 4-6x fewer elements."""
+    out = list(layers)
+    moved = True
+    while moved:
+        moved = False
+        for i in range(1, len(out)):
+            prev = out[i - 1]
+            if isinstance(out[i], nn.MaxPool2d) and (isinstance(prev, nn.ReLU) or _bn_scale_positive(prev)):
+                out[i - 1], out[i] = out[i], prev
+                moved = True
+    return out
+
+
+def conv_pool_input_only(layers: list[nn.Module]) -> bool:
+    """Whether ``layers`` are a frozen valid stride-1 ``Conv2d`` then a plain ``MaxPool2d``
+    (the case :class:`_ConvPoolInputGrad` handles)."""
+    if len(layers) < 2 or not isinstance(layers[0], nn.Conv2d) or not isinstance(layers[1], nn.MaxPool2d):
+        return False
+    conv, pool = layers
+    return (not any(p.requires_grad for p in conv.parameters())
+            and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
+            and conv.padding in ((0, 0), "valid") and conv.padding_mode == "zeros"
+            and pool.padding in (0, (0, 0)) and pool.dilation in (1, (1, 1)) and not pool.ceil_mode
+            and not pool.return_indices)
+
+
+class _ConvPoolInputGrad(torch.autograd.Function):
+    """``max_pool2d(conv2d(x, weight, bias), k, s)``, differentiable in ``x`` only (frozen
+    weights, as in an attack), in channels-last layout.
+
+    The backward's convolution input gradient is one batched matmul ``W^T g`` (``[C_in k k,
+    H W]`` per sample) and ``k k`` shifted adds (col2im): a 1-channel input gradient (the
+    CNN-LSTM's first convolution) is the worst case of oneDNN's and PyTorch's own backward.
+    Same numbers up to float round-off (tests/models/test_fast_paths.py).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                kernel: Any, stride: Any) -> torch.Tensor:
+        y = F.conv2d(x, weight, bias).contiguous(memory_format=torch.channels_last)
+        z, idx = F.max_pool2d_with_indices(y, kernel, stride)
+        ctx.save_for_backward(weight, idx)
+        ctx.geometry = (tuple(y.shape), kernel, stride)
+        return z
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gz: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        weight, idx = ctx.saved_tensors
+        y_shape, kernel, stride = ctx.geometry
+        k = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+        s = k if stride is None else (stride, stride) if isinstance(stride, int) else tuple(stride)
+        shell = gz.new_empty(y_shape).contiguous(memory_format=torch.channels_last)
+        gy = torch.ops.aten.max_pool2d_with_indices_backward(
+            gz.contiguous(memory_format=torch.channels_last), shell, list(k), list(s), [0, 0], [1, 1],
+            False, idx)
+        return conv2d_input_grad(gy, weight), None, None, None, None
+
+
+def conv2d_input_grad(gy: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Gradient w.r.t. the input of a valid, stride-1 ``conv2d`` with ``weight`` ``[shape=(C_out,
+    C_in, kh, kw)]``, given the output gradient ``gy`` ``[shape=(b, C_out, H, W)]``
+    (= ``torch.nn.grad.conv2d_input``): ``W^T g`` per sample, then col2im by ``kh kw`` shifted adds."""
+    b, c_out, h, w = gy.shape
+    _, c_in, kh, kw = weight.shape
+    g = gy.permute(0, 2, 3, 1).reshape(b, h * w, c_out)  # a view for channels-last ``gy``
+    cols = torch.matmul(weight.reshape(c_out, -1).t(), g.transpose(1, 2)).view(b, c_in, kh, kw, h, w)
+    out = gy.new_zeros(b, c_in, h + kh - 1, w + kw - 1)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i : i + h, j : j + w] += cols[:, :, i, j]
+    return out
