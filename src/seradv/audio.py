@@ -1,4 +1,4 @@
-"""Audio input and processing: read, validate, resample, trim, segment, augment.
+"""Audio input: read, validate and probe audio files and signals.
 
 Every signal passes through :func:`validate_audio` (dtype, shape, finite values), as in
 librosa's ``valid_audio``. File reading goes through :func:`read_audio`, which turns any
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from seradv.errors import AudioError, ParameterError
+from seradv.errors import AudioError
 
 __all__ = [
     "validate_audio",
@@ -149,8 +149,3 @@ def _wav_truncation(path: Path) -> tuple[int, int] | None:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[-1] if text else type(exc).__name__
-
-
-def _check_positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ParameterError(f"{name}={value!r} must be positive")

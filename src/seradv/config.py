@@ -19,7 +19,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from seradv.errors import ConfigError
+from seradv.errors import ConfigError, check_int
+from seradv.fileio import atomic_write_text
 
 __all__ = [
     "AudioConfig",
@@ -418,8 +419,6 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 def save_config(cfg: RunConfig, path: str | Path) -> Path:
     """Write ``cfg`` as YAML (atomically)."""
-    from seradv.fileio import atomic_write_text
-
     return atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
@@ -449,8 +448,7 @@ def _finite(key: str, value: float) -> None:
 
 
 def _seed(key: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{key}={value!r} must be an integer >= 0")
+    check_int(key, value, 0, error=ConfigError)
 
 
 _DEVICE = re.compile(r"(cpu|auto|mps|cuda(:\d+)?)")

@@ -6,6 +6,9 @@ Catch :class:`SeradvError` to handle any of them.
 
 from __future__ import annotations
 
+import numbers
+from typing import Any
+
 
 class SeradvError(Exception):
     """Base class of every error raised by seradv on purpose."""
@@ -46,3 +49,11 @@ class AttackError(SeradvError):
 class EnvironmentFault(SeradvError):
     """The machine, not the input, failed: disk full, quota exceeded, no write permission,
     read-only file system, out of memory. The stage stops (nothing is skipped for it)."""
+
+
+def check_int(name: str, value: Any, low: int, *, error: type[SeradvError] = ParameterError) -> int:
+    """``int(value)`` for an integer (Python or numpy, not a bool) of at least ``low``; else
+    ``error("<name>=<value> must be an integer >= <low>")``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise error(f"{name}={value!r} must be an integer >= {low}")
+    return int(value)

@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-
-
+from seradv.corpora import emodb, emovo, ravdess, synthetic
 from seradv.corpora.base import Manifest, Recipe, SkipFile, validate_manifest
 from seradv.errors import CorpusError
+from seradv.fileio import check_path_component
 
 __all__ = [
     "Manifest",
@@ -34,8 +34,6 @@ CORPORA: dict[str, Recipe] = {}
 
 def register_corpus(recipe: Recipe, *, overwrite: bool = False) -> Recipe:
     """Add a recipe to the registry under ``recipe.name``."""
-    from seradv.fileio import check_path_component
-
     check_path_component(recipe.name, "corpus name", error=CorpusError)
     if recipe.name in CORPORA and not overwrite:
         raise CorpusError(f"a corpus named {recipe.name!r} is already registered")
@@ -90,18 +88,5 @@ def guess_corpus(files: Iterable[Path], *, exclude: str | None = None) -> str | 
     return best if best_hits > 0 else None
 
 
-def _register_builtin() -> None:
-    from seradv.corpora import emodb
-
-    register_corpus(emodb.RECIPE)
-    for module in ("emovo", "ravdess", "synthetic"):
-        try:
-            mod = __import__(f"seradv.corpora.{module}", fromlist=["RECIPE"])
-        except ModuleNotFoundError as exc:  # pragma: no cover - during development only
-            if exc.name != f"seradv.corpora.{module}":
-                raise
-            continue
-        register_corpus(mod.RECIPE)
-
-
-_register_builtin()
+for _builtin in (emodb, emovo, ravdess, synthetic):
+    register_corpus(_builtin.RECIPE)

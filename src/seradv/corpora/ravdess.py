@@ -43,20 +43,8 @@ def parse_ravdess(path: Path) -> dict:
             f"modality-channel-emotion-intensity-statement-repetition-actor "
             f"(e.g. '03-01-05-01-02-01-12.wav')"
         )
-    modality = m["modality"]
-    if modality != "03":
-        what = MODALITIES.get(modality, "unknown")
-        raise SkipFile(
-            f"RAVDESS modality {modality!r} ({what}) in {path.name!r}: only audio-only "
-            f"files (modality 03) are used"
-        )
-    channel = m["channel"]
-    if channel != "01":
-        what = CHANNELS.get(channel, "unknown")
-        raise SkipFile(
-            f"RAVDESS vocal channel {channel!r} ({what}) in {path.name!r}: only speech "
-            f"(channel 01) is used"
-        )
+    _require(m["modality"], "03", MODALITIES, "modality", "audio-only files (modality 03) are used", path)
+    _require(m["channel"], "01", CHANNELS, "vocal channel", "speech (channel 01) is used", path)
     code = m["emotion"]
     if code not in EMOTION_CODES:
         raise SkipFile(
@@ -79,6 +67,13 @@ def parse_ravdess(path: Path) -> dict:
         "emotion": EMOTION_CODES[code],
         "utterance": path.stem,
     }
+
+
+def _require(value: str, wanted: str, names: dict[str, str], field: str, kept: str, path: Path) -> None:
+    """Skip a file whose ``field`` code is not ``wanted``, naming what the code means."""
+    if value != wanted:
+        what = names.get(value, "unknown")
+        raise SkipFile(f"RAVDESS {field} {value!r} ({what}) in {path.name!r}: only {kept}")
 
 
 RECIPE = Recipe(
