@@ -1,8 +1,18 @@
-"""Log-Mel features (SPEC.md step 5) and per-cell standardization (step 6).
+"""Log-Mel features (SPEC.md step 5), per-cell standardization (step 6) and their inversion.
 
 :func:`log_mel` reproduces the study: a power Mel spectrogram (128 bands, n_fft 368, hop 184)
 converted with ``librosa.amplitude_to_db(S, ref=np.min)`` (top_db 80) and transposed to
 time x Mel, so 3 s at 16 kHz gives ``[shape=(261, 128)]``.
+
+Inversion lives beside extraction (as in ``librosa.feature.inverse``): to hear a standardized
+feature matrix, :func:`to_power_mel` un-standardizes it (``Standardizer.inverse``) and undoes the
+dB scale (``power = 10 ** ((dB - ref) / 10)``); :func:`features_to_audio` then inverts the Mel
+spectrogram with :func:`librosa.feature.inverse.mel_to_stft` and :func:`librosa.griffinlim` (the
+two steps of ``librosa.feature.inverse.mel_to_audio``, here with a fixed ``random_state`` so the
+phase estimate, and so the file, is reproducible and the original and adversarial renderings
+start from the same phase). The study's dB conversion uses ``ref=np.min`` per segment, so the
+absolute level is lost: the caller chooses ``ref_db`` (the report uses the original's loudest
+cell for every rendering of one example, so they can be compared by ear, loudness included).
 """
 
 from __future__ import annotations
@@ -12,13 +22,14 @@ from pathlib import Path
 
 import librosa
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 from seradv.audio import validate_audio
+from seradv.fileio import atomic_write_bytes
 from seradv.config import FeatureConfig
 from seradv.errors import ParameterError
 
-__all__ = ["log_mel", "Standardizer", "mel_power_to_db"]
+__all__ = ["log_mel", "Standardizer", "mel_power_to_db", "to_power_mel", "features_to_audio"]
 
 
 def mel_power_to_db(S: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
@@ -74,13 +85,9 @@ class Standardizer:
 
     def to_bytes(self) -> bytes:
         """The safetensors bytes that :meth:`save` writes."""
-        from safetensors.numpy import save
-
         return save({"mean": self.mean, "std": self.std})
 
     def save(self, path: str | Path) -> None:
-        from seradv.fileio import atomic_write_bytes
-
         atomic_write_bytes(Path(path), self.to_bytes())
 
     @classmethod
@@ -89,4 +96,23 @@ class Standardizer:
         return cls(d["mean"], d["std"])
 
 
-_ = save_file  # re-exported name kept for users who save tensors directly
+# ----------------------------------------------------------------------------- inversion
+
+
+def to_power_mel(z: np.ndarray, scaler: Standardizer, *, ref_db: float) -> np.ndarray:
+    """Power Mel spectrogram ``[shape=(n_mels, T)]`` of standardized features ``z [shape=(T, n_mels)]``."""
+    z = np.asarray(z, np.float32)
+    if z.ndim != 2 or z.shape != scaler.mean.shape:
+        raise ParameterError(f"features of shape {z.shape} do not fit the standardizer {scaler.mean.shape}")
+    db = scaler.inverse(z).astype(np.float64)
+    return (10.0 ** ((db - ref_db) / 10.0)).T
+
+
+def features_to_audio(z: np.ndarray, scaler: Standardizer, *, sr: int, features: FeatureConfig, ref_db: float,
+                      n_iter: int = 32, seed: int = 0) -> np.ndarray:
+    """Audio ``[shape=(n,)]`` (float32, not normalised) of standardized features ``z [shape=(T, n_mels)]``."""
+    mel = to_power_mel(z, scaler, ref_db=ref_db)
+    stft = librosa.feature.inverse.mel_to_stft(mel, sr=sr, n_fft=features.n_fft, power=2.0)
+    y = librosa.griffinlim(stft, n_iter=n_iter, hop_length=features.hop_length, n_fft=features.n_fft,
+                           random_state=seed)
+    return np.nan_to_num(y.astype(np.float32))

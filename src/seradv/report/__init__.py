@@ -8,10 +8,13 @@
 * :mod:`seradv.report.stats`: CIs and tests over speakers / utterances (cluster bootstrap,
   Wilson, Clopper-Pearson, speaker permutation, sign test), Holm;
 * :mod:`seradv.report.analysis`: the numbers of every table;
+* :mod:`seradv.report.examples`: the examples to look at and listen to (spectrograms, the
+  model's predictions, Griffin-Lim audio), computed and written before rendering;
+* :mod:`seradv.report.format`: how numbers, intervals and names are written;
+* :mod:`seradv.report.sections`: one module per section, data to document blocks;
 * :mod:`seradv.report.plots`: matplotlib figures;
-* :mod:`seradv.report.audio`: Griffin-Lim renderings of (adversarial) features;
 * :mod:`seradv.report.render`: Markdown and HTML from one document model;
-* :mod:`seradv.report.build`: the report's sections and :func:`build_report`.
+* :mod:`seradv.report.build`: :func:`build_report` (load, compute, assemble, render, write).
 """
 
 from __future__ import annotations

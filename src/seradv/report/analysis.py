@@ -30,8 +30,8 @@ from seradv.robustness import robust_flags
 log = logging.getLogger(__name__)
 
 __all__ = ["clean_stats", "clean_gender_gaps", "clean_corpus_gaps", "attack_stats", "gender_gaps", "corpus_gaps",
-           "strength_key", "strongest", "ordered_settings", "group_samples", "ci_units", "choose_unit",
-           "speaker_gap"]
+           "strength_key", "strongest", "ordered_settings", "series_rows", "group_samples", "ci_units",
+           "choose_unit", "speaker_gap"]
 
 _PREFERRED = ("eps", "th", "theta", "max_iter", "binary_search_steps", "initial_const")
 
@@ -201,6 +201,14 @@ def ordered_settings(rows: pd.DataFrame) -> list[str]:
     if key is None:
         return sorted(pjs, key=lambda p: str(labels[p]))
     return sorted(pjs, key=lambda p: (_params(p)[key], str(labels[p])))
+
+
+def series_rows(table: pd.DataFrame):
+    """``(attack, series, rows)`` of an attack table in report order (full test set first)."""
+    for attack in attack_order(table["attack"].unique()):
+        a = table[table["attack"] == attack]
+        for series in sorted(a["series"].unique(), key=lambda s: ("full test set" not in s, s)):
+            yield attack, series, a[a["series"] == series]
 
 
 def strongest(rows: pd.DataFrame) -> str | None:

@@ -7,8 +7,8 @@ or utterances, :mod:`seradv.report.stats`) as error bars; every figure states it
 
 from __future__ import annotations
 
+import json
 import textwrap
-
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +36,6 @@ def accuracy_vs_strength(rows: pd.DataFrame, key: str, path: Path, *, title: str
     """Robust accuracy versus the strength parameter ``key``: one panel per source (its title
     gives n), one line per group (All / Male / Female) with 95 % CIs; dotted: clean accuracy.
     Settings without a robust accuracy (old results without per-sample files) are left out."""
-    import json
-
     sources = list(dict.fromkeys(rows["source"]))
     fig = Figure(layout="constrained", figsize=(min(max(6.0, 4.2 * len(sources)), 13), 3.6))
     axes = fig.subplots(1, len(sources), squeeze=False)[0]

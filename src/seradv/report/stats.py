@@ -43,7 +43,9 @@ Every function is deterministic (seeded numpy ``Generator``); arrays are per-sam
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+from math import comb
 
 import numpy as np
 from scipy import stats as sps
@@ -297,9 +299,6 @@ def cluster_permutation_test(a, clusters_a, b, clusters_b, *, n_perm: int = 5000
     (``p = #{|gap| >= |observed|} / #arrangements``, the observed one included); otherwise
     ``n_perm`` random ones (``p = (1 + hits) / (1 + n_perm)``). 1.0 when all values are equal.
     """
-    import itertools
-    from math import comb
-
     if isinstance(n_perm, bool) or not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
         raise ParameterError(f"n_perm={n_perm!r} must be a positive integer")
     xa, sa, ma = _clusters(a, clusters_a, "a")

@@ -24,7 +24,7 @@ from seradv import pipeline, robustness
 from seradv.corpora.synthetic import SyntheticConfig, generate_synthetic_corpus
 from seradv.errors import ParameterError, RunDirError
 from seradv.report import build_report, stats
-from seradv.report.audio import clip_outliers
+from seradv.report.examples import clip_outliers
 
 N_BOOT = 300
 
