@@ -1,25 +1,21 @@
 """Boundary attack (study, black-box, decision-based): random walk along the decision boundary.
 
-Paper
------
-Brendel, Rauber, Bethge (2018), "Decision-based adversarial attacks: reliable attacks against
-black-box machine learning models", https://arxiv.org/abs/1712.04248.
+Paper: Brendel, Rauber, Bethge (2018), "Decision-based adversarial attacks: reliable attacks
+against black-box machine learning models", https://arxiv.org/abs/1712.04248.
 
-Threat model
-------------
-Decision-based black-box: only the predicted class of queries is used (a predict function, no
-gradients). Untargeted: a sample is adversarial when its predicted class differs from the clean
-*prediction*. Distance: L2, minimised, inside the clip box. Each sample starts from a
-misclassified point (:mod:`seradv.attacks._starts`: seeded uniform draws, then the nearest
-sample of another predicted class, then noise blends), then ``max_iter`` times: up to
+Threat model: decision-based black-box: only the predicted class of queries is used (a predict
+function, no gradients). Untargeted: a sample is adversarial when its predicted class differs
+from the clean *prediction*. Distance: L2, minimised, inside the clip box. Each sample starts
+from a misclassified point (:mod:`seradv.attacks._starts`: seeded uniform draws, then the
+nearest sample of another predicted class, then noise blends), then ``max_iter`` times: up to
 ``num_trial`` trials of ``sample_size`` orthogonal steps (size ``delta``, adapted by
 ``step_adapt``) and up to ``num_trial`` steps towards the clean sample (size ``epsilon``). The
 result is adversarial where a start was found; samples without one come back clean, marked not
 attacked (``AttackResult.attacked``); the others are marked fooled where the clean prediction is
 the true label (``AttackResult.fooled_any``).
 
-Parameters
-----------
+Parameters:
+
 delta : float, default 0.01
     First orthogonal step size (the study: 0.01).
 epsilon : float, default 0.01
@@ -38,21 +34,17 @@ init_size : int, default 100
 min_epsilon : float, default 0.0
     Stop when ``epsilon`` falls below it.
 
-Shapes
-------
-``x`` ``[shape=(n, 261, 128)]`` float32 -> ``x_adv`` ``[shape=(n, 261, 128)]`` float32.
+Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32 -> ``x_adv`` ``[shape=(n, 261, 128)]`` float32.
 
-Backends
---------
-``"art"``: ART 1.20.1 ``BoundaryAttack(targeted=False)`` (ART's default is targeted) on
-:class:`~seradv.attacks._art.GradientFreeClassifier`, from seradv's seeded starts passed as
+Backends: ``"art"``: ART 1.20.1 ``BoundaryAttack(targeted=False)`` (ART's default is targeted)
+on :class:`~seradv.attacks._art.GradientFreeClassifier`, from seradv's seeded starts passed as
 ``x_adv_init``; its orthogonal steps use NumPy's global RNG (seeded and restored). Its candidate
 queries are float64 under NumPy 2 promotion rules, which a float32 model rejects: the predict
 function casts every query to float32. ``"torch"`` (default): :func:`boundary_attack_torch`,
 ART's loop for all samples of a batch in lockstep.
 
-Example
--------
+Example:
+
 >>> run_attack("boundary", model, x, y, {}, clip=(-5, 7))  # the study's settings  # doctest: +SKIP
 """
 

@@ -1,19 +1,16 @@
 """Carlini & Wagner L2 (study, white-box): the smallest L2 change with a logit margin, in tanh space.
 
-Paper
------
-Carlini, Wagner (2017), "Towards evaluating the robustness of neural networks",
+Paper: Carlini, Wagner (2017), "Towards evaluating the robustness of neural networks",
 https://arxiv.org/abs/1608.04644.
 
-Threat model
-------------
-White-box (input gradients), untargeted (away from ``y``). Distance: L2, minimised: ``||delta||_2^2
-+ c * max(Z_y - max_{k!=y} Z_k + confidence, 0)`` in tanh space (so the clip box is never left),
-``max_iter`` gradient steps per binary-search step on the constant ``c``. Samples for which no
-adversarial example was found come back clean (ART's ``best_x_adv_batch`` starts as ``x``).
+Threat model: white-box (input gradients), untargeted (away from ``y``). Distance: L2,
+minimised: ``||delta||_2^2 + c * max(Z_y - max_{k!=y} Z_k + confidence, 0)`` in tanh space (so
+the clip box is never left), ``max_iter`` gradient steps per binary-search step on the constant
+``c``. Samples for which no adversarial example was found come back clean (ART's
+``best_x_adv_batch`` starts as ``x``).
 
-Parameters
-----------
+Parameters:
+
 confidence : float, default 0.0
     Required logit margin (kappa).
 learning_rate : float, default 0.01
@@ -38,21 +35,18 @@ output : {"logits", "probabilities"}, default "logits"
     study's settings on probabilities changed no sample, although the study reports C&W L2
     took EmoDB to 0.188: only the logit formulation reproduces an attack that bites.
 
-Shapes
-------
-``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` int64 -> ``x_adv``
+Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` int64 -> ``x_adv``
 ``[shape=(n, 261, 128)]`` float32.
 
-Backends
---------
-``"art"``: ART 1.20.1 ``CarliniL2Method`` on :class:`~seradv.attacks._art.SeradvPyTorchClassifier`
-(eval-mode gradients, cuDNN off on CUDA). ``"torch"`` (default): :func:`cw_l2_line_search_batch`
-(ART's examples, batched) or :func:`cw_l2_batch` (Adam); both watch every point they evaluate
-(``AttackResult.fooled_any``, w.r.t. the true labels): iterates and line-search trials, all in
-the clip box, from outputs computed anyway.
+Backends: ``"art"``: ART 1.20.1 ``CarliniL2Method`` on
+:class:`~seradv.attacks._art.SeradvPyTorchClassifier` (eval-mode gradients, cuDNN off on CUDA).
+``"torch"`` (default): :func:`cw_l2_line_search_batch` (ART's examples, batched) or
+:func:`cw_l2_batch` (Adam); both watch every point they evaluate (``AttackResult.fooled_any``,
+w.r.t. the true labels): iterates and line-search trials, all in the clip box, from outputs
+computed anyway.
 
-Example
--------
+Example:
+
 >>> run_attack("cw_l2", model, x, y, {}, clip=(-5, 7))  # the study's settings  # doctest: +SKIP
 """
 

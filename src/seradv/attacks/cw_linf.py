@@ -1,19 +1,15 @@
 """Carlini & Wagner L-inf (study, white-box): the smallest L-inf change, shrinking bound ``tau``.
 
-Paper
------
-Carlini, Wagner (2017), "Towards evaluating the robustness of neural networks",
+Paper: Carlini, Wagner (2017), "Towards evaluating the robustness of neural networks",
 https://arxiv.org/abs/1608.04644.
 
-Threat model
-------------
-White-box (input gradients), untargeted (away from ``y``). Distance: L-inf, minimised: per
-sample a decreasing bound ``tau`` (x ``decrease_factor``) and, for each ``tau``, constants
-``initial_const * const_factor^k < largest_const``, ``max_iter`` Adam steps each, in tanh space
-(inside the clip box). Samples without an accepted example come back clean.
+Threat model: white-box (input gradients), untargeted (away from ``y``). Distance: L-inf,
+minimised: per sample a decreasing bound ``tau`` (x ``decrease_factor``) and, for each ``tau``,
+constants ``initial_const * const_factor^k < largest_const``, ``max_iter`` Adam steps each, in
+tanh space (inside the clip box). Samples without an accepted example come back clean.
 
-Parameters
-----------
+Parameters:
+
 confidence : float, default 0.0
     Required logit margin (kappa).
 learning_rate : float, default 0.01
@@ -31,21 +27,17 @@ const_factor : float, default 4.0
 output : {"logits", "probabilities"}, default "logits"
     What is differentiated (see :mod:`seradv.attacks.cw_l2`).
 
-Shapes
-------
-``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` int64 -> ``x_adv``
+Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` int64 -> ``x_adv``
 ``[shape=(n, 261, 128)]`` float32.
 
-Backends
---------
-``"art"``: ART 1.20.1 ``CarliniLInfMethod`` on
+Backends: ``"art"``: ART 1.20.1 ``CarliniLInfMethod`` on
 :class:`~seradv.attacks._art.SeradvPyTorchClassifier`, one sample at a time (no batching): by
 far the slowest white-box attack. ``"torch"`` (default): :func:`cw_linf_batch`, ART's loop for
 all rows at once (the same examples); it watches its Adam iterates (``AttackResult.fooled_any``,
 w.r.t. the true labels), all in the clip box, from outputs computed anyway.
 
-Example
--------
+Example:
+
 >>> run_attack("cw_linf", model, x, y, {}, clip=(-5, 7))  # the study's settings  # doctest: +SKIP
 """
 

@@ -1,18 +1,14 @@
 """DeepFool (study, white-box): minimal L2 steps to the nearest linearised decision boundary.
 
-Paper
------
-Moosavi-Dezfooli, Fawzi, Frossard (2016), "DeepFool: a simple and accurate method to fool deep
-neural networks", https://arxiv.org/abs/1511.04599.
+Paper: Moosavi-Dezfooli, Fawzi, Frossard (2016), "DeepFool: a simple and accurate method to fool
+deep neural networks", https://arxiv.org/abs/1511.04599.
 
-Threat model
-------------
-White-box (input gradients of the model's outputs), untargeted: each sample moves away from the
-model's *prediction* (``y`` is not used). Distance: L2, minimised; no explicit budget, inside
-the corpus's clip box.
+Threat model: white-box (input gradients of the model's outputs), untargeted: each sample moves
+away from the model's *prediction* (``y`` is not used). Distance: L2, minimised; no explicit
+budget, inside the corpus's clip box.
 
-Parameters
-----------
+Parameters:
+
 max_iter : int, default 5
     DeepFool steps at most (the study: 1, 5 and 20).
 nb_grads : int, default 5
@@ -23,25 +19,22 @@ output : {"logits", "probabilities"}, default "logits"
     What is differentiated: the logits (the attack as designed) or the softmax output (what
     ART saw on the study's Keras model, whose head is a softmax).
 
-Shapes
-------
-``x`` ``[shape=(n, 261, 128)]`` float32 -> ``x_adv`` ``[shape=(n, 261, 128)]`` float32.
+Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32 -> ``x_adv`` ``[shape=(n, 261, 128)]`` float32.
 
-Backends
---------
-``"art"``: ART 1.20.1 ``DeepFool`` on :class:`~seradv.attacks._art.SeradvPyTorchClassifier`
-(eval-mode gradients, cuDNN off on CUDA). ``"torch"`` (default): :func:`deepfool_batch`, ART's
-algorithm for all samples of a batch at once; it watches its iterates
-(``AttackResult.fooled_any``, w.r.t. the true labels): each iterate from the step's own forward
-pass, the returned overshot example from one extra forward pass per batch. ART's quirk, kept
-since it is what the study ran: every step is multiplied by the clip range ``clip_max -
-clip_min`` (x12 for EmoDB's ``(-5, 7)``), so steps overshoot the boundary by an order of
-magnitude, consistent with the study's large mean |perturbation| (1.1-1.9) for DeepFool.
-``output="logits"`` is the default for DeepFool, JSMA and both C&W attacks: on a confident
-model the softmax is saturated (gradient ~0), see :mod:`seradv.attacks.cw_l2`.
+Backends: ``"art"``: ART 1.20.1 ``DeepFool`` on
+:class:`~seradv.attacks._art.SeradvPyTorchClassifier` (eval-mode gradients, cuDNN off on CUDA).
+``"torch"`` (default): :func:`deepfool_batch`, ART's algorithm for all samples of a batch at
+once; it watches its iterates (``AttackResult.fooled_any``, w.r.t. the true labels): each
+iterate from the step's own forward pass, the returned overshot example from one extra forward
+pass per batch. ART's quirk, kept since it is what the study ran: every step is multiplied by
+the clip range ``clip_max - clip_min`` (x12 for EmoDB's ``(-5, 7)``), so steps overshoot the
+boundary by an order of magnitude, consistent with the study's large mean |perturbation|
+(1.1-1.9) for DeepFool. ``output="logits"`` is the default for DeepFool, JSMA and both C&W
+attacks: on a confident model the softmax is saturated (gradient ~0), see
+:mod:`seradv.attacks.cw_l2`.
 
-Example
--------
+Example:
+
 >>> run_attack("deepfool", model, x, y, {"max_iter": 5}, clip=(-5, 7))  # doctest: +SKIP
 """
 

@@ -1,7 +1,7 @@
 """Gradient-sign family (white-box): FGSM, BIM (study), PGD with random start, L-inf and L2 (beyond it).
 
-Papers
-------
+Papers:
+
 * FGSM: Goodfellow, Shlens, Szegedy (2015), "Explaining and harnessing adversarial examples",
   https://arxiv.org/abs/1412.6572. ``x_adv = clip(x + eps * sign(grad_x CE(f(x), y)))``.
 * BIM: Kurakin, Goodfellow, Bengio (2017), "Adversarial examples in the physical world",
@@ -11,15 +11,13 @@ Papers
   https://arxiv.org/abs/1706.06083. BIM from a uniform random start in the ``eps`` ball;
   ``pgd_l2`` uses normalised gradient steps and the L2 ball.
 
-Threat model
-------------
-White-box (cross-entropy input gradient, model in eval mode; cuDNN off around the backward pass
-on CUDA, :func:`~seradv.attacks.context.gradient_context`), untargeted (away from ``y``).
-Distance: L-inf (``fgsm``, ``bim``, ``pgd``) or L2 (``pgd_l2``) ball of radius ``eps`` in
-standardized log-Mel units, inside the corpus's clip box.
+Threat model: white-box (cross-entropy input gradient, model in eval mode; cuDNN off around the
+backward pass on CUDA, :func:`~seradv.attacks.context.gradient_context`), untargeted (away from
+``y``). Distance: L-inf (``fgsm``, ``bim``, ``pgd``) or L2 (``pgd_l2``) ball of radius ``eps``
+in standardized log-Mel units, inside the corpus's clip box.
 
-Parameters
-----------
+Parameters:
+
 eps : float, default 0.25 (``pgd_l2``: 10.0)
     Ball radius (the study's FGSM / BIM: 0.25, 0.5, 0.75, 1.0, 1.25).
 eps_step : float, default 0.1 (``pgd_l2``: 1.0)
@@ -29,14 +27,10 @@ max_iter : int, default 100
 num_random_init : int, default 1
     Random starts, the best kept (PGD).
 
-Shapes
-------
-``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` int64 -> ``x_adv``
+Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` int64 -> ``x_adv``
 ``[shape=(n, 261, 128)]`` float32.
 
-Backends
---------
-``"art"`` (reference, the study's toolbox): ART 1.20.1 ``FastGradientMethod``,
+Backends: ``"art"`` (reference, the study's toolbox): ART 1.20.1 ``FastGradientMethod``,
 ``BasicIterativeMethod`` and ``ProjectedGradientDescent`` on
 :class:`~seradv.attacks._art.SeradvPyTorchClassifier`. ``"torch"`` (default):
 :func:`iterative_gradient_attack`, the same update rule in plain batched torch (ART's FGSM
@@ -46,8 +40,8 @@ NumPy's global RNG, seeded by ``run_attack``). It watches its iterates
 next step's forward pass) and the last one (one forward pass per batch and restart), all in the
 clip box and the ``eps`` ball.
 
-Example
--------
+Example:
+
 >>> from seradv.attacks import run_attack
 >>> res = run_attack("bim", model, x, y, {"eps": 0.5}, clip=(-5, 7))  # doctest: +SKIP
 """

@@ -1,20 +1,17 @@
 """HopSkipJump (beyond the study, black-box, decision-based): boundary search with gradient estimates.
 
-Paper
------
-Chen, Jordan, Wainwright (2020), "HopSkipJumpAttack: a query-efficient decision-based attack",
-https://arxiv.org/abs/1904.02144.
+Paper: Chen, Jordan, Wainwright (2020), "HopSkipJumpAttack: a query-efficient decision-based
+attack", https://arxiv.org/abs/1904.02144.
 
-Threat model
-------------
-Decision-based black-box: only predicted classes are used (no gradients); untargeted (away from
-the clean prediction). Distance: L2, minimised, inside the clip box. Each of ``max_iter``
-iterations: a binary search to the boundary, a Monte-Carlo estimate of the boundary's normal
-from ``min(init_eval * sqrt(i), max_eval)`` queries, and a geometric step search. Starts and
-robust-accuracy flags as the Boundary attack's (:mod:`seradv.attacks._starts`).
+Threat model: decision-based black-box: only predicted classes are used (no gradients);
+untargeted (away from the clean prediction). Distance: L2, minimised, inside the clip box. Each
+of ``max_iter`` iterations: a binary search to the boundary, a Monte-Carlo estimate of the
+boundary's normal from ``min(init_eval * sqrt(i), max_eval)`` queries, and a geometric step
+search. Starts and robust-accuracy flags as the Boundary attack's
+(:mod:`seradv.attacks._starts`).
 
-Parameters
-----------
+Parameters:
+
 max_iter : int, default 20
     Iterations.
 max_eval : int, default 1000
@@ -26,22 +23,18 @@ init_eval : int, default 100
 init_size : int, default 100
     Uniform draws for the starting point.
 
-Shapes
-------
-``x`` ``[shape=(n, 261, 128)]`` float32 -> ``x_adv`` ``[shape=(n, 261, 128)]`` float32.
+Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32 -> ``x_adv`` ``[shape=(n, 261, 128)]`` float32.
 
-Backends
---------
-``"art"``: ART 1.20.1 ``HopSkipJump`` on :class:`~seradv.attacks._art.GradientFreeClassifier`
-(predict function only, float32 queries), from seradv's seeded starts. ``"torch"`` (default):
-:func:`hopskipjump_torch`, ART's algorithm for all samples of a batch at once (every search step
-one forward pass of the batch, the estimates' noise and queries in blocks of
-:func:`~seradv.attacks._torch.query_rows` rows across samples); the same iteration schedule and
-query counts per sample, its own seeded noise, so examples differ from ART's by the randomness
-only.
+Backends: ``"art"``: ART 1.20.1 ``HopSkipJump`` on
+:class:`~seradv.attacks._art.GradientFreeClassifier` (predict function only, float32 queries),
+from seradv's seeded starts. ``"torch"`` (default): :func:`hopskipjump_torch`, ART's algorithm
+for all samples of a batch at once (every search step one forward pass of the batch, the
+estimates' noise and queries in blocks of :func:`~seradv.attacks._torch.query_rows` rows across
+samples); the same iteration schedule and query counts per sample, its own seeded noise, so
+examples differ from ART's by the randomness only.
 
-Example
--------
+Example:
+
 >>> run_attack("hopskipjump", model, x, y, {"max_iter": 20}, clip=(-5, 7))  # doctest: +SKIP
 """
 

@@ -1,21 +1,17 @@
 """Jacobian-based Saliency Map Attack, JSMA (study, white-box): a few cells pushed by ``theta`` each.
 
-Paper
------
-Papernot, McDaniel, Jha, Fredrikson, Celik, Swami (2016), "The limitations of deep learning in
-adversarial settings", https://arxiv.org/abs/1511.07528.
+Paper: Papernot, McDaniel, Jha, Fredrikson, Celik, Swami (2016), "The limitations of deep
+learning in adversarial settings", https://arxiv.org/abs/1511.07528.
 
-Threat model
-------------
-White-box (the target class's input gradient), *targeted*: seradv draws one target per sample
-with ``seed`` among the classes other than ``y`` (ART draws them unseeded among the classes
-other than the prediction when it gets no labels, which is what the study's call did; passing
-the true labels as targets would attack nothing). Distance: L0 (changed cells): each step adds
-``theta`` to the two cells with the largest target-class gradient, until the target class is
-predicted or a fraction ``gamma`` of the cells has been used; inside the clip box.
+Threat model: white-box (the target class's input gradient), *targeted*: seradv draws one target
+per sample with ``seed`` among the classes other than ``y`` (ART draws them unseeded among the
+classes other than the prediction when it gets no labels, which is what the study's call did;
+passing the true labels as targets would attack nothing). Distance: L0 (changed cells): each
+step adds ``theta`` to the two cells with the largest target-class gradient, until the target
+class is predicted or a fraction ``gamma`` of the cells has been used; inside the clip box.
 
-Parameters
-----------
+Parameters:
+
 theta : float, default 1.0
     Change added to each chosen cell, standardized units, non-zero (the study: -1, -0.5, 0.5, 1).
 gamma : float, default 1.0
@@ -24,14 +20,10 @@ gamma : float, default 1.0
 output : {"logits", "probabilities"}, default "logits"
     What is differentiated (see :mod:`seradv.attacks.deepfool`).
 
-Shapes
-------
-``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` int64 -> ``x_adv``
+Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` int64 -> ``x_adv``
 ``[shape=(n, 261, 128)]`` float32.
 
-Backends
---------
-``"art"``: ART 1.20.1 ``SaliencyMapMethod`` on
+Backends: ``"art"``: ART 1.20.1 ``SaliencyMapMethod`` on
 :class:`~seradv.attacks._art.SeradvPyTorchClassifier` (eval-mode gradients, cuDNN off on CUDA;
 only the target-class gradient per step). ``"torch"`` (default): :func:`jsma_batch`, ART's
 algorithm for all samples at once in a rolling window of ``batch_size`` rows; it watches its
@@ -39,8 +31,8 @@ iterates (``AttackResult.fooled_any``, w.r.t. the true labels, not the targets):
 iterate from the step's own forward pass, the last iterate of samples that ran out of budget
 from one forward pass at the end.
 
-Example
--------
+Example:
+
 >>> run_attack("jsma", model, x, y, {"theta": 1.0, "gamma": 1.0}, clip=(-5, 7))  # doctest: +SKIP
 """
 

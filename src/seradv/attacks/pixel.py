@@ -1,47 +1,41 @@
 """Pixel attack (study, black-box, score-based): set ``th`` cells to values found by differential evolution.
 
-Papers
-------
-Su, Vargas, Sakurai (2019), "One pixel attack for fooling deep neural networks",
+Papers: Su, Vargas, Sakurai (2019), "One pixel attack for fooling deep neural networks",
 https://arxiv.org/abs/1710.08864; Vargas, Kotyan (2019), "Robustness assessment for adversarial
 machine learning: problems, solutions and a survey of current neural networks and defenses",
 https://arxiv.org/abs/1906.06026.
 
-Threat model
-------------
-Score-based black-box: only the softmax scores of candidate inputs are used (the probability of
-the true class ``y`` is minimised; no gradients); untargeted. Distance: L0, ``th`` changed
-time-Mel cells at most, each set to one of 256 levels ``lo + k (hi - lo) / 255`` of the clip box
-(ART rescales inputs to ``[0, 255]``). ART's DE population is about 400 candidates per
-generation, each one query: ~400 * (``max_iter`` + 1) queries per sample unless it succeeds early.
+Threat model: score-based black-box: only the softmax scores of candidate inputs are used (the
+probability of the true class ``y`` is minimised; no gradients); untargeted. Distance: L0,
+``th`` changed time-Mel cells at most, each set to one of 256 levels ``lo + k (hi - lo) / 255``
+of the clip box (ART rescales inputs to ``[0, 255]``). ART's DE population is about 400
+candidates per generation, each one query: ~400 * (``max_iter`` + 1) queries per sample unless
+it succeeds early.
 
-Parameters
-----------
+Parameters:
+
 th : int, default 1
     Cells the attack may set (the study: 1, 5, 10).
 max_iter : int, default 20
     Differential-evolution generations (the study: 20).
 
-Shapes
-------
-``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` int64 -> ``x_adv``
+Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` int64 -> ``x_adv``
 ``[shape=(n, 261, 128)]`` float32.
 
-Backends
---------
-``"art"``: ART 1.20.1 ``PixelAttack`` (``es=1``: differential evolution, as in the study) on
-:class:`~seradv.attacks._art.GradientFreeClassifier` with ``input_shape=(1, 261, 128)`` (ART
-reads rows, columns and channels from a 3-D image shape; queries are reshaped back); ART draws
-from NumPy's global RNG (seeded and restored by :func:`~seradv.attacks.run.run_attack`). ART's
-``[0, 255]`` round trip returns *unchanged* cells with float32 round-off (~1e-6): cells that
-moved by less than :data:`ROUNDTRIP_TOL` get their exact clean value back, so that L0 counts
-only the attacked cells. ``"torch"`` (default): :func:`pixel_attack_torch`, ART's DE batched
-over samples (on a chunked model only the chunks a candidate changes are re-encoded,
-:func:`seradv.models.chunked`); it reports ``AttackResult.fooled_any`` from the predictions of
-every candidate it evaluates (each in the threat model), at no extra cost.
+Backends: ``"art"``: ART 1.20.1 ``PixelAttack`` (``es=1``: differential evolution, as in the
+study) on :class:`~seradv.attacks._art.GradientFreeClassifier` with ``input_shape=(1, 261,
+128)`` (ART reads rows, columns and channels from a 3-D image shape; queries are reshaped back);
+ART draws from NumPy's global RNG (seeded and restored by
+:func:`~seradv.attacks.run.run_attack`). ART's ``[0, 255]`` round trip returns *unchanged* cells
+with float32 round-off (~1e-6): cells that moved by less than :data:`ROUNDTRIP_TOL` get their
+exact clean value back, so that L0 counts only the attacked cells. ``"torch"`` (default):
+:func:`pixel_attack_torch`, ART's DE batched over samples (on a chunked model only the chunks a
+candidate changes are re-encoded, :func:`seradv.models.chunked`); it reports
+``AttackResult.fooled_any`` from the predictions of every candidate it evaluates (each in the
+threat model), at no extra cost.
 
-Example
--------
+Example:
+
 >>> run_attack("pixel", model, x, y, {"th": 10, "max_iter": 20}, clip=(-5, 7))  # doctest: +SKIP
 """
 

@@ -1,20 +1,17 @@
 """Square attack, L-inf (beyond the study, black-box, score-based): random square updates.
 
-Paper
------
-Andriushchenko, Croce, Flammarion, Hein (2020), "Square Attack: a query-efficient black-box
-adversarial attack via random search", https://arxiv.org/abs/1912.00049.
+Paper: Andriushchenko, Croce, Flammarion, Hein (2020), "Square Attack: a query-efficient
+black-box adversarial attack via random search", https://arxiv.org/abs/1912.00049.
 
-Threat model
-------------
-Score-based black-box: only the softmax scores of queries are used (no gradients); untargeted.
-Distance: L-inf, an ``eps`` ball in standardized units, inside the clip box. The margin between
-the true class's score and the best other score is minimised by accepting random ``±2 eps``
-squares (time x Mel patches) that lower it; the square size shrinks with the iterations from a
-fraction ``p_init`` of the cells. About 3 queries per still-robust sample and iteration.
+Threat model: score-based black-box: only the softmax scores of queries are used (no gradients);
+untargeted. Distance: L-inf, an ``eps`` ball in standardized units, inside the clip box. The
+margin between the true class's score and the best other score is minimised by accepting random
+``±2 eps`` squares (time x Mel patches) that lower it; the square size shrinks with the
+iterations from a fraction ``p_init`` of the cells. About 3 queries per still-robust sample and
+iteration.
 
-Parameters
-----------
+Parameters:
+
 eps : float, default 0.25
     L-inf radius, standardized units (the "paper" grid: the study's FGSM/BIM values
     0.25-1.25).
@@ -28,20 +25,16 @@ p_init : float, default 0.05
 nb_restarts : int, default 1
     Restarts.
 
-Shapes
-------
-``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` int64 -> ``x_adv``
+Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` int64 -> ``x_adv``
 ``[shape=(n, 261, 128)]`` float32.
 
-Backends
---------
-``"art"`` only: ART 1.20.1 ``SquareAttack(norm=inf)`` on
+Backends: ``"art"`` only: ART 1.20.1 ``SquareAttack(norm=inf)`` on
 :class:`~seradv.attacks._art.GradientFreeClassifier` with the 3-D shape ``(1, 261, 128)`` (ART's
 Square attack only accepts 4-D image batches); queries are reshaped back to ``(261, 128)``.
 ART's L2 variant assumes square images and is not offered.
 
-Example
--------
+Example:
+
 >>> run_attack("square", model, x, y, {"eps": 0.5, "max_iter": 1000}, clip=(-5, 7))  # doctest: +SKIP
 """
 
