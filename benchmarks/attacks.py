@@ -54,7 +54,7 @@ import torch
 from torch import nn
 
 from seradv.attacks import ATTACKS, STUDY_ATTACKS, get_attack, perturbation_norms, run_attack
-from seradv.attacks.base import gradient_context
+from seradv.attacks.context import gradient_context
 from seradv.fileio import atomic_write_json, atomic_write_text, read_json
 from seradv.dataset import load_subset, read_preprocessing
 from seradv.rundir import load_model

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from seradv.attacks.base import QueryCounter
+from seradv.attacks.context import QueryCounter
 from seradv.attacks.jsma import jsma_batch, random_targets
 from seradv.dataset import load_subset, read_preprocessing
 from seradv.rundir import load_model

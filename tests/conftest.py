@@ -50,7 +50,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def trained(one_thread):
-    """The tiny trained SER model, its test data and clip box (``attack_helpers.train_tiny``)."""
+    """The tiny trained SER model, its test data and clip box (``tests.helpers.attack.train_tiny``)."""
     from tests.helpers.attack import train_tiny
 
     return train_tiny()

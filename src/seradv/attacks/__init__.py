@@ -1,6 +1,6 @@
 """Adversarial attacks on SER models in the standardized log-Mel feature space.
 
-One module per family, each registering its attacks in :data:`ATTACKS` on import:
+One module per attack (or family), each registering its attacks in :data:`ATTACKS` on import:
 
 =============  ===========  ======  =====================================  ========
 name           kind         norm    module                                 in study
@@ -11,13 +11,20 @@ pgd            white-box    linf    :mod:`seradv.attacks.gradient`         no
 pgd_l2         white-box    l2      :mod:`seradv.attacks.gradient`         no
 deepfool       white-box    l2      :mod:`seradv.attacks.deepfool`         yes
 jsma           white-box    l0      :mod:`seradv.attacks.jsma`             yes
-cw_l2          white-box    l2      :mod:`seradv.attacks.carlini`          yes
-cw_linf        white-box    linf    :mod:`seradv.attacks.carlini`          yes
+cw_l2          white-box    l2      :mod:`seradv.attacks.cw_l2`            yes
+cw_linf        white-box    linf    :mod:`seradv.attacks.cw_linf`          yes
 pixel          black-box    l0      :mod:`seradv.attacks.pixel`            yes
 boundary       black-box    l2      :mod:`seradv.attacks.boundary`         yes
 hopskipjump    black-box    l2      :mod:`seradv.attacks.hopskipjump`      no
 square         black-box    linf    :mod:`seradv.attacks.square`           no
 =============  ===========  ======  =====================================  ========
+
+The rooms below the attacks: :mod:`~seradv.attacks.threat` (the clip box),
+:mod:`~seradv.attacks.context` (what a runner gets, counters, the held state),
+:mod:`~seradv.attacks.spec` (parameter schemas, specs, the registry),
+:mod:`~seradv.attacks.run` (:func:`run_attack`), :mod:`~seradv.attacks.metrics` (perturbation
+norms, predictions), and the shared helpers ``_torch`` (torch), ``_art`` (ART adapters) and
+``_starts`` (starting points of the decision-based attacks).
 
 Use::
 
@@ -26,41 +33,24 @@ Use::
     for params in spec.grid("paper"):
         res = run_attack("bim", model, x, y, params, clip=ThreatModel.study("emodb"))
 
-The reference backend is ART 1.20.1 (the study's toolbox); FGSM/BIM/PGD also have a fast
+The reference backend is ART 1.20.1 (the study's toolbox); most attacks also have a fast batched
 ``backend="torch"``. Black-box attacks only ever see a predict function.
-
-Measured speed with ART (study CNN-LSTM, batch 16, 2 threads, idle 2-core CPU; details and
-caveats in each module): FGSM 53 samples/s (torch 66), BIM 10 iterations 6.7 (torch 10.4),
-DeepFool 5 iterations 8.0, C&W L2 study settings 0.066, JSMA (theta 1, gamma 0.01) 0.056,
-Pixel (th 1, 20 generations) 0.028, Boundary study settings 1.5 (ART stops early).
 """
 
 from __future__ import annotations
 
-# Each family module registers its attacks on import (registry order = import order).
+# Each module registers its attacks on import (registry order = import order; deepfool before
+# cw_l2 and cw_linf keeps the order of ATTACKS as it was when the C&W module imported deepfool).
 from seradv.attacks import boundary as boundary
-from seradv.attacks import carlini as carlini
-from seradv.attacks import deepfool as deepfool
+from seradv.attacks import deepfool as deepfool  # isort: skip
+from seradv.attacks import cw_l2 as cw_l2  # isort: skip
+from seradv.attacks import cw_linf as cw_linf  # isort: skip
 from seradv.attacks import gradient as gradient
 from seradv.attacks import hopskipjump as hopskipjump
 from seradv.attacks import jsma as jsma
 from seradv.attacks import pixel as pixel
 from seradv.attacks import square as square
-from seradv.attacks.base import (
-    ATTACKS,
-    STUDY_CLIPS,
-    AttackContext,
-    AttackResult,
-    AttackSpec,
-    ParamSpec,
-    QueryCounter,
-    ThreatModel,
-    get_attack,
-    list_attacks,
-    register_attack,
-    run_attack,
-    validate_params,
-)
+from seradv.attacks.context import AttackContext, AttackResult, QueryCounter
 from seradv.attacks.metrics import (
     accuracy,
     l0_norm,
@@ -71,11 +61,18 @@ from seradv.attacks.metrics import (
     predict,
     predict_proba,
 )
-
-#: The study's eight attacks, in SPEC.md order.
-STUDY_ATTACKS: tuple[str, ...] = (
-    "fgsm", "bim", "deepfool", "jsma", "cw_l2", "cw_linf", "pixel", "boundary",
+from seradv.attacks.run import run_attack
+from seradv.attacks.spec import (
+    ATTACKS,
+    STUDY_ATTACKS,
+    AttackSpec,
+    ParamSpec,
+    get_attack,
+    list_attacks,
+    register_attack,
+    validate_params,
 )
+from seradv.attacks.threat import STUDY_CLIPS, ThreatModel
 
 __all__ = [
     "ATTACKS",

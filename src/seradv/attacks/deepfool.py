@@ -1,49 +1,41 @@
-"""DeepFool (study): minimal L2 steps to the nearest linearised decision boundary.
+"""DeepFool (study, white-box): minimal L2 steps to the nearest linearised decision boundary.
 
-Paper: Moosavi-Dezfooli, Fawzi, Frossard (2016), "DeepFool: a simple and accurate method to
-fool deep neural networks", https://arxiv.org/abs/1511.04599.
+Paper: Moosavi-Dezfooli, Fawzi, Frossard (2016), "DeepFool: a simple and accurate method to fool
+deep neural networks", https://arxiv.org/abs/1511.04599.
 
-Distance: L2 (untargeted; no explicit budget, ``max_iter`` steps at most).
+Threat model: white-box (input gradients of the model's outputs), untargeted: each sample moves
+away from the model's *prediction* (``y`` is not used). Distance: L2, minimised; no explicit
+budget, inside the corpus's clip box.
 
-Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32 -> ``x_adv`` like ``x``. DeepFool ignores ``y``:
-it moves each sample away from the model's *prediction*.
+Parameters:
 
-Backend ``"art"``: ART 1.20.1 ``DeepFool`` on
+max_iter : int, default 5
+    DeepFool steps at most (the study: 1, 5 and 20).
+nb_grads : int, default 5
+    Top classes whose gradients are used (5 = all five emotions in the study).
+overshoot : float, default 1e-5
+    ART's ``epsilon``: the result is ``x + (1 + overshoot) (x_deepfool - x)``.
+output : {"logits", "probabilities"}, default "logits"
+    What is differentiated: the logits (the attack as designed) or the softmax output (what
+    ART saw on the study's Keras model, whose head is a softmax).
+
+Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32 -> ``x_adv`` ``[shape=(n, 261, 128)]`` float32.
+
+Backends: ``"art"``: ART 1.20.1 ``DeepFool`` on
 :class:`~seradv.attacks._art.SeradvPyTorchClassifier` (eval-mode gradients, cuDNN off on CUDA).
-Parameter names: seradv ``overshoot`` is ART's ``epsilon``; ``nb_grads`` the number of top
-classes whose gradients are used (5 = all five emotions in the study).
+``"torch"`` (default): :func:`deepfool_batch`, ART's algorithm for all samples of a batch at
+once; it watches its iterates (``AttackResult.fooled_any``, w.r.t. the true labels): each
+iterate from the step's own forward pass, the returned overshot example from one extra forward
+pass per batch. ART's quirk, kept since it is what the study ran: every step is multiplied by
+the clip range ``clip_max - clip_min`` (x12 for EmoDB's ``(-5, 7)``), so steps overshoot the
+boundary by an order of magnitude, consistent with the study's large mean |perturbation|
+(1.1-1.9) for DeepFool. ``output="logits"`` is the default for DeepFool, JSMA and both C&W
+attacks: on a confident model the softmax is saturated (gradient ~0), see
+:mod:`seradv.attacks.cw_l2`.
 
-ART 1.20.1 quirks (documented, not changed, since they are what the study ran):
+Example:
 
-* every DeepFool step is multiplied by the clip range ``clip_max - clip_min`` when the
-  estimator has clip values (``deepfool.py``: ``r_var * (clip_values[1] - clip_values[0])``),
-  i.e. x12 for EmoDB's ``(-5, 7)``. Steps overshoot the boundary by an order of magnitude,
-  which is consistent with the study's large mean |perturbation| (1.1-1.9) for DeepFool.
-* the study's Keras model outputs softmax probabilities; ART warns that DeepFool "expects
-  logits". ``output="logits"`` (default since seradv 0.1: the attack as designed)
-  differentiates the logits, ``output="probabilities"`` the softmax output. The default is
-  logits for DeepFool, JSMA and both C&W attacks because on a confident model the softmax is
-  saturated (gradient ~0) and ART's C&W L2 at the study's settings then changed *no* sample,
-  while the study reports it took EmoDB to 0.188: the study's attack did bite, which here
-  only the logit formulation reproduces (see :mod:`seradv.attacks.carlini`).
-
-Robust accuracy: the torch backend watches its iterates (``AttackResult.fooled_any``, w.r.t.
-the true labels): each DeepFool iterate from the step's own forward pass, and the returned
-overshot example from one extra forward pass per batch. The ART backend does not
-(``fooled_any`` None: robustness is judged on the returned examples).
-
-Example
--------
 >>> run_attack("deepfool", model, x, y, {"max_iter": 5}, clip=(-5, 7))  # doctest: +SKIP
-
-Measured speed (seradv benchmark, /tmp script, not in the repo): the study's CNN-LSTM
-(3.96 M parameters, 4 classes) trained to saturation on synthetic band-offset features (loss
-~0, so attacks that stop on success run their full course), ART backend, batch 16,
-``torch.set_num_threads(2)`` on an otherwise idle 2-core CPU (load < 2); the same runs on the
-machine loaded by other jobs (load 4-6) were 2-8x slower.
-DeepFool (5 iterations, nb_grads 5, probabilities): 8.0 samples/s; every sample was already
-misclassified after the first step (128 class gradients = 16 samples x 4 classes x 2 passes),
-with mean |perturbation| 2.03 -- the clip-range scaling above at work.
 """
 
 from __future__ import annotations
@@ -57,23 +49,12 @@ import torch
 from art.attacks.evasion import DeepFool
 from torch import nn
 
-from seradv.attacks._art import OUTPUTS, white_box_classifier
-from seradv.attacks.base import (
-    AttackContext,
-    AttackSpec,
-    ParamSpec,
-    QueryCounter,
-    gradient_context,
-    register_attack,
-)
-from seradv.attacks.metrics import map_batches_watched
+from seradv.attacks._art import white_box_classifier
+from seradv.attacks._torch import OUTPUT_PARAM, as_output, batched_outputs, forward_with_graph, refit_rows
+from seradv.attacks.context import AttackContext, QueryCounter, gradient_context, map_batches_watched
+from seradv.attacks.spec import AttackSpec, ParamSpec, register_attack
 
-__all__ = ["DEEPFOOL", "deepfool_batch", "forward_with_graph", "model_output", "refit_rows"]
-
-OUTPUT_PARAM = ParamSpec(
-    "output", str, "logits", choices=OUTPUTS,
-    doc="differentiate logits (default: the attack as designed) or softmax probabilities",
-)
+__all__ = ["DEEPFOOL", "deepfool_batch", "gradient_labels"]
 
 
 class _DropProbabilityWarning(logging.Filter):
@@ -88,41 +69,6 @@ class _DropProbabilityWarning(logging.Filter):
 # --------------------------------------------------------------------------------------
 #: ART's "small scalar to avoid division by 0" (``tol = 10e-8`` in ``DeepFool.generate``).
 _TOL = 10e-8
-
-#: Assumed cost of one backward pass relative to one forward pass of the model, used only to
-#: decide whether re-running the forward pass on the still-active rows is cheaper than
-#: back-propagating through rows that just finished (the numbers are the same either way).
-_BACKWARD_OVER_FORWARD = 2.0
-
-
-def model_output(model: nn.Module, x: torch.Tensor, output: str) -> torch.Tensor:
-    """``model(x)`` (``"logits"``) or ``softmax(model(x))`` (``"probabilities"``) ``[shape=(b, C)]``.
-
-    The same output :func:`~seradv.attacks._art.white_box_classifier` hands to ART.
-    """
-    out = model(x)
-    return torch.softmax(out, dim=-1) if output == "probabilities" else out
-
-
-def refit_rows(m: int, m_keep: int, n_backward: int) -> bool:
-    """Whether a fresh forward pass on ``m_keep`` of ``m`` rows beats back-propagating all ``m``.
-
-    ``n_backward`` backward passes follow the forward pass (classes of a Jacobian). A graph of
-    ``m`` rows costs ``m * (1 + n_backward * r)`` forward units to differentiate (``r`` =
-    backward / forward cost); dropping rows costs the extra forward ``m`` but saves
-    ``(m - m_keep) * (1 + n_backward * r)``.
-    """
-    return (m - m_keep) * (1.0 + n_backward * _BACKWARD_OVER_FORWARD) > m
-
-
-def forward_with_graph(
-    model: nn.Module, x: torch.Tensor, output: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Leaf copy of ``x`` that requires grad, and :func:`model_output` on it with its graph."""
-    xg = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        return xg, model_output(model, xg, output)
-
 
 def _class_jacobian(xg: torch.Tensor, f: torch.Tensor, labels: list[int]) -> torch.Tensor:
     """Gradients of ``f[:, c]`` for ``c`` in ``labels`` ``[shape=(m, k, *xg.shape[1:])]``.
@@ -173,7 +119,7 @@ def deepfool_batch(
     y : int Tensor ``[shape=(b,)]`` or None
         ``early_stop``: samples not predicted as ``y`` are not attacked (None: all are).
     watch : callable or None
-        ``watch(rows, pred)`` (:class:`~seradv.attacks.metrics.IterateWatch`) gets the
+        ``watch(rows, pred)`` (:class:`~seradv.attacks.context.IterateWatch`) gets the
         prediction of every iterate from the step's own forward pass, and that of the returned
         example (``x + (1 + overshoot) (x_k - x)``, not an iterate) from one extra forward
         pass without a graph (``n_queries``).
@@ -255,14 +201,14 @@ def gradient_labels(ctx: AttackContext, nb_grads: int, output: str) -> list[int]
     ``nb_grads`` top classes (one forward pass of every sample when ``nb_grads < n_classes``)."""
     if nb_grads >= ctx.n_classes:
         return list(range(ctx.n_classes))
-    tops = []
-    with torch.inference_mode():
-        for i in range(0, ctx.n, ctx.batch_size):
-            f = model_output(ctx.model, torch.from_numpy(ctx.x[i : i + ctx.batch_size]).to(ctx.device), output)
-            # np.argsort(-preds) on <= 16 classes is an insertion sort: stable on ties
-            tops.append(torch.sort(-f, dim=1, stable=True).indices[:, :nb_grads])
+    def top(z: torch.Tensor) -> torch.Tensor:
+        f = as_output(z, output)
+        # np.argsort(-preds) on <= 16 classes is an insertion sort: stable on ties
+        return torch.sort(-f, dim=1, stable=True).indices[:, :nb_grads]
+
+    tops = batched_outputs(ctx.model, ctx.x, ctx.device, ctx.batch_size, top)
     ctx.counter.n_queries += ctx.n
-    return sorted(int(c) for c in torch.cat(tops).unique().tolist())
+    return sorted(int(c) for c in tops.unique().tolist())
 
 
 def _deepfool_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:

@@ -1,7 +1,7 @@
-"""Gradient-sign family: FGSM, BIM (study) and PGD with random start, L-inf and L2 (beyond it).
+"""Gradient-sign family (white-box): FGSM, BIM (study), PGD with random start, L-inf and L2 (beyond it).
 
-Papers
-------
+Papers:
+
 * FGSM: Goodfellow, Shlens, Szegedy (2015), "Explaining and harnessing adversarial examples",
   https://arxiv.org/abs/1412.6572. ``x_adv = clip(x + eps * sign(grad_x CE(f(x), y)))``.
 * BIM: Kurakin, Goodfellow, Bengio (2017), "Adversarial examples in the physical world",
@@ -11,54 +11,39 @@ Papers
   https://arxiv.org/abs/1706.06083. BIM from a uniform random start in the ``eps`` ball;
   ``pgd_l2`` uses normalised gradient steps and the L2 ball.
 
-Distance: L-inf (``fgsm``, ``bim``, ``pgd``), L2 (``pgd_l2``). All in standardized log-Mel
-units, inside the corpus's clip box.
+Threat model: white-box (cross-entropy input gradient, model in eval mode; cuDNN off around the
+backward pass on CUDA, :func:`~seradv.attacks.context.gradient_context`), untargeted (away from
+``y``). Distance: L-inf (``fgsm``, ``bim``, ``pgd``) or L2 (``pgd_l2``) ball of radius ``eps``
+in standardized log-Mel units, inside the corpus's clip box.
 
-Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` int -> ``x_adv`` like ``x``.
+Parameters:
 
-Backends
---------
-``"art"`` (reference, the study's toolbox): ART 1.20.1 ``FastGradientMethod``,
-``BasicIterativeMethod`` and ``ProjectedGradientDescent`` (which dispatches to its PyTorch
-implementation) on :class:`~seradv.attacks._art.SeradvPyTorchClassifier`.
+eps : float, default 0.25 (``pgd_l2``: 10.0)
+    Ball radius (the study's FGSM / BIM: 0.25, 0.5, 0.75, 1.0, 1.25).
+eps_step : float, default 0.1 (``pgd_l2``: 1.0)
+    Step size per iteration (BIM, PGD; the study's BIM: 0.1).
+max_iter : int, default 100
+    Iterations (BIM, PGD; the study's BIM: 100).
+num_random_init : int, default 1
+    Random starts, the best kept (PGD).
 
-``"torch"``: :func:`iterative_gradient_attack`, the same update rule in plain batched torch on
-the model's device (no NumPy round trip per step). It reproduces ART's FGSM adversarial examples
-to float tolerance and BIM/PGD accuracy (tested); its random starts are ART's own draws from
-NumPy's global RNG (seeded by ``run_attack``), so with the same seed PGD's examples match too.
+Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` int64 -> ``x_adv``
+``[shape=(n, 261, 128)]`` float32.
 
-Robust accuracy: the torch backend watches its iterates (``AttackResult.fooled_any``): the
-start (``x``, or PGD's random start), every step's iterate (the logits of the next step's
-forward pass, no extra cost) and the last one (one forward pass without a graph per batch and
-restart, counted in ``n_queries``; it replaces the separate check of PGD's restarts), all in
-the clip box and the ``eps`` ball, misclassified w.r.t. the true labels. The ART backend does
-not (``fooled_any`` None): robustness is judged on its returned examples. FGSM has one step,
-so its watched "iterates" are ``x`` and the returned example.
+Backends: ``"art"`` (reference, the study's toolbox): ART 1.20.1 ``FastGradientMethod``,
+``BasicIterativeMethod`` and ``ProjectedGradientDescent`` on
+:class:`~seradv.attacks._art.SeradvPyTorchClassifier`. ``"torch"`` (default):
+:func:`iterative_gradient_attack`, the same update rule in plain batched torch (ART's FGSM
+examples to float tolerance, BIM/PGD accuracy; PGD's random starts are ART's own draws from
+NumPy's global RNG, seeded by ``run_attack``). It watches its iterates
+(``AttackResult.fooled_any``, w.r.t. the true labels): the start, every step's iterate (from the
+next step's forward pass) and the last one (one forward pass per batch and restart), all in the
+clip box and the ``eps`` ball.
 
-Gradients are taken with the model in eval mode; on CUDA cuDNN is disabled around the backward
-pass because cuDNN cannot backpropagate an LSTM in eval mode
-(:func:`~seradv.attacks.base.gradient_context`).
+Example:
 
-Example
--------
 >>> from seradv.attacks import run_attack
 >>> res = run_attack("bim", model, x, y, {"eps": 0.5}, clip=(-5, 7))  # doctest: +SKIP
-
-Measured speed (seradv benchmark, /tmp script, not in the repo): the study's CNN-LSTM
-(3.96 M parameters, 4 classes) trained to saturation on synthetic band-offset features (loss
-~0, so attacks that stop on success run their full course), ART backend, batch 16,
-``torch.set_num_threads(2)`` on an otherwise idle 2-core CPU (load < 2); the same runs on the
-machine loaded by other jobs (load 4-6) were 2-8x slower.
-
-=================  ===========  =============
-attack             ART          torch backend
-=================  ===========  =============
-FGSM               53 samp/s    66 samp/s
-BIM, 10 iter.      6.7 samp/s   10.4 samp/s
-=================  ===========  =============
-
-The study's BIM (100 iterations) is therefore ~0.7 samples/s with ART on this CPU (study:
-25 s for EmoDB's 837 test segments on a TITAN V, ~33 samples/s).
 """
 
 from __future__ import annotations
@@ -78,14 +63,8 @@ from art.utils import random_sphere
 from torch import nn
 
 from seradv.attacks._art import white_box_classifier
-from seradv.attacks.base import (
-    AttackContext,
-    AttackSpec,
-    ParamSpec,
-    gradient_context,
-    register_attack,
-)
-from seradv.attacks.metrics import IterateWatch, map_batches_watched
+from seradv.attacks.context import AttackContext, IterateWatch, gradient_context, map_batches_watched
+from seradv.attacks.spec import AttackSpec, ParamSpec, register_attack
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +78,7 @@ def random_start_noise(shape: tuple[int, ...], eps: float, norm: str) -> torch.T
     """Uniform sample of the L-inf cube or L2 ball of radius ``eps`` ``[shape=shape]``, float32.
 
     Drawn with ART's ``random_sphere`` from NumPy's *global* RNG (seeded by
-    :func:`~seradv.attacks.base.run_attack`), in the same order as ART's PGD, so that the
+    :func:`~seradv.attacks.run.run_attack`), in the same order as ART's PGD, so that the
     torch backend reproduces ART's random starts draw by draw.
     """
     n, d = shape[0], int(np.prod(shape[1:]))
@@ -170,7 +149,7 @@ def iterative_gradient_attack(
         forward pass of the last iterate (``n_queries``, only with ``watch`` or
         ``return_fooled``).
     watch : callable or None
-        ``watch(rows, pred)`` (:class:`~seradv.attacks.metrics.IterateWatch`) is told the
+        ``watch(rows, pred)`` (:class:`~seradv.attacks.context.IterateWatch`) is told the
         prediction of every iterate: the start and each step's iterate come from the logits of
         the next step's forward pass (no extra cost); the last iterate takes one forward pass
         without a graph. Every iterate lies in the clip box and the ``eps`` ball.
@@ -344,7 +323,6 @@ PGD = register_attack(AttackSpec(
     quick_grid=({"eps": 0.25, "eps_step": 0.1, "max_iter": 10, "num_random_init": 1},),
     backends={"art": _pgd_art("linf"), "torch": _pgd_torch("linf")},
     default_backend="torch",
-    in_study=False,
     notes="not in the study; its 'paper' grid mirrors the study's BIM grid with a random start",
 ))
 
@@ -358,7 +336,6 @@ PGD_L2 = register_attack(AttackSpec(
     quick_grid=({"eps": 10.0, "eps_step": 2.0, "max_iter": 10, "num_random_init": 1},),
     backends={"art": _pgd_art("l2"), "torch": _pgd_torch("l2")},
     default_backend="torch",
-    in_study=False,
     notes=("not in the study; an L2 radius r spread evenly is r / sqrt(33408) ~ r / 183 per "
            "cell, so eps 10 ~ 0.055 rms per cell"),
 ))

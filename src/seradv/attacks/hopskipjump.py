@@ -3,37 +3,38 @@
 Paper: Chen, Jordan, Wainwright (2020), "HopSkipJumpAttack: a query-efficient decision-based
 attack", https://arxiv.org/abs/1904.02144.
 
-Distance: L2 (minimised). Decision-based: only predicted classes are used; untargeted (away
-from the clean prediction).
-
-Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32 -> ``x_adv`` like ``x``.
-
-Each of ``max_iter`` iterations: binary search to the boundary, a Monte-Carlo estimate of the
+Threat model: decision-based black-box: only predicted classes are used (no gradients);
+untargeted (away from the clean prediction). Distance: L2, minimised, inside the clip box. Each
+of ``max_iter`` iterations: a binary search to the boundary, a Monte-Carlo estimate of the
 boundary's normal from ``min(init_eval * sqrt(i), max_eval)`` queries, and a geometric step
-search. About ``init_eval * (2/3) * max_iter^1.5`` queries per sample plus the searches; the
-"paper" grid (``max_iter 20, max_eval 1000, init_eval 100``: ~6,000 queries per sample) is
-chosen to match the query budget of the study's Boundary attack, not taken from the study.
+search. Starts and robust-accuracy flags as the Boundary attack's
+(:mod:`seradv.attacks._starts`).
 
-Backend ``"art"``: ART 1.20.1 ``HopSkipJump`` on
-:class:`~seradv.attacks._art.GradientFreeClassifier` (predict function only, float32 queries).
-Like ART's Boundary attack it draws starting points from an unseeded RNG; seradv passes seeded
-ones (:func:`~seradv.attacks._art.random_adversarial_init`) as ``x_adv_init``, with the same
-fallbacks (another sample of a different predicted class, then noise blends) and the same
-robust-accuracy flags as the Boundary attack (:mod:`seradv.attacks.boundary`): samples without
-a start are marked not attacked, the others fooled where their clean prediction is right.
+Parameters:
 
-Backend ``"torch"`` (default): :func:`hopskipjump_torch`, ART's algorithm for all samples of a
-batch at once. ART attacks one sample after another: its binary searches and step searches
-query one input at a time, and each gradient estimate draws its noise in NumPy; here every
-search step is one forward pass of the whole batch and the estimates' noise and queries are
-drawn and run in blocks of :func:`~seradv.attacks.boundary.query_rows` rows across samples
-(64 on the CPU, 1,024 on a GPU).
-Same iteration schedule and query counts per sample; its own seeded noise (``torch``
-generator), so examples differ from ART's by the randomness only (tests: accuracy within 0.03
-of ART's or lower, L2 of the same order).
+max_iter : int, default 20
+    Iterations.
+max_eval : int, default 1000
+    Most queries per gradient estimate.
+init_eval : int, default 100
+    Queries of the first gradient estimate. About ``init_eval * (2/3) * max_iter^1.5`` queries
+    per sample plus the searches: the "paper" grid (~6,000 queries per sample) matches the query
+    budget of the study's Boundary attack; it is not taken from the study.
+init_size : int, default 100
+    Uniform draws for the starting point.
 
-Example
--------
+Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32 -> ``x_adv`` ``[shape=(n, 261, 128)]`` float32.
+
+Backends: ``"art"``: ART 1.20.1 ``HopSkipJump`` on
+:class:`~seradv.attacks._art.GradientFreeClassifier` (predict function only, float32 queries),
+from seradv's seeded starts. ``"torch"`` (default): :func:`hopskipjump_torch`, ART's algorithm
+for all samples of a batch at once (every search step one forward pass of the batch, the
+estimates' noise and queries in blocks of :func:`~seradv.attacks._torch.query_rows` rows across
+samples); the same iteration schedule and query counts per sample, its own seeded noise, so
+examples differ from ART's by the randomness only.
+
+Example:
+
 >>> run_attack("hopskipjump", model, x, y, {"max_iter": 20}, clip=(-5, 7))  # doctest: +SKIP
 """
 
@@ -47,9 +48,10 @@ import torch
 from art.attacks.evasion import HopSkipJump
 from torch import nn
 
-from seradv.attacks._art import run_from_random_start
-from seradv.attacks.base import AttackContext, AttackSpec, ParamSpec, QueryCounter, register_attack
-from seradv.attacks.boundary import QUERY_ROWS, _predict, run_from_random_start_torch
+from seradv.attacks._starts import run_from_random_start, run_from_random_start_torch
+from seradv.attacks._torch import QUERY_ROWS, predict_classes
+from seradv.attacks.context import AttackContext, QueryCounter
+from seradv.attacks.spec import AttackSpec, ParamSpec, register_attack
 
 __all__ = ["HOPSKIPJUMP", "hopskipjump_torch"]
 
@@ -119,7 +121,7 @@ def hopskipjump_torch(
 
     def adversarial(samples: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Whether rows of ``samples`` (inside the box) are misclassified w.r.t. ``preds[rows]``."""
-        return _predict(model, samples.to(torch.float32).view(-1, *shape), counter, max_rows) != preds[rows]
+        return predict_classes(model, samples.to(torch.float32).view(-1, *shape), counter, max_rows) != preds[rows]
 
     def binary_search() -> torch.Tensor:
         upper = torch.ones(b, dtype=f64, device=x.device)
@@ -213,6 +215,5 @@ HOPSKIPJUMP = register_attack(AttackSpec(
     quick_grid=({"max_iter": 3, "max_eval": 50, "init_eval": 10, "init_size": 20},),
     backends={"art": _hsj_art, "torch": _hsj_torch},
     default_backend="torch",
-    in_study=False,
     notes="not in the study; 'paper' grid matches the Boundary attack's query budget",
 ))

@@ -1,48 +1,38 @@
-"""Jacobian-based Saliency Map Attack, JSMA (study): a few cells pushed by ``theta`` each.
+"""Jacobian-based Saliency Map Attack, JSMA (study, white-box): a few cells pushed by ``theta`` each.
 
-Paper: Papernot et al. (2016), "The limitations of deep learning in adversarial settings",
-https://arxiv.org/abs/1511.07528.
+Paper: Papernot, McDaniel, Jha, Fredrikson, Celik, Swami (2016), "The limitations of deep
+learning in adversarial settings", https://arxiv.org/abs/1511.07528.
 
-Distance: L0 (number of changed cells); each step adds ``theta`` (standardized units, may be
-negative) to the two cells with the largest target-class gradient, until the target class is
-predicted or a fraction ``gamma`` of the cells has been used.
+Threat model: white-box (the target class's input gradient), *targeted*: seradv draws one target
+per sample with ``seed`` among the classes other than ``y`` (ART draws them unseeded among the
+classes other than the prediction when it gets no labels, which is what the study's call did;
+passing the true labels as targets would attack nothing). Distance: L0 (changed cells): each
+step adds ``theta`` to the two cells with the largest target-class gradient, until the target
+class is predicted or a fraction ``gamma`` of the cells has been used; inside the clip box.
 
-Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` -> ``x_adv`` like ``x``.
+Parameters:
 
-JSMA is a *targeted* attack. ART draws random targets among the classes other than the
-prediction when it gets no labels (what the study's call did); seradv draws them with
-``seed`` among the classes other than ``y`` (the true labels) so that runs are reproducible.
-Passing the true labels to ART as targets would attack nothing, since ART stops on samples
-already predicted as their target.
+theta : float, default 1.0
+    Change added to each chosen cell, standardized units, non-zero (the study: -1, -0.5, 0.5, 1).
+gamma : float, default 1.0
+    Largest fraction of the cells that may be changed (the study: 1). Up to
+    ``gamma * 33408 / 2`` steps, each one class gradient: use a small ``gamma`` for quick runs.
+output : {"logits", "probabilities"}, default "logits"
+    What is differentiated (see :mod:`seradv.attacks.deepfool`).
 
-Backend ``"art"``: ART 1.20.1 ``SaliencyMapMethod`` on
-:class:`~seradv.attacks._art.SeradvPyTorchClassifier` (eval-mode gradients, cuDNN off on
-CUDA). ART's version uses only the target-class gradient (``class_gradient(x, label=target)``)
-per step. ``output="logits"`` (default, see :mod:`seradv.attacks.deepfool`) differentiates
-the logits; ``"probabilities"`` the softmax output of a Keras-style softmax head.
+Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` int64 -> ``x_adv``
+``[shape=(n, 261, 128)]`` float32.
 
-Robust accuracy: the torch backend watches its iterates (``AttackResult.fooled_any``, w.r.t.
-the true labels, not the targets): each step's iterate from the step's own forward pass, and
-the last iterate of samples that ran out of budget from one forward pass at the end. The ART
-backend does not (``fooled_any`` None: robustness is judged on the returned examples).
+Backends: ``"art"``: ART 1.20.1 ``SaliencyMapMethod`` on
+:class:`~seradv.attacks._art.SeradvPyTorchClassifier` (eval-mode gradients, cuDNN off on CUDA;
+only the target-class gradient per step). ``"torch"`` (default): :func:`jsma_batch`, ART's
+algorithm for all samples at once in a rolling window of ``batch_size`` rows; it watches its
+iterates (``AttackResult.fooled_any``, w.r.t. the true labels, not the targets): each step's
+iterate from the step's own forward pass, the last iterate of samples that ran out of budget
+from one forward pass at the end.
 
-Cost: one class gradient and one forward pass of the still-active samples per step, and up to
-``gamma * 33408 / 2`` steps: use a small ``gamma`` for quick runs.
+Example:
 
-Measured speed (seradv benchmark, /tmp script, not in the repo): the study's CNN-LSTM
-(3.96 M parameters, 4 classes) trained to saturation on synthetic band-offset features (loss
-~0, so attacks that stop on success run their full course), ART backend, batch 16,
-``torch.set_num_threads(2)`` on an otherwise idle 2-core CPU (load < 2); the same runs on the
-machine loaded by other jobs (load 4-6) were 2-8x slower.
-JSMA ``theta 1, gamma 0.01`` (at most 334 distinct cells, but ART may raise a cell again, so
-the step count is not bounded by ``gamma``): 0.056 samples/s (285 s for 16 samples, ~480 steps,
-7,649 class gradients; accuracy 1.0 -> 0.19, mean |perturbation| 0.027); 0.019 samples/s on the
-loaded machine. About 0.6 s per step for a batch of 16. The cost grows with the number of
-changed cells; the study's mean |perturbation| 0.0015-0.0074 at ``|theta|`` 0.5-1 means
-roughly 50-500 cell changes, i.e. 25-250 steps.
-
-Example
--------
 >>> run_attack("jsma", model, x, y, {"theta": 1.0, "gamma": 1.0}, clip=(-5, 7))  # doctest: +SKIP
 """
 
@@ -57,16 +47,9 @@ from art.attacks.evasion import SaliencyMapMethod
 from torch import nn
 
 from seradv.attacks._art import white_box_classifier
-from seradv.attacks.base import (
-    AttackContext,
-    AttackSpec,
-    ParamSpec,
-    QueryCounter,
-    gradient_context,
-    register_attack,
-)
-from seradv.attacks.deepfool import OUTPUT_PARAM, forward_with_graph, refit_rows
-from seradv.attacks.metrics import IterateWatch
+from seradv.attacks._torch import OUTPUT_PARAM, forward_with_graph, refit_rows
+from seradv.attacks.context import AttackContext, IterateWatch, QueryCounter, gradient_context
+from seradv.attacks.spec import AttackSpec, ParamSpec, register_attack
 from seradv.errors import ParameterError
 
 __all__ = ["JSMA", "jsma_batch", "random_targets"]
@@ -120,7 +103,7 @@ def jsma_batch(
     max_rows : int or None
         Rolling window size (above).
     watch : callable or None
-        ``watch(rows, pred)`` (:class:`~seradv.attacks.metrics.IterateWatch`, rows = positions
+        ``watch(rows, pred)`` (:class:`~seradv.attacks.context.IterateWatch`, rows = positions
         in ``x``) gets the prediction of every iterate from the step's own forward pass; the
         last iterate of a sample that stopped on its budget (not on a prediction) takes one
         forward pass without a graph at the end (``n_queries``).

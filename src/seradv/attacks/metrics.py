@@ -1,4 +1,4 @@
-"""Per-sample perturbation measures and batched predictions.
+"""Per-sample perturbation measures and batched predictions (softmax, top class, accuracy).
 
 The study's perturbation metric is the mean absolute perturbation over all cells,
 ``mean(|x_adv - x|)`` (SPEC.md, "Metrics"); seradv adds L2, L-inf and L0 per sample.
@@ -9,28 +9,23 @@ value per sample ``[shape=(n,)]``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
+from seradv.attacks._torch import batched_outputs
+from seradv.attacks.threat import as_numpy
 from seradv.errors import ParameterError
-
-if TYPE_CHECKING:  # base imports nothing from here; avoid the cycle at run time anyway
-    from seradv.attacks.base import AttackContext
 
 __all__ = [
     "L0_TOL",
-    "IterateWatch",
     "Predictions",
     "accuracy",
     "l0_norm",
     "l2_norm",
     "linf_norm",
-    "map_batches_watched",
     "mean_abs_perturbation",
     "perturbation_norms",
     "predict",
@@ -42,8 +37,7 @@ L0_TOL = 1e-7
 
 
 def _delta(x: np.ndarray | torch.Tensor, x_adv: np.ndarray | torch.Tensor) -> np.ndarray:
-    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    b = x_adv.detach().cpu().numpy() if isinstance(x_adv, torch.Tensor) else np.asarray(x_adv)
+    a, b = as_numpy(x), as_numpy(x_adv)
     if a.shape != b.shape:
         raise ParameterError(f"x {a.shape} and x_adv {b.shape} must have the same shape")
     if a.ndim < 2:
@@ -120,23 +114,18 @@ def predict_proba(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ParameterError(f"batch_size={batch_size!r} must be an integer >= 1")
-    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    arr = np.ascontiguousarray(as_numpy(x), dtype=np.float32)
     dev = torch.device(device)
+    if arr.shape[0] == 0:
+        raise ParameterError("x is empty (n=0)")
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
-    outs = []
     try:
-        with torch.inference_mode():
-            for i in range(0, arr.shape[0], batch_size):
-                logits = model(torch.from_numpy(arr[i : i + batch_size]).to(dev))
-                outs.append(torch.softmax(logits.float(), dim=-1).cpu())
+        proba = batched_outputs(model, arr, dev, batch_size, lambda z: torch.softmax(z.float(), dim=-1))
     finally:
         for m, flag in flags:
             m.training = flag
-    if not outs:
-        raise ParameterError("x is empty (n=0)")
-    return torch.cat(outs).numpy()
+    return proba.numpy()
 
 
 def predict(
@@ -161,68 +150,8 @@ def accuracy(
     device: str | torch.device = "cpu",
 ) -> float:
     """Fraction of samples whose top class equals ``y`` ``[shape=(n,)]``."""
-    yy = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    yy = as_numpy(y)
     labels = predict(model, x, batch_size=batch_size, device=device).labels
     if yy.shape != labels.shape:
         raise ParameterError(f"y has shape {yy.shape}, expected {labels.shape}")
     return float((labels == yy).mean())
-
-
-# --------------------------------------------------------------------------------------
-# Watching the iterates of an attack (robust accuracy: the first fooled iterate counts)
-# --------------------------------------------------------------------------------------
-class IterateWatch:
-    """Which samples some iterate of an attack fooled (``argmax != y``, the *true* labels).
-
-    Attacks call the watch with the predictions they already computed for an iterate inside
-    their threat model: ``watch(rows, pred)``, ``rows`` positions in the watched block (a long
-    tensor, or ``None`` for all of it), ``pred`` the predicted classes of those rows. The
-    flags are kept on the device (no synchronisation per step) and handed to
-    :meth:`AttackContext.mark_fooled <seradv.attacks.base.AttackContext.mark_fooled>` once,
-    by :meth:`flush`.
-
-    Parameters
-    ----------
-    ctx : AttackContext
-    start : int
-        Position in ``ctx.x`` of the block's first row.
-    y : Tensor ``[shape=(b,)]`` int64
-        True labels of the block's rows, on the attack's device.
-    """
-
-    def __init__(self, ctx: AttackContext, start: int, y: torch.Tensor) -> None:
-        self.ctx, self.start, self.y = ctx, int(start), y
-        self.fooled = torch.zeros(y.shape[0], dtype=torch.bool, device=y.device)
-
-    def __call__(self, rows: torch.Tensor | None, pred: torch.Tensor) -> None:
-        if rows is None:
-            self.fooled |= pred != self.y
-        else:
-            self.fooled[rows] |= pred != self.y[rows]
-
-    def mark(self, rows: torch.Tensor | None, fooled: torch.Tensor) -> None:
-        """Like calling the watch, with the misclassification of the rows already known."""
-        if rows is None:
-            self.fooled |= fooled
-        else:
-            self.fooled[rows] |= fooled
-
-    def flush(self) -> None:
-        """Hand the flags to the context (``ctx.mark_fooled``)."""
-        self.ctx.mark_fooled(slice(self.start, self.start + self.y.shape[0]), self.fooled)
-
-
-def map_batches_watched(
-    ctx: AttackContext, fn: Callable[[torch.Tensor, torch.Tensor, IterateWatch], torch.Tensor]
-) -> np.ndarray:
-    """:meth:`AttackContext.map_batches <seradv.attacks.base.AttackContext.map_batches>` with an
-    :class:`IterateWatch` per batch: ``fn(x_batch, y_batch, watch) -> x_adv_batch``; each
-    batch's flags go to ``ctx.fooled_any``."""
-    out = np.empty_like(ctx.x)
-    for i in range(0, ctx.n, ctx.batch_size):
-        xb = torch.from_numpy(ctx.x[i : i + ctx.batch_size]).to(ctx.device)
-        yb = torch.from_numpy(ctx.y[i : i + ctx.batch_size]).to(ctx.device)
-        watch = IterateWatch(ctx, i, yb)
-        out[i : i + xb.shape[0]] = fn(xb, yb, watch).detach().cpu().numpy()
-        watch.flush()
-    return out

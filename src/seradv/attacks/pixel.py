@@ -1,52 +1,42 @@
-"""Pixel attack (study, black-box): set ``th`` cells to new values found by differential evolution.
+"""Pixel attack (study, black-box, score-based): set ``th`` cells to values found by differential evolution.
 
 Papers: Su, Vargas, Sakurai (2019), "One pixel attack for fooling deep neural networks",
-https://arxiv.org/abs/1710.08864; Vargas, Kotyan (2019), "Robustness assessment for
-adversarial machine learning: problems, solutions and a survey of current neural networks and
-defenses", https://arxiv.org/abs/1906.06026.
+https://arxiv.org/abs/1710.08864; Vargas, Kotyan (2019), "Robustness assessment for adversarial
+machine learning: problems, solutions and a survey of current neural networks and defenses",
+https://arxiv.org/abs/1906.06026.
 
-Distance: L0 (``th`` changed time-Mel cells at most). Score-based black-box: it only sees the
-softmax scores of candidate inputs (minimises the probability of the true class ``y``).
+Threat model: score-based black-box: only the softmax scores of candidate inputs are used (the
+probability of the true class ``y`` is minimised; no gradients); untargeted. Distance: L0,
+``th`` changed time-Mel cells at most, each set to one of 256 levels ``lo + k (hi - lo) / 255``
+of the clip box (ART rescales inputs to ``[0, 255]``). ART's DE population is about 400
+candidates per generation, each one query: ~400 * (``max_iter`` + 1) queries per sample unless
+it succeeds early.
 
-Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` -> ``x_adv`` like ``x``.
+Parameters:
 
-Backend ``"art"``: ART 1.20.1 ``PixelAttack`` (``es=1``: differential evolution, as in the
-study) on :class:`~seradv.attacks._art.GradientFreeClassifier` (a predict function only,
-under ``torch.inference_mode()``). ART 1.20.1 quirks handled here:
+th : int, default 1
+    Cells the attack may set (the study: 1, 5, 10).
+max_iter : int, default 20
+    Differential-evolution generations (the study: 20).
 
-* ``PixelAttack`` reads rows, columns and channels from a 3-D image shape; the estimator gets
-  ``input_shape=(1, 261, 128)`` (channels first) and ``x`` is reshaped to ``(n, 1, 261, 128)``;
-  the predict function reshapes queries back to the model's ``(261, 128)``.
-* ART rescales inputs to ``[0, 255]`` and back (``(x - lo) / (hi - lo) * 255``), so new cell
-  values are one of 256 levels ``lo + k (hi - lo) / 255`` and *unchanged* cells come back with
-  float32 round-off (~1e-6). seradv restores cells that moved by less than ``1e-4`` to their
-  exact clean value so that L0 counts only the attacked cells.
-* The DE population is fixed by ART at ``max(1, 400 // (3 * th)) * 3 * th`` (about 400)
-  candidates per generation, each one model query: ~400 * (``max_iter`` + 1) queries per sample
-  unless it succeeds early. ART draws from NumPy's global RNG (seeded and restored by
-  :func:`~seradv.attacks.base.run_attack`).
+Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` int64 -> ``x_adv``
+``[shape=(n, 261, 128)]`` float32.
 
-Measured speed (seradv benchmark, /tmp script, not in the repo): the study's CNN-LSTM
-(3.96 M parameters, 4 classes) trained to saturation on synthetic band-offset features (loss
-~0, so attacks that stop on success run their full course), ART backend, batch 16,
-``torch.set_num_threads(2)`` on an otherwise idle 2-core CPU (load < 2); the same runs on the
-machine loaded by other jobs (load 4-6) were 2-8x slower.
-Pixel ``th 1, max_iter 20``: 0.028 samples/s (35 s per sample, 8,400 queries per sample, ~240
-queries/s; no sample flipped on this saturated model, so no early stop); 0.004 samples/s on
-the loaded machine.
-Torch backend, EmoDB paper-split model, 1 thread beside a loaded core (2026-11-27,
-``benchmarks/model_speed.py``): one query costs 0.71 / 1.96 / 3.87 ms at th 1 / 5 / 10 with
-the chunked path and local chunk encoding, against 6.5-6.7 ms for a full (oneDNN) forward
-pass per query (9.1x / 3.4x / 1.7x).
+Backends: ``"art"``: ART 1.20.1 ``PixelAttack`` (``es=1``: differential evolution, as in the
+study) on :class:`~seradv.attacks._art.GradientFreeClassifier` with ``input_shape=(1, 261,
+128)`` (ART reads rows, columns and channels from a 3-D image shape; queries are reshaped back);
+ART draws from NumPy's global RNG (seeded and restored by
+:func:`~seradv.attacks.run.run_attack`). ART's ``[0, 255]`` round trip returns *unchanged* cells
+with float32 round-off (~1e-6): cells that moved by less than :data:`ROUNDTRIP_TOL` get their
+exact clean value back, so that L0 counts only the attacked cells. ``"torch"`` (default):
+:func:`pixel_attack_torch`, ART's DE batched over samples (on a chunked model only the chunks a
+candidate changes are re-encoded, :func:`seradv.models.chunked`); it reports
+``AttackResult.fooled_any`` from the predictions of every candidate it evaluates (each in the
+threat model), at no extra cost.
 
-Example
--------
+Example:
+
 >>> run_attack("pixel", model, x, y, {"th": 10, "max_iter": 20}, clip=(-5, 7))  # doctest: +SKIP
-
-Robust accuracy: the torch backend reports ``AttackResult.fooled_any`` from the predictions
-of every DE candidate it evaluates (each changes at most ``th`` cells: inside the threat
-model), at no extra cost; the ART backend does not (robustness judged on its returned
-examples).
 """
 
 from __future__ import annotations
@@ -59,11 +49,12 @@ from art.attacks.evasion import PixelAttack
 from torch import nn
 
 from seradv.attacks._art import black_box_classifier
-from seradv.attacks.base import AttackContext, AttackSpec, ParamSpec, QueryCounter, register_attack
-from seradv.attacks.metrics import IterateWatch, map_batches_watched
+from seradv.attacks._torch import QUERY_ROWS
+from seradv.attacks.context import AttackContext, IterateWatch, QueryCounter, map_batches_watched
+from seradv.attacks.spec import AttackSpec, ParamSpec, register_attack
 from seradv.models import chunked
 
-__all__ = ["PIXEL", "QUERY_ROWS", "ROUNDTRIP_TOL", "de_population_size", "pixel_attack_torch"]
+__all__ = ["PIXEL", "ROUNDTRIP_TOL", "de_population_size", "pixel_attack_torch"]
 
 #: Cells that moved less than this are ART's [0, 255] round-trip noise, not attacked cells.
 ROUNDTRIP_TOL = 1e-4
@@ -71,9 +62,6 @@ ROUNDTRIP_TOL = 1e-4
 # --------------------------------------------------------------------------------------
 # Plain torch implementation
 # --------------------------------------------------------------------------------------
-#: Most candidate rows per forward pass of the torch backend (a memory bound: 1,024 inputs of
-#: (261, 128) float32 are 137 MB; the CNN-LSTM's first convolution holds ~16x that).
-QUERY_ROWS = 1024
 #: ART's target number of DE candidates per generation (``popsize = max(1, 400 // len(bounds))``).
 _POP_TARGET = 400
 

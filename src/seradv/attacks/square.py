@@ -3,27 +3,38 @@
 Paper: Andriushchenko, Croce, Flammarion, Hein (2020), "Square Attack: a query-efficient
 black-box adversarial attack via random search", https://arxiv.org/abs/1912.00049.
 
-Distance: L-inf (``eps`` ball, standardized units), inside the clip box. Score-based: the
-margin between the true class's score and the best other score is minimised by accepting
-random ``±2 eps`` squares (time x Mel patches) that lower it; the square size shrinks with the
-iterations from a fraction ``p_init`` of the cells.
+Threat model: score-based black-box: only the softmax scores of queries are used (no gradients);
+untargeted. Distance: L-inf, an ``eps`` ball in standardized units, inside the clip box. The
+margin between the true class's score and the best other score is minimised by accepting random
+``±2 eps`` squares (time x Mel patches) that lower it; the square size shrinks with the
+iterations from a fraction ``p_init`` of the cells. About 3 queries per still-robust sample and
+iteration.
 
-Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` -> ``x_adv`` like ``x``.
+Parameters:
 
-Backend ``"art"``: ART 1.20.1 ``SquareAttack(norm=inf)`` on
-:class:`~seradv.attacks._art.GradientFreeClassifier` with the 3-D shape ``(1, 261, 128)``
-(ART's Square attack only accepts 4-D image batches); the predict function returns softmax
-scores and reshapes queries back to ``(261, 128)``. About 3 queries per still-robust sample and
-iteration. ART's L2 variant assumes square images and is not offered.
+eps : float, default 0.25
+    L-inf radius, standardized units (the "paper" grid: the study's FGSM/BIM values
+    0.25-1.25).
+max_iter : int, default 1000
+    Iterations (random squares).
+p_init : float, default 0.05
+    First fraction of the cells per square (the paper's L-inf value). ART 1.20.1 draws the first
+    square's position in ``[0, cols - side)``: on a 261 x 128 input ART's default 0.8 fails, so
+    ``p_init >= 0.487`` is rejected with a :class:`~seradv.errors.ParameterError` before the
+    attack starts.
+nb_restarts : int, default 1
+    Restarts.
 
-ART 1.20.1 quirk: the side of the first square is ``round(sqrt(p_init * rows * cols))`` but its
-position is drawn in ``[0, cols - side)``; on a non-square 261 x 128 input ART's default
-``p_init=0.8`` gives a 163-cell side and ``numpy`` fails ("high <= 0"). seradv defaults to the
-paper's L-inf value ``p_init=0.05`` (41 cells) and rejects ``p_init >= 0.487`` with a
-:class:`~seradv.errors.ParameterError` before the attack starts.
+Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` int64 -> ``x_adv``
+``[shape=(n, 261, 128)]`` float32.
 
-Example
--------
+Backends: ``"art"`` only: ART 1.20.1 ``SquareAttack(norm=inf)`` on
+:class:`~seradv.attacks._art.GradientFreeClassifier` with the 3-D shape ``(1, 261, 128)`` (ART's
+Square attack only accepts 4-D image batches); queries are reshaped back to ``(261, 128)``.
+ART's L2 variant assumes square images and is not offered.
+
+Example:
+
 >>> run_attack("square", model, x, y, {"eps": 0.5, "max_iter": 1000}, clip=(-5, 7))  # doctest: +SKIP
 """
 
@@ -36,7 +47,8 @@ import numpy as np
 from art.attacks.evasion import SquareAttack
 
 from seradv.attacks._art import black_box_classifier
-from seradv.attacks.base import AttackContext, AttackSpec, ParamSpec, register_attack
+from seradv.attacks.context import AttackContext
+from seradv.attacks.spec import AttackSpec, ParamSpec, register_attack
 from seradv.errors import ParameterError
 
 __all__ = ["SQUARE"]
@@ -79,6 +91,5 @@ SQUARE = register_attack(AttackSpec(
     quick_grid=({"eps": 1.0, "max_iter": 30, "p_init": 0.05, "nb_restarts": 1},),
     backends={"art": _square_art},
     check_input=_check_input,
-    in_study=False,
     notes="not in the study; 'paper' grid uses the study's FGSM/BIM eps values",
 ))

@@ -12,7 +12,7 @@ from torch import nn
 
 from tests.helpers.attack import CLIP
 from seradv.attacks import predict, run_attack
-from seradv.attacks._art import START_BLEND, START_NONE, START_SAMPLE, fallback_rng, fallback_starts
+from seradv.attacks._starts import START_BLEND, START_NONE, START_SAMPLE, fallback_rng, fallback_starts
 
 # one intra-op thread for the whole module; ``trained``: the tiny model (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,7 +11,7 @@ import torch
 
 from tests.helpers.attack import CLIP, N_CLASSES, CellWeighted, GuardedModel
 from seradv.attacks import accuracy, get_attack, perturbation_norms, run_attack
-from seradv.attacks.base import QueryCounter
+from seradv.attacks.context import QueryCounter
 from seradv.attacks.deepfool import deepfool_batch
 from seradv.attacks.jsma import jsma_batch, random_targets
 

@@ -39,7 +39,7 @@ from seradv.attacks import (
     validate_params,
 )
 from seradv.attacks._art import SeradvPyTorchClassifier
-from seradv.attacks.base import QueryCounter
+from seradv.attacks.context import QueryCounter
 from seradv.errors import AttackError, ParameterError
 
 from tests.helpers.attack import (  # noqa: E402  (shared with the fast-backend tests)
@@ -251,7 +251,7 @@ def test_backward_guard_catches_a_white_box_attack(trained):
 
 def test_black_box_estimator_refuses_gradients(trained):
     from seradv.attacks._art import black_box_classifier
-    from seradv.attacks.base import AttackContext
+    from seradv.attacks.context import AttackContext
 
     ctx = AttackContext(model=trained["model"], x=trained["x"][:2], y=trained["y"][:2],
                         clip=ThreatModel(*CLIP), n_classes=N_CLASSES, batch_size=4, seed=0,
@@ -353,7 +353,7 @@ def test_cw_l2_with_few_binary_search_steps_changes_nothing(trained, caplog):
     """ART's C&W L2 returns clean samples where it failed; at the study's initial_const 0.01 the
     constant needs many binary-search doublings before the attack bites."""
     x, y = trained["x"][:4], trained["y"][:4]
-    with caplog.at_level(logging.WARNING, logger="seradv.attacks.carlini"):
+    with caplog.at_level(logging.WARNING, logger="seradv.attacks.cw_l2"):
         res = run_attack("cw_l2", trained["model"], x, y, {"binary_search_steps": 1}, clip=CLIP,
                          backend="art")
     np.testing.assert_array_equal(res.x_adv, x)

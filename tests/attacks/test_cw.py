@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from seradv.attacks import accuracy, get_attack, perturbation_norms, predict, run_attack
-from seradv.attacks.base import QueryCounter
-from seradv.attacks.carlini import art_l2_const_update, cw_l2_batch, cw_linf_batch
+from seradv.attacks.context import QueryCounter
+from seradv.attacks.cw_l2 import art_l2_const_update, cw_l2_batch
+from seradv.attacks.cw_linf import cw_linf_batch
 from seradv.errors import AttackError
 
 from tests.helpers.attack import CLIP, GuardedModel
@@ -180,7 +181,7 @@ def test_failed_samples_are_returned_clean(trained, caplog):
     # clean error is adversarial from the first step on, and C&W L-inf keeps that step
     xc, yc = x[correct][:2], y[correct][:2]
     assert len(yc) == 2
-    with caplog.at_level(logging.WARNING, logger="seradv.attacks.carlini"):
+    with caplog.at_level(logging.WARNING, logger="seradv.attacks"):
         r2 = run_attack("cw_l2", m, xc, yc, {"binary_search_steps": 1, "learning_rate": 1e-6},
                         clip=CLIP, backend="torch")
         r3 = run_attack("cw_linf", m, xc, yc, {**LINF_QUICK, "learning_rate": 1e-6},

@@ -1,104 +1,84 @@
-"""Carlini & Wagner attacks (study): C&W L2 and C&W L-inf.
+"""Carlini & Wagner L2 (study, white-box): the smallest L2 change with a logit margin, in tanh space.
 
 Paper: Carlini, Wagner (2017), "Towards evaluating the robustness of neural networks",
 https://arxiv.org/abs/1608.04644.
 
-* ``cw_l2``: minimise ``||delta||_2^2 + c * max(Z_y - max_{k!=y} Z_k + confidence, 0)`` in tanh
-  space (so the box is never left), ``max_iter`` gradient steps per binary-search step on the
-  constant ``c`` (``binary_search_steps`` steps from ``initial_const``). ``optimizer=
-  "line_search"`` (default, ART's and so the study's): each step's size is found by halving /
-  doubling; ``"adam"`` (torch backend only): Adam steps of size ``learning_rate``, the
-  formulation of Carlini and Wagner's own code. On the EmoDB paper model (16 segments, the
-  study's settings) the line search gives ART's examples exactly (mean |delta| 0.0095) and
-  Adam 3.7x larger ones (0.036), both at adversarial accuracy 0.000 (docs/benchmarks.md).
-* ``cw_linf``: per sample, decreasing L-inf bound ``tau`` (x ``decrease_factor``) and, for each
-  ``tau``, constants ``initial_const * const_factor^k < largest_const``, ``max_iter`` Adam steps
-  each.
+Threat model: white-box (input gradients), untargeted (away from ``y``). Distance: L2,
+minimised: ``||delta||_2^2 + c * max(Z_y - max_{k!=y} Z_k + confidence, 0)`` in tanh space (so
+the clip box is never left), ``max_iter`` gradient steps per binary-search step on the constant
+``c``. Samples for which no adversarial example was found come back clean (ART's
+``best_x_adv_batch`` starts as ``x``).
 
-Distance: L2 / L-inf. Untargeted (away from ``y``).
+Parameters:
 
-Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` -> ``x_adv`` like ``x``.
+confidence : float, default 0.0
+    Required logit margin (kappa).
+learning_rate : float, default 0.01
+    First step size (the study: 0.01).
+max_iter : int, default 10
+    Gradient steps per constant (the study: 10).
+binary_search_steps : int, default 20
+    Binary-search steps on ``c`` (the study: 20). With ``initial_const 0.01`` a failing
+    sample's constant doubles per step (``0.01 * 2^k``): the attack only bites once ``c`` is
+    large, so few steps may change no sample at all (a warning says so).
+initial_const : float, default 0.01
+    First constant ``c`` (the study: 0.01).
+optimizer : {"line_search", "adam"}, default "line_search"
+    ``"line_search"``: ART's (and so the study's) gradient steps whose size is found by
+    halving / doubling; ``"adam"`` (torch backend only): Adam steps of size ``learning_rate``,
+    the formulation of Carlini and Wagner's own code (larger examples; docs/benchmarks.md).
+max_halving, max_doubling : int, default 5
+    Line search: step halvings / doublings per iteration.
+output : {"logits", "probabilities"}, default "logits"
+    ``Z``: the logits (the attack as designed) or the softmax output as a Keras model with a
+    softmax head exposes it. On a confident model the softmax is saturated (gradient ~0) and the
+    study's settings on probabilities changed no sample, although the study reports C&W L2
+    took EmoDB to 0.188: only the logit formulation reproduces an attack that bites.
 
-Backend ``"art"``: ART 1.20.1 ``CarliniL2Method`` / ``CarliniLInfMethod`` on
+Shapes: ``x`` ``[shape=(n, 261, 128)]`` float32, ``y`` ``[shape=(n,)]`` int64 -> ``x_adv``
+``[shape=(n, 261, 128)]`` float32.
+
+Backends: ``"art"``: ART 1.20.1 ``CarliniL2Method`` on
 :class:`~seradv.attacks._art.SeradvPyTorchClassifier` (eval-mode gradients, cuDNN off on CUDA).
-``output="logits"`` (default) is the attack as designed; ``"probabilities"`` attacks the
-softmax output as a Keras model with a softmax head exposes it. ``cw_linf`` handles one sample at a time in ART (no batching): it is by far the
-slowest white-box attack (study: 4231 s for EmoDB's 837 test segments on a TITAN V).
+``"torch"`` (default): :func:`cw_l2_line_search_batch` (ART's examples, batched) or
+:func:`cw_l2_batch` (Adam); both watch every point they evaluate (``AttackResult.fooled_any``,
+w.r.t. the true labels): iterates and line-search trials, all in the clip box, from outputs
+computed anyway.
 
-What the study's settings do. ART's C&W L2 returns the *clean* sample wherever it found no
-adversarial example (``best_x_adv_batch`` starts as a copy of ``x``). With ``initial_const 0.01``,
-``lr 0.01`` and 10 iterations per binary-search step nothing flips at first; a failing sample's
-constant doubles per step (``0.01 * 2^k``), so the attack only bites once ``c`` is large:
+Example:
 
-* tiny test model (tests/test_attacks.py, 8 samples): 10 binary-search steps (``c`` <= 5.1)
-  changed no sample; the study's 20 steps (``c`` up to ~5,200) took accuracy 1.0 -> 0.125
-  (probabilities) / 0.0 (logits); 1 step changes nothing (a test checks it);
-* the study's CNN-LSTM trained to saturation on synthetic features (16 samples): the study's
-  settings with ``output="probabilities"`` changed **no sample at all** (softmax saturated, its
-  gradient ~0), with ``output="logits"`` accuracy went 1.0 -> 0.0 (mean |perturbation| 0.10).
-
-So on a confident model the study's C&W L2 on probabilities can be inert, although the study
-reports it reduced EmoDB accuracy to 0.188: seradv therefore defaults to ``output="logits"``,
-and logs a warning from :func:`_warn_if_inert` whenever an attack changed nothing.
-
-Measured speed (``bash benchmarks/emodb_attack_speed.sh``, docs/benchmarks.md): the EmoDB
-paper-split model, 16 test segments, the study's settings, one thread beside another job.
-C&W L2: ART 363.5 s, torch (line search) 61.7 s, the same examples (mean |delta| 0.009538);
-with early stop 29.0 s. C&W L-inf: ART 131.3 s (one sample at a time), torch 3.0 s, the same
-examples (mean |delta| 0.0711).
-
-Robust accuracy: the torch backends watch every point they evaluate
-(``AttackResult.fooled_any``, misclassification w.r.t. the true labels): C&W L2's Adam
-iterates and line-search iterates *and trials*, C&W L-inf's Adam iterates; all lie in the clip
-box (tanh space), the only bound of these minimum-distance attacks, and their outputs are
-computed anyway (no extra pass). The ART backends do not (``fooled_any`` None: robustness is
-judged on the returned examples).
-
-Example
--------
 >>> run_attack("cw_l2", model, x, y, {}, clip=(-5, 7))  # the study's settings  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from art.attacks.evasion import CarliniL2Method, CarliniLInfMethod
-
 import torch
+from art.attacks.evasion import CarliniL2Method
 from torch import nn
 
 from seradv.attacks._art import white_box_classifier
-from seradv.attacks.base import (
-    AttackContext,
-    AttackSpec,
-    ParamSpec,
-    QueryCounter,
-    gradient_context,
-    register_attack,
+from seradv.attacks._torch import (
+    CW_PARAMS,
+    OUTPUT_PARAM,
+    TANH_SMOOTHER,
+    Adam,
+    adam_pass,
+    cw_batched,
+    from_tanh,
+    margin,
+    model_output,
+    to_tanh,
+    warn_if_inert,
 )
-from seradv.attacks.deepfool import OUTPUT_PARAM
-from seradv.attacks.metrics import map_batches_watched
+from seradv.attacks.context import AttackContext, QueryCounter, gradient_context
+from seradv.attacks.spec import AttackSpec, ParamSpec, register_attack
 from seradv.errors import AttackError
 
-logger = logging.getLogger(__name__)
-
-__all__ = ["CW_L2", "CW_LINF", "art_l2_const_update", "cw_l2_batch", "cw_l2_line_search_batch",
-           "cw_linf_batch"]
-
-
-def _warn_if_inert(name: str, ctx: AttackContext, x_adv: np.ndarray) -> None:
-    changed = np.abs(x_adv - ctx.x).reshape(ctx.n, -1).max(axis=1) > 0
-    if not changed.any():
-        logger.warning(
-            "%s changed no sample at all (ART returns the clean input where it found no adversarial "
-            "example): raise binary_search_steps / max_iter / initial_const / learning_rate",
-            name,
-        )
-
+__all__ = ["CW_L2", "art_l2_const_update", "cw_l2_batch", "cw_l2_line_search_batch"]
 
 def _cw_l2_art(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
     if p["optimizer"] != "line_search":
@@ -112,109 +92,13 @@ def _cw_l2_art(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
         max_doubling=p["max_doubling"], batch_size=ctx.batch_size, verbose=False,
     )
     x_adv = atk.generate(ctx.x, y=ctx.y)
-    _warn_if_inert("cw_l2", ctx, x_adv)
+    warn_if_inert("cw_l2", ctx, x_adv)
     return x_adv
 
 
-def _cw_linf_art(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
-    clf = white_box_classifier(ctx, output=p["output"])
-    atk = CarliniLInfMethod(
-        clf, confidence=p["confidence"], targeted=False, learning_rate=p["learning_rate"],
-        max_iter=p["max_iter"], decrease_factor=p["decrease_factor"],
-        initial_const=p["initial_const"], largest_const=p["largest_const"],
-        const_factor=p["const_factor"], batch_size=ctx.batch_size, verbose=False,
-    )
-    x_adv = atk.generate(ctx.x, y=ctx.y)
-    _warn_if_inert("cw_linf", ctx, x_adv)
-    return x_adv
 
-
-# --------------------------------------------------------------------------------------
-# Plain torch implementation
-# --------------------------------------------------------------------------------------
-#: ART's ``_tanh_smoother``: ``arctanh`` of ``(2u - 1) * 0.999999`` so the box edges stay finite.
-TANH_SMOOTHER = 0.999999
 #: ART's ``_c_upper_bound`` of C&W L2 (samples whose constant reaches it stop).
 C_UPPER_BOUND = 10e10
-#: ART's C&W L-inf: Adam stops once the objective drops below this (``loss_converged``).
-LINF_LOSS_CONVERGED = 0.001
-#: ART's C&W L-inf: the tau loop ends once tau is at most this.
-LINF_TAU_MIN = 1.0 / 256.0
-_ADAM_BETAS = (0.9, 0.999)
-_ADAM_EPS = 1e-8
-
-
-def to_tanh(x: torch.Tensor, clip: tuple[float, float]) -> torch.Tensor:
-    """ART's ``original_to_tanh``: ``arctanh((2 (x - lo) / (hi - lo) - 1) * 0.999999)``."""
-    lo, hi = clip
-    u = (x.clamp(lo, hi) - lo) / (hi - lo)
-    return torch.atanh((u * 2 - 1) * TANH_SMOOTHER)
-
-
-def from_tanh(w: torch.Tensor, clip: tuple[float, float]) -> torch.Tensor:
-    """ART's ``tanh_to_original``: ``(tanh(w) + 1) / 2 * (hi - lo) + lo`` (always inside the box)."""
-    lo, hi = clip
-    return (torch.tanh(w) + 1.0) / 2.0 * (hi - lo) + lo
-
-
-def margin(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``Z_y - max_{k != y} Z_k`` per row ``[shape=(b,)]`` (ART's ``z_target - z_other``)."""
-    z_y = z.gather(1, y[:, None])[:, 0]
-    z_other = z.scatter(1, y[:, None], float("-inf")).amax(1)
-    return z_y - z_other
-
-
-def _outputs(model: nn.Module, x: torch.Tensor, output: str) -> torch.Tensor:
-    z = model(x)
-    return torch.softmax(z, dim=-1) if output == "probabilities" else z
-
-
-def _adam_pass(model: nn.Module, wl: torch.Tensor, clip: tuple[float, float], output: str,
-               counter: QueryCounter, objective: Any | None
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """One pass of a tanh-space Adam run at ``w`` rows ``wl``: ``(x_adv, Z, grad)``, detached.
-
-    ``objective(x_adv, Z) -> [shape=(m,)]``: forward+backward, ``grad`` = its gradient w.r.t.
-    ``wl`` (``n_grads += m``). ``objective=None`` (a run's last iterate): a forward pass
-    without a graph, ``grad`` None (``n_queries += m``).
-    """
-    m = wl.shape[0]
-    if objective is None:
-        with torch.inference_mode():
-            xa = from_tanh(wl, clip)
-            z = _outputs(model, xa, output)
-        counter.n_queries += m
-        return xa.clone(), z.clone(), None  # clones: normal tensors, usable outside inference mode
-    wl = wl.detach().requires_grad_(True)
-    with torch.enable_grad():
-        xa = from_tanh(wl, clip)
-        z = _outputs(model, xa, output)
-        (grad,) = torch.autograd.grad(objective(xa, z).sum(), wl)
-    counter.n_grads += m
-    return xa.detach(), z.detach(), grad
-
-
-class _Adam:
-    """Adam on rows of a batch (ART's ``art.optimizers.Adam`` = torch's rule, no weight decay).
-
-    All rows share the step count (they start together); ``rows`` selects the rows updated.
-    """
-
-    def __init__(self, w: torch.Tensor, lr: float) -> None:
-        self.m = torch.zeros_like(w)
-        self.v = torch.zeros_like(w)
-        self.lr = lr
-        self.t = 0
-
-    def step(self, w: torch.Tensor, grad: torch.Tensor, rows: torch.Tensor) -> None:
-        b1, b2 = _ADAM_BETAS
-        self.t += 1
-        m = self.m[rows].mul_(b1).add_(grad, alpha=1 - b1)
-        v = self.v[rows].mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        self.m[rows], self.v[rows] = m, v
-        m_hat = m / (1 - b1**self.t)
-        v_hat = v / (1 - b2**self.t)
-        w[rows] = w[rows] - self.lr * m_hat / (v_hat.sqrt() + _ADAM_EPS)
 
 
 def art_l2_const_update(
@@ -298,7 +182,7 @@ def cw_l2_batch(
     early_stop : bool
         Stop a row at its first adversarial iterate (no further steps or constants).
     watch : callable or None
-        ``watch(rows, pred)`` (:class:`~seradv.attacks.metrics.IterateWatch`) gets the
+        ``watch(rows, pred)`` (:class:`~seradv.attacks.context.IterateWatch`) gets the
         prediction of every point the model evaluates (all inside the clip box), from the
         outputs already computed: no extra pass.
 
@@ -334,7 +218,7 @@ def cw_l2_batch(
         rows = active.nonzero()[:, 0]
         xr, yr, cr = x[rows], y[rows], c[rows].to(x.dtype)
         w = w0[rows].clone()
-        adam = _Adam(w, learning_rate)
+        adam = Adam(w, learning_rate)
         live = torch.arange(rows.numel(), device=dev)  # rows still optimising (early_stop)
         success = torch.zeros(rows.numel(), dtype=torch.bool, device=dev)
         with gradient_context(dev):
@@ -346,7 +230,7 @@ def cw_l2_batch(
                     l2 = (xa - xl).square().flatten(1).sum(1)
                     return l2 + cl * (margin(z, yl) + confidence).clamp_min(0)
 
-                xa, z, grad = _adam_pass(model, w[live], clip, output, counter, None if last else loss)
+                xa, z, grad = adam_pass(model, w[live], clip, output, counter, None if last else loss)
                 if watch is not None:
                     watch(rows[live], z.argmax(1))
                 with torch.no_grad():
@@ -420,7 +304,7 @@ def cw_l2_line_search_batch(
     early_stop : bool
         A row stops at its first adversarial iterate (no further iterations or constants).
     watch : callable or None
-        ``watch(rows, pred)`` (:class:`~seradv.attacks.metrics.IterateWatch`) gets the
+        ``watch(rows, pred)`` (:class:`~seradv.attacks.context.IterateWatch`) gets the
         prediction of every point the model evaluates (all inside the clip box), from the
         outputs already computed: no extra pass.
 
@@ -450,7 +334,7 @@ def cw_l2_line_search_batch(
         ``_loss``), in place."""
         nonlocal z
         with torch.no_grad():
-            zr = _outputs(model, xa.to(x.dtype), output)
+            zr = model_output(model, xa.to(x.dtype), output)
             counter.n_queries += int(rows.numel())
             if watch is not None:  # iterates and line-search trials alike: points in the box
                 watch(rows, zr.argmax(1))
@@ -502,7 +386,7 @@ def cw_l2_line_search_batch(
             j = z[rows].scatter(1, y[rows, None], float("-inf")).argmax(1)
             xg = x_adv[rows].detach().requires_grad_(True)
             with gradient_context(dev), torch.enable_grad():
-                zg = _outputs(model, xg, output)
+                zg = model_output(model, xg, output)
                 obj = zg.gather(1, y[rows, None]) - zg.gather(1, j[:, None])
                 (g,) = torch.autograd.grad(obj.sum(), xg)
             counter.n_grads += int(rows.numel())
@@ -554,178 +438,24 @@ def cw_l2_line_search_batch(
     return best_x
 
 
-def cw_linf_batch(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    confidence: float,
-    learning_rate: float,
-    max_iter: int,
-    decrease_factor: float,
-    initial_const: float,
-    largest_const: float,
-    const_factor: float,
-    clip: tuple[float, float],
-    output: str = "logits",
-    counter: QueryCounter | None = None,
-    early_stop: bool = False,
-    watch: Callable[[torch.Tensor | None, torch.Tensor], None] | None = None,
-) -> torch.Tensor:
-    """Batched C&W L-inf, ART 1.20.1's ``CarliniLInfMethod`` loop run for all rows at once.
-
-    Per row: ``tau = 1``; per ``tau`` level, for each constant ``c = initial_const *
-    const_factor^j < largest_const``, ART runs Adam (``max_iter`` steps from ``x``) on the
-    gradient of ``Z_y - max_{k!=y} Z_k + sum(max(|x_adv - x| - tau, 0))`` and stops when
-    ``c * max(Z_y - max_{k!=y} Z_k + confidence, 0) + sum(max(|x_adv - x| - tau, 0)) < 0.001``.
-    The gradient does not depend on ``c``, so the runs of one level are prefixes of one Adam
-    trajectory, which this function computes once: the run of constant ``c_j`` ends at the
-    first iterate where its objective converges (else at step ``max_iter``). A run's end point
-    is accepted if it is misclassified and its L-inf distance beats the row's best (initially
-    1.0, ART's ``delta_i_best``), in the order of the constants. After a level, ``tau <-
-    min(tau, ||best - x||_inf) * decrease_factor``; a row stops when nothing was accepted in
-    the level or ``tau <= 1/256``.
-
-    Parameters
-    ----------
-    model : nn.Module
-    x : Tensor ``[shape=(b, 261, 128)]`` float32, inside ``clip``
-    y : Tensor ``[shape=(b,)]`` int64
-    confidence, learning_rate, max_iter, decrease_factor, initial_const, largest_const, const_factor
-        As ART's ``CarliniLInfMethod``.
-    clip : (float, float)
-    output : {"logits", "probabilities"}
-    counter : QueryCounter or None
-        ``n_grads += rows`` per Adam step, ``n_queries += rows`` per last-iterate forward.
-    early_stop : bool
-        Stop a row at its first accepted example (no further steps or ``tau`` levels).
-    watch : callable or None
-        ``watch(rows, pred)`` (:class:`~seradv.attacks.metrics.IterateWatch`) gets the
-        prediction of every point the model evaluates (all inside the clip box), from the
-        outputs already computed: no extra pass.
-
-    Returns
-    -------
-    Tensor ``[shape=(b, 261, 128)]``: the accepted example with the smallest L-inf distance,
-    ``x`` where none was accepted.
-    """
-    counter = counter if counter is not None else QueryCounter()
-    x, y = x.detach(), y.detach()
-    n, dev = x.shape[0], x.device
-    consts = []
-    c = float(initial_const)
-    while c < largest_const:
-        consts.append(c)
-        c *= const_factor
-    best_x = x.clone()
-    if not consts:  # ART runs no optimisation at all
-        return best_x
-    c_t = torch.tensor(consts, device=dev, dtype=x.dtype)
-    n_c = len(consts)
-    w0 = to_tanh(x, clip)
-    best_d = torch.ones(n, device=dev, dtype=x.dtype)  # ART: delta_i_best = 1.0
-    tau = torch.ones(n, device=dev, dtype=x.dtype)
-    alive = torch.ones(n, dtype=torch.bool, device=dev)
-    while bool(alive.any()):
-        rows = alive.nonzero()[:, 0]
-        xr, yr, taur = x[rows], y[rows], tau[rows]
-        w = w0[rows].clone()
-        adam = _Adam(w, learning_rate)
-        live = torch.arange(rows.numel(), device=dev)
-        next_c = torch.zeros(rows.numel(), dtype=torch.long, device=dev)  # first unfinished const
-        found = torch.zeros(rows.numel(), dtype=torch.bool, device=dev)
-        with gradient_context(dev):
-            for k in range(max_iter + 1):
-                last = k == max_iter
-                xl, yl, tl = xr[live], yr[live], taur[live, None, None]
-
-                def objective(xa: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-                    # ART's gradient: no hinge on the margin, no constant
-                    return margin(z, yl) + ((xa - xl).abs() - tl).clamp_min(0).flatten(1).sum(1)
-
-                xa, z, grad = _adam_pass(model, w[live], clip, output, counter, None if last else objective)
-                if watch is not None:
-                    watch(rows[live], z.argmax(1))
-                if k == 0:
-                    adam.step(w, torch.nan_to_num(grad), live)
-                    continue
-                with torch.no_grad():
-                    if last:
-                        n_conv = torch.full_like(next_c[live], n_c)
-                    else:
-                        l1 = (margin(z, yl) + confidence).clamp_min(0)
-                        l2 = ((xa - xl).abs() - tl).clamp_min(0).flatten(1).sum(1)
-                        conv = l1[:, None] * c_t[None, :] + l2[:, None] < LINF_LOSS_CONVERGED
-                        n_conv = conv.sum(1)  # a prefix of the constants (l1 >= 0)
-                    ends = n_conv > next_c[live]  # some constant's run ends at this iterate
-                    delta = (xa - xl).abs().flatten(1).amax(1)
-                    glob = rows[live]
-                    accept = ends & (z.argmax(1) != yl) & (delta < best_d[glob])
-                    idx = glob[accept]
-                    best_x[idx] = xa[accept]
-                    best_d[idx] = delta[accept]
-                    found[live[accept]] = True
-                    next_c[live] = torch.maximum(next_c[live], n_conv)
-                    if last:
-                        break
-                    keep = next_c[live] < n_c
-                    if early_stop:
-                        keep &= ~accept
-                    if not bool(keep.all()):
-                        live, grad = live[keep], grad[keep]
-                        if live.numel() == 0:
-                            break
-                    adam.step(w, torch.nan_to_num(grad), live)
-        with torch.no_grad():
-            tau_actual = (best_x[rows] - xr).abs().flatten(1).amax(1)
-            new_tau = torch.minimum(taur, tau_actual) * decrease_factor
-            tau[rows] = new_tau
-            alive[rows] = found & (new_tau > LINF_TAU_MIN)
-            if early_stop:
-                alive[rows] = False
-    return best_x
-
-
-def _batched(ctx: AttackContext, fn: Any, **kw: Any) -> np.ndarray:
-    return map_batches_watched(ctx, lambda xb, yb, watch: fn(
-        ctx.model, xb, yb, clip=ctx.clip.as_tuple(), counter=ctx.counter, early_stop=ctx.early_stop,
-        watch=watch, **kw))
-
-
 def _cw_l2_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
     kw: dict[str, Any] = {"confidence": p["confidence"], "learning_rate": p["learning_rate"],
                           "max_iter": p["max_iter"], "binary_search_steps": p["binary_search_steps"],
                           "initial_const": p["initial_const"], "output": p["output"]}
     if p["optimizer"] == "adam":
-        x_adv = _batched(ctx, cw_l2_batch, **kw)
+        x_adv = cw_batched(ctx, cw_l2_batch, **kw)
     else:
-        x_adv = _batched(ctx, cw_l2_line_search_batch, max_halving=p["max_halving"],
+        x_adv = cw_batched(ctx, cw_l2_line_search_batch, max_halving=p["max_halving"],
                          max_doubling=p["max_doubling"], **kw)
-    _warn_if_inert("cw_l2", ctx, x_adv)
+    warn_if_inert("cw_l2", ctx, x_adv)
     return x_adv
 
 
-def _cw_linf_torch(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
-    x_adv = _batched(
-        ctx, cw_linf_batch, confidence=p["confidence"], learning_rate=p["learning_rate"],
-        max_iter=p["max_iter"], decrease_factor=p["decrease_factor"],
-        initial_const=p["initial_const"], largest_const=p["largest_const"],
-        const_factor=p["const_factor"], output=p["output"],
-    )
-    _warn_if_inert("cw_linf", ctx, x_adv)
-    return x_adv
-
-
-_COMMON = (
-    ParamSpec("confidence", float, 0.0, low=0.0, doc="required logit margin (kappa)"),
-    ParamSpec("learning_rate", float, 0.01, low=0.0, low_open=True, doc="initial step size"),
-    ParamSpec("max_iter", int, 10, low=1, doc="optimisation steps per constant"),
-)
 
 CW_L2 = register_attack(AttackSpec(
     name="cw_l2", family="carlini", kind="white-box", norm="l2",
     title="Carlini & Wagner L2 (Carlini and Wagner 2017)",
-    params=_COMMON + (
+    params=CW_PARAMS + (
         ParamSpec("binary_search_steps", int, 20, low=1, doc="binary search steps on the constant c"),
         ParamSpec("initial_const", float, 0.01, low=0.0, low_open=True, doc="first constant c"),
         ParamSpec("optimizer", str, "line_search", choices=("line_search", "adam"),
@@ -742,24 +472,4 @@ CW_L2 = register_attack(AttackSpec(
     backends={"art": _cw_l2_art, "torch": _cw_l2_torch},
     default_backend="torch",
     notes="unsuccessful samples are returned unchanged by ART",
-))
-
-CW_LINF = register_attack(AttackSpec(
-    name="cw_linf", family="carlini", kind="white-box", norm="linf",
-    title="Carlini & Wagner L-inf (Carlini and Wagner 2017)",
-    params=_COMMON + (
-        ParamSpec("initial_const", float, 1e-4, low=0.0, low_open=True, doc="first constant c"),
-        ParamSpec("largest_const", float, 20.0, low=0.0, low_open=True, doc="stop when c reaches it"),
-        ParamSpec("decrease_factor", float, 0.8, low=0.0, high=1.0, low_open=True, high_open=True,
-                  doc="tau shrink factor"),
-        ParamSpec("const_factor", float, 4.0, low=1.0, low_open=True, doc="c growth factor"),
-        OUTPUT_PARAM,
-    ),
-    paper_grid=({"max_iter": 10, "learning_rate": 0.01, "initial_const": 1e-4,
-                 "largest_const": 20.0, "decrease_factor": 0.8, "const_factor": 4.0},),
-    quick_grid=({"max_iter": 5, "learning_rate": 0.05, "initial_const": 0.1,
-                 "largest_const": 20.0, "decrease_factor": 0.5, "const_factor": 10.0},),
-    backends={"art": _cw_linf_art, "torch": _cw_linf_torch},
-    default_backend="torch",
-    notes="one sample at a time in ART; the slowest white-box attack",
 ))

@@ -1,0 +1,1 @@
+"""Tests of seradv.attacks (mirrors src/seradv/attacks)."""
