@@ -56,9 +56,10 @@ from torch import nn
 from seradv.attacks import ATTACKS, STUDY_ATTACKS, get_attack, perturbation_norms, run_attack
 from seradv.attacks.base import gradient_context
 from seradv.cache import atomic_write_json, atomic_write_text, read_json
-from seradv.dataset import load_subset, read_preprocessing
+from seradv.prepare import load_subset
+from seradv.rundir import read_preprocessing
 from seradv.rundir import load_model
-from seradv.robustness import select_subset
+from seradv.grid.plan import select_subset
 
 
 # --------------------------------------------------------------------------------------

@@ -18,9 +18,10 @@ import torch
 
 from seradv.attacks.base import QueryCounter
 from seradv.attacks.jsma import jsma_batch, random_targets
-from seradv.dataset import load_subset, read_preprocessing
+from seradv.prepare import load_subset
+from seradv.rundir import read_preprocessing
 from seradv.rundir import load_model
-from seradv.robustness import select_subset
+from seradv.grid.plan import select_subset
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ import pandas as pd
 from seradv.evaluation import GROUPS
 from seradv.report import stats
 from seradv.report.data import RunData, attack_order
-from seradv.robustness import robust_flags
+from seradv.grid.results import robust_flags
 
 log = logging.getLogger(__name__)
 

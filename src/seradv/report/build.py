@@ -646,7 +646,7 @@ def _examples_section(runs: list[RunData], table: pd.DataFrame, out: Path, n_exa
 
 def _run_examples(run: RunData, table: pd.DataFrame, out: Path, n_examples: int, audio: bool, seed: int) -> list:
     from seradv.cache import load_npy
-    from seradv.dataset import load_subset
+    from seradv.prepare import load_subset
     from seradv.features import Standardizer
     from seradv.rundir import load_run_config
 
