@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from tests.grid.conftest import copy_run as _copy_run
-from seradv import pipeline
 from seradv.grid import plan
 from seradv.grid import run as grid_run
 from seradv.errors import AttackError, ParameterError, RunDirError

@@ -196,7 +196,7 @@ def run_grid(
         if outside > 0:
             log.info("clean test features clipped to the threat box [%g, %g]: %.4f %% of cells", lo, hi, 100 * outside)
         data = SplitData(x=np.clip(x, lo, hi).astype(np.float32), y=test.y[idx],
-                      meta=test.meta.iloc[idx].reset_index(drop=True), classes=test.classes)
+                         meta=test.meta.iloc[idx].reset_index(drop=True), classes=test.classes)
         atomic_write_text(out / GRID_YAML, yaml.safe_dump({
             "grid": grid, "attacks": sorted({c.attack for c in cells}), "limit": limit, "seed": seed,
             "backend": backend, "early_stop": bool(early_stop), "where": where,
