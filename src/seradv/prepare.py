@@ -38,6 +38,7 @@ from seradv.cache import (atomic_write_bytes, atomic_write_json, check_path_comp
                           file_sha256, load_npy, npy_is_complete, read_json, save_npy)
 from seradv.config import AudioConfig, FeatureConfig, RunConfig, config_hash, default_cache_dir
 from seradv.corpora import Manifest, get_corpus, load_corpus, validate_manifest
+from seradv.corpora.base import find_audio_files
 from seradv.errors import AudioError, CorpusError, EnvironmentFault, RunDirError, SplitError
 from seradv.features import Standardizer, log_mel
 from seradv.processing import apply_variant, resample, segment, trim
@@ -417,13 +418,8 @@ def check_source(cfg: RunConfig, manifest: Manifest | pd.DataFrame | None = None
             raise CorpusError(f"{cfg.data.corpus}: no data folder given; pass --data-dir / data_dir=")
         return
     data_dir = Path(cfg.data.data_dir).expanduser()
-    if not data_dir.exists():
-        raise CorpusError(
-            f"{cfg.data.corpus}: data folder {data_dir} does not exist; pass --data-dir with the "
-            f"folder that holds the {cfg.data.corpus} audio files"
-        )
-    if not data_dir.is_dir():
-        raise CorpusError(f"{cfg.data.corpus}: {data_dir} is not a folder; pass the corpus folder")
+    if not data_dir.is_dir():  # missing, or a file: the corpus scan's own one-line error, raised now
+        find_audio_files(data_dir, corpus=cfg.data.corpus)
 
 
 def _csv_bytes(df: pd.DataFrame) -> bytes:
