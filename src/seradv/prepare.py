@@ -578,8 +578,9 @@ def prepare(
     DataFrame with the manifest columns); otherwise the corpus is read from ``cfg.data``.
     Nothing is written into ``run_dir`` unless the whole preparation succeeds
     (:func:`build_preparation`, then :func:`write_preparation`). Returns the preprocessing
-    record (:class:`seradv.rundir.Preprocessing`, the content of ``preprocessing.json``). :func:`seradv.pipeline.prepare_run` also removes the outputs that a
-    changed preparation makes stale.
+    record (:class:`seradv.rundir.Preprocessing`, the content of ``preprocessing.json``).
+    :func:`seradv.pipeline.prepare_run` also removes the outputs that a changed preparation
+    makes stale.
     """
     prep = build_preparation(cfg, manifest=manifest, run_dir=run_dir)
     write_preparation(prep, run_dir)
