@@ -56,9 +56,10 @@ from torch import nn
 from seradv.attacks import ATTACKS, STUDY_ATTACKS, get_attack, perturbation_norms, run_attack
 from seradv.attacks.context import gradient_context
 from seradv.fileio import atomic_write_json, atomic_write_text, read_json
-from seradv.dataset import load_subset, read_preprocessing
+from seradv.prepare import load_subset
+from seradv.rundir import read_preprocessing
 from seradv.rundir import load_model
-from seradv.robustness import select_subset
+from seradv.grid.plan import select_subset
 
 
 # --------------------------------------------------------------------------------------
@@ -413,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     info = read_preprocessing(args.run_dir)
-    clip = tuple(float(v) for v in info["clip_values"])
+    clip = info.clip
     model = load_model(args.run_dir, device=str(device)).eval()
     for p in model.parameters():  # as run_attack runs every backend: input gradients only
         p.requires_grad_(False)

@@ -18,9 +18,10 @@ import torch
 
 from seradv.attacks.context import QueryCounter
 from seradv.attacks.jsma import jsma_batch, random_targets
-from seradv.dataset import load_subset, read_preprocessing
+from seradv.prepare import load_subset
+from seradv.rundir import read_preprocessing
 from seradv.rundir import load_model
-from seradv.robustness import select_subset
+from seradv.grid.plan import select_subset
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    clip = tuple(float(v) for v in read_preprocessing(args.run_dir)["clip_values"])
+    clip = read_preprocessing(args.run_dir).clip
     model = load_model(args.run_dir).eval()
     test = load_subset(args.run_dir, "test")
     idx = select_subset(test.meta, args.n, args.seed)

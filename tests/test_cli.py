@@ -208,7 +208,7 @@ def test_attack_list_of_chosen_attacks_and_unknown_names():
 
 
 def test_attack_params_option_is_passed_to_run_grid(run_dir, monkeypatch):
-    import seradv.robustness as robustness
+    import seradv.grid.run as robustness
 
     seen = {}
 
@@ -287,11 +287,8 @@ def test_demo_run_prints_each_stage_to_stderr(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(pipeline, "prepare_run", lambda cfg, d: calls.append("prepare"))
     monkeypatch.setattr(pipeline, "train_run", lambda d: calls.append("train"))
     monkeypatch.setattr(pipeline, "evaluate_run", lambda d: calls.append("evaluate"))
-    import seradv.report
-    import seradv.robustness
-
-    monkeypatch.setattr(seradv.robustness, "run_grid", lambda d, **kw: calls.append("attack"))
-    monkeypatch.setattr(seradv.report, "build_report", lambda d: (calls.append("report"), d / "report.html")[1])
+    monkeypatch.setattr(pipeline, "run_grid", lambda d, **kw: calls.append("attack"))
+    monkeypatch.setattr(pipeline, "build_report", lambda d: (calls.append("report"), d / "report.html")[1])
     pipeline.run(pipeline.demo_config(), out=tmp_path / "demo")
     assert calls == ["prepare", "train", "evaluate", "attack", "report"]
     err = capsys.readouterr().err.splitlines()

@@ -26,9 +26,9 @@ def test_emodb_manifest_features_train_evaluate(emodb_dir, tmp_path):
     )
     run_dir = tmp_path / "run"
     info = pipeline.prepare_run(cfg, run_dir, manifest=manifest)
-    assert info["classes"] == ["boredom", "disgust", "happiness", "neutral", "sadness"]
-    assert info["input_shape"] == [261, 128]
-    counts = {c["subset"]: c for c in info["counts"]}
+    assert info.classes == ["boredom", "disgust", "happiness", "neutral", "sadness"]
+    assert info.input_shape == [261, 128]
+    counts = {c["subset"]: c for c in info.counts}
     # 10 speakers x 5 emotions x 1 utterance; 1 m + 1 f speaker each for test and validation
     assert counts["test"]["male"] > 0 and counts["test"]["female"] > 0
     assert len(counts["test"]["speakers"].split()) == 2 and len(counts["val"]["speakers"].split()) == 2

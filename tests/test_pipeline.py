@@ -16,7 +16,7 @@ from tests.helpers.audio import speech_tone
 from tests.helpers.corpus import TinyNet, make_tone_corpus, tone_config
 from seradv import pipeline
 from seradv.fileio import atomic_write_bytes, read_json
-from seradv.dataset import load_subset
+from seradv.prepare import load_subset
 from seradv.errors import ModelError, RunDirError, SplitError
 
 import soundfile as sf
@@ -29,7 +29,7 @@ def tones(tmp_path) -> Path:
 def test_speaker_split_run_end_to_end(tones, tmp_path):
     run_dir = tmp_path / "run"
     info = pipeline.prepare_run(tone_config(tones), run_dir)
-    assert info["split"] == "speaker" and not info["leaky"]
+    assert info.split == "speaker" and not info.leaky
     segs = pd.read_csv(run_dir / "segments.csv")
     spk = {s: set(segs.loc[segs.subset == s, "speaker"]) for s in ("train", "val", "test")}
     assert not spk["train"] & spk["test"] and not spk["train"] & spk["val"]
@@ -39,7 +39,7 @@ def test_speaker_split_run_end_to_end(tones, tmp_path):
     # standardization fitted on training data only
     train = load_subset(run_dir, "train")
     assert abs(float(train.x.mean())) < 1e-3
-    lo, hi = info["clip_values"]
+    lo, hi = info.clip_values
     assert lo == np.floor(train.x.min()) and hi == np.ceil(train.x.max())
 
     meta = pipeline.train_run(run_dir)
@@ -61,8 +61,8 @@ def test_speaker_split_run_end_to_end(tones, tmp_path):
 def test_paper_split_is_labelled_leaky(tones, tmp_path):
     cfg = tone_config(tones).replace(**{"split.kind": "paper"})
     info = pipeline.prepare_run(cfg, tmp_path / "p")
-    assert info["leaky"] and "LEAKY" in info["leak_note"]
-    assert info["standardization_fitted_on"].startswith("all")
+    assert info.leaky and "LEAKY" in info.leak_note
+    assert info.standardization_fitted_on.startswith("all")
     split = pd.read_csv(tmp_path / "p" / "split.csv")
     assert (split["subset"].str.contains(r"\+")).any()  # copies of one utterance on both sides
 
@@ -70,15 +70,15 @@ def test_paper_split_is_labelled_leaky(tones, tmp_path):
 def test_feature_cache_is_reused(tones, tmp_path):
     cfg = tone_config(tones)
     info = pipeline.prepare_run(cfg, tmp_path / "a")
-    files = sorted(Path(info["feature_cache"]).rglob("*.npy"))
+    files = sorted(Path(info.feature_cache).rglob("*.npy"))
     mtimes = [f.stat().st_mtime_ns for f in files]
     info2 = pipeline.prepare_run(cfg, tmp_path / "b")
-    assert info2["feature_cache"] == info["feature_cache"]
+    assert info2.feature_cache == info.feature_cache
     assert [f.stat().st_mtime_ns for f in files] == mtimes
     a, b = load_subset(tmp_path / "a", "test"), load_subset(tmp_path / "b", "test")
     np.testing.assert_array_equal(a.x, b.x)
     other = pipeline.prepare_run(cfg.replace(**{"features.n_fft": 512}), tmp_path / "c")
-    assert other["feature_cache"] != info["feature_cache"]
+    assert other.feature_cache != info.feature_cache
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):

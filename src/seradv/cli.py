@@ -1,4 +1,4 @@
-"""The ``seradv`` command line: a thin layer over :mod:`seradv.pipeline`.
+"""The ``seradv`` command line: a thin layer over :mod:`seradv.pipeline` and :mod:`seradv.grid.run`.
 
 Verbs: ``manifest``, ``prepare``, ``train``, ``evaluate``, ``attack``, ``report``, ``run``. Every error that seradv
 raises on purpose (and every file-system error) is printed as one clear line (exit code 2), never
@@ -24,6 +24,9 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from seradv.errors import ParameterError, RunDirError, SeradvError
+
+# The seradv modules behind each command (torch, pandas, the attacks, the report) are imported
+# inside the command functions, so that `seradv --help` and option errors answer fast.
 
 LOG_WIDTH = 10_000
 """Console width when the output is not a terminal: tables and lines are never cut or wrapped."""
@@ -252,10 +255,10 @@ def prepare(
     info = prepare_run(cfg, output)
     import pandas as pd
 
-    console.print(_table(pd.DataFrame(info["counts"]), f"{corpus}: split '{info['split']}'"))
-    if info["leaky"]:
-        err_console.print(f"[bold red]{escape(info['leak_note'])}[/]", soft_wrap=True)
-    console.print(f"clip values {info['clip_values']}; {info['n_skipped']} files skipped; prepared {output}")
+    console.print(_table(pd.DataFrame(info.counts), f"{corpus}: split '{info.split}'"))
+    if info.leaky:
+        err_console.print(f"[bold red]{escape(info.leak_note)}[/]", soft_wrap=True)
+    console.print(f"clip values {info.clip_values}; {info.n_skipped} files skipped; prepared {output}")
 
 
 @app.command()
@@ -266,7 +269,8 @@ def train(
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads (saved in config.yaml)."),
 ) -> None:
     """Train the run's model (resumes an interrupted training). Options are checked before anything is written."""
-    from seradv.pipeline import load_run_config, train_run
+    from seradv.pipeline import train_run
+    from seradv.rundir import load_run_config
 
     _check_run_dir(run_dir)
     _at_least("--epochs", epochs, 1, "a positive integer")
@@ -297,17 +301,17 @@ def evaluate(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
 ) -> None:
     """Clean test metrics (accuracy, UAR, macro-F1, confusion) per corpus/language and gender."""
-    from seradv.dataset import read_preprocessing
     from seradv.pipeline import evaluate_run
+    from seradv.rundir import METRICS_CSV, METRICS_JSON, read_preprocessing
 
     _check_run_dir(run_dir)
     dev = _resolve_device(device)
     table = evaluate_run(run_dir, device=dev)
     info = read_preprocessing(run_dir)
-    console.print(_table(table.drop(columns=["leaky"]), f"clean test metrics ({info['split']} split)"))
-    if info["leaky"]:
-        err_console.print(f"[bold red]{escape(info['leak_note'])}[/]", soft_wrap=True)
-    console.print(f"wrote {run_dir / 'metrics.csv'} and {run_dir / 'metrics.json'}")
+    console.print(_table(table.drop(columns=["leaky"]), f"clean test metrics ({info.split} split)"))
+    if info.leaky:
+        err_console.print(f"[bold red]{escape(info.leak_note)}[/]", soft_wrap=True)
+    console.print(f"wrote {run_dir / METRICS_CSV} and {run_dir / METRICS_JSON}")
 
 
 def _format_params(params: dict) -> str:
@@ -337,7 +341,7 @@ def describe_attacks(names: Optional[list[str]] = None) -> str:
 def _run_grid_takes(name: str) -> bool:
     import inspect
 
-    from seradv.robustness import run_grid
+    from seradv.grid.run import run_grid
 
     return name in inspect.signature(run_grid).parameters
 
@@ -368,8 +372,9 @@ def attack(
     if run_dir is None:
         raise RunDirError("seradv attack needs RUN_DIR, a run directory with a trained model "
                           "(or --list to see the attacks)")
-    if grid not in ("paper", "quick"):
-        raise ParameterError(f"--grid {grid!r} must be 'paper' or 'quick'")
+    from seradv.grid.plan import check_grid_name
+
+    check_grid_name(grid, "--grid ")
     _at_least("--seed", seed, 0, "an integer >= 0")
     _at_least("--limit", limit, 1, "a positive number of test segments (or leave it out: all of them)")
     _at_least("--batch-size", batch_size, 1, "a positive integer")
@@ -378,16 +383,17 @@ def attack(
     extra: dict[str, Any] = {}
     if params is not None:
         if not _run_grid_takes("params"):
-            raise ParameterError("--params is not supported by this version of seradv.robustness.run_grid")
+            raise ParameterError("--params is not supported by this version of seradv.grid.run.run_grid")
         extra["params"] = params
-    from seradv.robustness import run_grid
+    from seradv.grid.run import run_grid
+    from seradv.rundir import RESULTS_CSV, TRUST_CSV, attacks_dir
 
     results = run_grid(run_dir, attacks=names, grid=grid, limit=limit, seed=seed, backend=backend,
                        batch_size=batch_size, device=dev, save_examples=not no_examples,
                        early_stop=early_stop, where=where, **extra)
     _print_results(results)
-    console.print(f"wrote {run_dir / 'attacks' / 'results.csv'} (and .parquet), trust checks in "
-                  f"{run_dir / 'attacks' / 'trust.csv'}")
+    console.print(f"wrote {attacks_dir(run_dir) / RESULTS_CSV} (and .parquet), trust checks in "
+                  f"{attacks_dir(run_dir) / TRUST_CSV}")
 
 
 def _print_results(results) -> None:
@@ -434,6 +440,7 @@ def run(
     """
     from seradv.config import load_config
     from seradv.pipeline import demo_config, run as run_all
+    from seradv.rundir import METRICS_CSV, RESULTS_CSV, attacks_dir
 
     _check_config_file(config)
     if out is not None and out.exists() and not out.is_dir():
@@ -444,9 +451,9 @@ def run(
     run_dir = run_all(cfg, out=out)
     import pandas as pd
 
-    metrics = pd.read_csv(run_dir / "metrics.csv")
+    metrics = pd.read_csv(run_dir / METRICS_CSV)
     console.print(_table(metrics.drop(columns=["leaky"]), "clean test metrics"))
-    results_path = run_dir / "attacks" / "results.csv"
+    results_path = attacks_dir(run_dir) / RESULTS_CSV
     if results_path.exists():
         _print_results(pd.read_csv(results_path))
     console.print(f"[bold green]done[/]: outputs in {escape(str(run_dir.resolve()))}")

@@ -1,4 +1,5 @@
-"""Clean evaluation per corpus (= language) and gender: accuracy, UAR, macro-F1, confusion."""
+"""Prediction and clean evaluation: the one batched :func:`predict_logits` and :func:`softmax`
+every stage uses, and metrics per corpus (= language) and gender: accuracy, UAR, macro-F1, confusion."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 from torch import nn
 
-__all__ = ["predict_logits", "group_metrics", "GROUPS"]
+__all__ = ["predict_logits", "softmax", "group_metrics", "GROUPS"]
 
 GROUPS: dict[str, str | None] = {"All": None, "Male": "m", "Female": "f"}
 
@@ -26,7 +27,8 @@ def predict_logits(
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax ``[shape=(n, n_classes)]`` of logits ``z``, shifted by each row's maximum."""
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
@@ -45,7 +47,7 @@ def group_metrics(
     (rows: true class, columns: predicted, in ``classes`` order).
     """
     y_pred = logits.argmax(1)
-    prob = _softmax(logits.astype(np.float64))
+    prob = softmax(logits.astype(np.float64))
     nll = -np.log(np.clip(prob[np.arange(len(y_true)), y_true], 1e-12, None))
     labels = np.arange(len(classes))
     rows, confusions = [], {}

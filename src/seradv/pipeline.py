@@ -1,4 +1,5 @@
-"""The Python API: prepare, train, evaluate and run, each on a run directory.
+"""The Python API and the orchestration of ``seradv run``: prepare, train, evaluate and run,
+each on a run directory. Nothing in seradv imports this module but :mod:`seradv.cli`.
 
 The CLI is a thin layer over these functions. A notebook user can call them directly::
 
@@ -9,134 +10,68 @@ The CLI is a thin layer over these functions. A notebook user can call them dire
     pipeline.train_run("runs/emodb")
     metrics = pipeline.evaluate_run("runs/emodb")   # a DataFrame
 
-Every run directory holds ``config.yaml``, ``manifest.csv``, ``skipped.csv``, ``split.csv``,
-``segments.csv``, ``standardizer.safetensors``, ``preprocessing.json``, ``model.safetensors``,
-``model.json``, ``history.csv``, ``metrics.json``, ``metrics.csv``, ``confusion.csv``,
-``predictions.csv`` and ``log.txt``; :func:`run` adds ``attacks/`` and ``report/``.
+What a run directory holds, and what each stage makes stale, is :mod:`seradv.rundir`'s;
+:func:`run` adds ``attacks/`` (:mod:`seradv.grid`) and ``report/`` (:mod:`seradv.report`).
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import hashlib
+import json
 import logging
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
-from seradv.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from seradv.config import DataConfig, RunConfig, TrainConfig, load_config
+from seradv.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from seradv.config import AttackConfig, AugmentConfig, DataConfig, RunConfig, TrainConfig, save_config
 from seradv.corpora import Manifest, get_corpus
-from seradv.dataset import _check_sha256, _damaged, build_preparation, check_source, load_subset, read_preprocessing, write_preparation
-from seradv.errors import ModelError, RunDirError
-from seradv.rundir import (PREPARE_DOWNSTREAM, PREPROCESSING_FINGERPRINT_FILES, TRAIN_DOWNSTREAM, load_model,
-                           load_run_config, remove_outputs, run_fingerprints, run_logging)
 from seradv.evaluation import group_metrics, predict_logits
+from seradv.grid.plan import plan_grid
+from seradv.grid.run import run_grid
 from seradv.models import build_model, check_model, count_parameters
-from seradv.training import fit, resolve_hyperparameters, set_seed
+from seradv.prepare import build_preparation, check_source, load_subset, write_preparation
+from seradv.progress import stage
+from seradv.report import build_report
+from seradv.rundir import (CONFIG, CONFUSION, HISTORY, METRICS_CSV, METRICS_JSON, MODEL_META, MODEL_WEIGHTS,
+                           PREDICTIONS, PREPARE_DOWNSTREAM, TRAIN_DOWNSTREAM, TRAIN_STATE, Preprocessing,
+                           deferred_logging, load_model, load_run_config, preparation_fingerprint,
+                           read_preprocessing, remove_outputs, run_fingerprints, run_logging)
+from seradv.training import fit, resolve_hyperparameters, select_device, set_seed
 
 log = logging.getLogger("seradv")
 
-__all__ = [
-    "prepare_run",
-    "train_run",
-    "evaluate_run",
-    "run",
-    "load_model",
-    "load_run_config",
-    "demo_config",
-    "run_logging",
-    "run_fingerprints",
-    "DOWNSTREAM",
-]
+__all__ = ["prepare_run", "train_run", "evaluate_run", "run", "demo_config", "load_model"]
 
 
-DOWNSTREAM = PREPARE_DOWNSTREAM
-"""Files and folders that depend on the preparation and are removed when it changes: the
-model (and its resumable state), metrics, ``attacks/`` and ``report/`` (see :mod:`seradv.rundir`)."""
-
-_FINGERPRINT_FILES = PREPROCESSING_FINGERPRINT_FILES
-
-
-def _fingerprint(run_dir: Path | None = None, *, files: dict[str, bytes] | None = None) -> str | None:
-    """sha256 of a preparation: ``preprocessing.json``, ``segments.csv`` and the standardizer,
-    read from ``run_dir`` or taken from ``files`` (name -> bytes); ``None`` if one is absent.
-
-    These three files determine every model input (classes, feature config via the cache
-    folder, content hashes, variants, subsets, standardization), so a change of only the
-    ``train`` or ``attack`` sections of the config does not make the model stale here."""
-    if files is None:
-        if run_dir is None:
-            raise TypeError("_fingerprint needs run_dir or files")
-        paths = [run_dir / f for f in _FINGERPRINT_FILES]
-        if not all(p.is_file() for p in paths):
-            return None
-        files = {p.name: p.read_bytes() for p in paths}
-    h = hashlib.sha256()
-    for name in _FINGERPRINT_FILES:
-        if name not in files:
-            return None
-        h.update(name.encode() + b"\0" + len(files[name]).to_bytes(8, "little"))
-        h.update(files[name])
-    return h.hexdigest()
-
-
-@contextlib.contextmanager
-def _deferred_logging(run_dir: Path) -> Iterator[None]:
-    """Like :func:`run_logging`, but the records reach ``run_dir/log.txt`` only if the folder
-    exists when the block ends, so a failed first ``prepare`` creates nothing."""
-    records: list[logging.LogRecord] = []
-
-    class _Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    handler = _Keep()
-    logger = logging.getLogger("seradv")
-    old_level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-        if run_dir.is_dir() and records:
-            fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-            try:
-                with open(run_dir / "log.txt", "a") as fh:
-                    fh.writelines(fmt.format(r) + "\n" for r in records)
-            except OSError:
-                pass  # the log must never hide the stage's own error
-
-
-def prepare_run(cfg: RunConfig, run_dir: str | Path, *, manifest: Manifest | pd.DataFrame | None = None) -> dict:
+def prepare_run(cfg: RunConfig, run_dir: str | Path, *,
+                manifest: Manifest | pd.DataFrame | None = None) -> Preprocessing:
     """Corpus table -> split -> features -> standardizer, written into ``run_dir``.
 
     The config and the corpus are checked first, and the whole preparation is computed before
     anything is written: a failed ``prepare`` leaves ``run_dir`` as it was (and creates nothing
     in a new one). If the preparation differs from the one in ``run_dir``, every output that
     depended on it (model, metrics, ``attacks/``, ``report/``) is removed before the new files
-    are written; ``config.yaml`` is written last.
+    are written; ``config.yaml`` is written last. Returns the preprocessing record.
     """
     run_dir = Path(run_dir)
     check_source(cfg, manifest)
-    with _deferred_logging(run_dir):
+    with deferred_logging(run_dir):
         t0 = time.perf_counter()
         prep = build_preparation(cfg, manifest=manifest, run_dir=run_dir)
         info = prep.info
-        if _fingerprint(files=prep.files) != _fingerprint(run_dir):
-            stale = remove_outputs(run_dir, DOWNSTREAM) if run_dir.is_dir() else []
+        if preparation_fingerprint(files=prep.files) != preparation_fingerprint(run_dir):
+            stale = remove_outputs(run_dir, PREPARE_DOWNSTREAM) if run_dir.is_dir() else []
             if stale:
                 log.info("preparation changed: removed stale %s", ", ".join(stale))
         write_preparation(prep, run_dir)
-        log.info("prepared %s in %.1f s: %s", run_dir, time.perf_counter() - t0, info["counts"])
-        if info["leaky"]:
-            log.warning(info["leak_note"])
+        log.info("prepared %s in %.1f s: %s", run_dir, time.perf_counter() - t0, info.counts)
+        if info.leaky:
+            log.warning(info.leak_note)
     return info
 
 
@@ -144,10 +79,6 @@ def _resume_key(run_dir: Path, cfg: RunConfig, hyper: dict, model: torch.nn.Modu
     """What a resumable training state must have been saved by: the preparation, the model's
     class and initial weights, and every training setting that changes the updates (not the
     epoch limit, threads or device)."""
-    import dataclasses
-    import hashlib
-    import json
-
     train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in ("epochs", "threads", "device")}
     h = hashlib.sha256(json.dumps({"train": train, "hyper": hyper, "model": type(model).__qualname__,
                                    "data": run_fingerprints(run_dir)["preprocessing"]},
@@ -178,36 +109,36 @@ def train_run(
     with run_logging(run_dir):
         train = load_subset(run_dir, "train")
         val = load_subset(run_dir, "val")
-        n_classes = len(info["classes"])
+        n_classes = len(info.classes)
         model_name = cfg.train.model if model is None else type(model).__name__
         if model is None:
             set_seed(cfg.train.seed)  # the initial weights depend on the seed only
             model = build_model(cfg.train.model, n_classes, dropout=hyper["dropout"],
                                 lstm_dropout=hyper["lstm_dropout"])
-        check_model(model, n_classes, tuple(info["input_shape"]))
+        check_model(model, n_classes, tuple(info.input_shape))
         n_params = count_parameters(model)
         log.info("model %s: %d trainable parameters (%.2f M)", model_name, n_params, n_params / 1e6)
         log.info("training on %d segments, validating on %d; lr %g, batch %d, dropout %g/%g",
                  len(train), len(val), hyper["lr"], hyper["batch_size"], hyper["dropout"], hyper["lstm_dropout"])
         result = fit(model, train.x, train.y, val.x, val.y, cfg.train, lr=hyper["lr"],
-                     batch_size=hyper["batch_size"], state_path=run_dir / "train_state.pt",
+                     batch_size=hyper["batch_size"], state_path=run_dir / TRAIN_STATE,
                      resume_key=_resume_key(run_dir, cfg, hyper, model))
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         weights = save(state)
-        old_weights = run_dir / "model.safetensors"
+        old_weights = run_dir / MODEL_WEIGHTS
         if not (old_weights.is_file() and old_weights.read_bytes() == weights):
             # another model: the results of the previous one are stale (the same weights, e.g. a
             # finished training resumed by `seradv run`, keep their metrics and attack results)
             stale = remove_outputs(run_dir, TRAIN_DOWNSTREAM)
             if stale:
                 log.info("new model: removed stale %s", ", ".join(stale))
-        atomic_write_bytes(run_dir / "model.safetensors", weights)
+        atomic_write_bytes(run_dir / MODEL_WEIGHTS, weights)
         meta = {
             "model": model_name,
             "registered": model_name == cfg.train.model,
             "n_classes": n_classes,
-            "classes": info["classes"],
-            "input_shape": info["input_shape"],
+            "classes": info.classes,
+            "input_shape": info.input_shape,
             "parameters": n_params,
             "hyperparameters": hyper,
             "best_epoch": result.best_epoch,
@@ -218,12 +149,10 @@ def train_run(
             "n_val": len(val),
             "weights_sha256": hashlib.sha256(weights).hexdigest(),
         }
-        atomic_write_json(run_dir / "model.json", meta)
-        atomic_write_text(run_dir / "history.csv", result.history.to_csv(index=False))
+        atomic_write_json(run_dir / MODEL_META, meta)
+        atomic_write_text(run_dir / HISTORY, result.history.to_csv(index=False))
         if train_overrides:
-            from seradv.config import save_config
-
-            save_config(cfg, run_dir / "config.yaml")  # only once the model it describes is saved
+            save_config(cfg, run_dir / CONFIG)  # only once the model it describes is saved
         log.info("trained %d epochs in %.0f s (best epoch %d)", result.epochs_run, result.seconds,
                  result.best_epoch)
     return meta
@@ -239,9 +168,9 @@ def evaluate_run(run_dir: str | Path, *, model: torch.nn.Module | None = None,
         test = load_subset(run_dir, "test")
         logits = predict_logits(model, test.x, device=device)
         table, confusions = group_metrics(test.y, logits, test.meta, test.classes)
-        table.insert(0, "split", info["split"])
-        table.insert(1, "leaky", info["leaky"])
-        atomic_write_text(run_dir / "metrics.csv", table.to_csv(index=False))
+        table.insert(0, "split", info.split)
+        table.insert(1, "leaky", info.leaky)
+        atomic_write_text(run_dir / METRICS_CSV, table.to_csv(index=False))
         conf_rows = []
         for key, cm in confusions.items():
             corpus, language, group = key.split("/")
@@ -249,15 +178,15 @@ def evaluate_run(run_dir: str | Path, *, model: torch.nn.Module | None = None,
                 for j, pred in enumerate(test.classes):
                     conf_rows.append({"corpus": corpus, "language": language, "group": group,
                                       "true": true, "predicted": pred, "count": int(cm[i, j])})
-        atomic_write_text(run_dir / "confusion.csv", pd.DataFrame(conf_rows).to_csv(index=False))
+        atomic_write_text(run_dir / CONFUSION, pd.DataFrame(conf_rows).to_csv(index=False))
         pred = test.meta[["segment_id", "utterance", "variant", "seg_index", "speaker", "gender",
                           "emotion", "corpus", "language"]].copy()
         pred["predicted"] = [test.classes[i] for i in logits.argmax(1)]
         pred["correct"] = pred["predicted"] == pred["emotion"]
-        atomic_write_text(run_dir / "predictions.csv", pred.to_csv(index=False))
+        atomic_write_text(run_dir / PREDICTIONS, pred.to_csv(index=False))
         test_speakers = sorted(test.meta["speaker"].unique())
-        atomic_write_json(run_dir / "metrics.json", {
-            "split": info["split"], "leaky": info["leaky"], "note": info["leak_note"],
+        atomic_write_json(run_dir / METRICS_JSON, {
+            "split": info.split, "leaky": info.leaky, "note": info.leak_note,
             "classes": test.classes, "test_speakers": test_speakers,
             "metrics": table.to_dict(orient="records"),
             "confusion": {k: v.tolist() for k, v in confusions.items()},
@@ -270,8 +199,6 @@ def evaluate_run(run_dir: str | Path, *, model: torch.nn.Module | None = None,
 
 def demo_config() -> RunConfig:
     """The small configuration of ``seradv run`` with no arguments (synthetic corpus)."""
-    from seradv.config import AttackConfig, AugmentConfig
-
     return RunConfig(
         name="demo",
         data=DataConfig(corpus="synthetic"),
@@ -289,15 +216,10 @@ def run(cfg: RunConfig | None = None, *, out: str | Path | None = None) -> Path:
     (:func:`seradv.progress.stage`). The report is written to ``<run_dir>/report/``
     (:func:`seradv.report.build_report`) and its path printed.
     """
-    from seradv.progress import stage
-    from seradv.training import select_device
-
     cfg = (cfg or demo_config()).validate()
     select_device(cfg.train.device)  # e.g. cuda without CUDA: an error now, not after preparing
     a = cfg.attack
     if a.enabled:
-        from seradv.robustness import plan_grid
-
         attack_device = str(select_device(a.device))
         plan_grid(a.attacks, a.grid, a.backend)  # unknown attack or backend: an error now
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
@@ -310,13 +232,9 @@ def run(cfg: RunConfig | None = None, *, out: str | Path | None = None) -> Path:
     with stage("evaluate", *step["evaluate"]):
         evaluate_run(run_dir)
     if a.enabled:
-        from seradv.robustness import run_grid
-
         with stage(f"attack ({a.grid} grid)", *step["attack"]):
             run_grid(run_dir, attacks=a.attacks, grid=a.grid, limit=a.limit, seed=a.seed, backend=a.backend,
                      batch_size=a.batch_size, device=attack_device)
-    from seradv.report import build_report
-
     with stage("report", *step["report"]), run_logging(run_dir):
         report = build_report(run_dir)
     print(f"report: {report.resolve()}", flush=True)  # the run's last word: where to look

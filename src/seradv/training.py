@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +43,6 @@ class TrainResult:
 
 def set_seed(seed: int) -> None:
     """Seed Python's, NumPy's and torch's generators."""
-    import random
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

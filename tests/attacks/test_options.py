@@ -13,7 +13,7 @@ from tests.helpers.attack import CLIP, train_tiny
 from seradv.attacks import ATTACKS, AttackSpec, get_attack, register_attack, run_attack
 from seradv.attacks.metrics import accuracy, mean_abs_perturbation, predict
 from seradv.errors import AttackError, ParameterError
-from seradv.robustness import Cell, plan_grid
+from seradv.grid.plan import Cell, plan_grid
 
 
 @pytest.fixture(scope="module")

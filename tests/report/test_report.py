@@ -20,7 +20,8 @@ import soundfile as sf
 import torch
 
 import tests.helpers.corpus as corpus_helpers  # noqa: F401 - registers the "tiny" model
-from seradv import pipeline, robustness
+from seradv import pipeline
+from seradv.grid import run as robustness
 from seradv.corpora.synthetic import SyntheticConfig, generate_synthetic_corpus
 from seradv.errors import ParameterError, RunDirError
 from seradv.report import build_report, stats

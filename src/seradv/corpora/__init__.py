@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from seradv.corpora import emodb, emovo, ravdess, synthetic
-from seradv.corpora.base import Manifest, Recipe, SkipFile, validate_manifest
+from seradv.corpora.base import Manifest, NoMatchingFiles, Recipe, SkipFile, validate_manifest
 from seradv.errors import CorpusError
 from seradv.fileio import check_path_component
 
@@ -64,7 +64,11 @@ def load_corpus(
         if recipe.default_data_dir is None:
             raise CorpusError(f"{name}: no data folder given; pass --data-dir / data_dir=")
         data_dir = recipe.default_data_dir()
-    return recipe.prepare_manifest(data_dir, progress=progress)
+    try:
+        return recipe.prepare_manifest(data_dir, progress=progress)
+    except NoMatchingFiles as exc:  # name the corpus the files look like, if any
+        guess = guess_corpus(exc.files, exclude=recipe.name)
+        raise CorpusError(recipe.no_match_message(exc.data_dir, exc.files, guess=guess)) from None
 
 
 def guess_corpus(files: Iterable[Path], *, exclude: str | None = None) -> str | None:

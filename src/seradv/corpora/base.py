@@ -74,6 +74,14 @@ class Manifest:
 ParseResult = dict  # keys: speaker, gender, emotion, utterance
 
 
+class NoMatchingFiles(CorpusError):
+    """No audio file under a corpus folder follows the recipe's naming scheme."""
+
+    def __init__(self, recipe: "Recipe", data_dir: Path, files: list[Path]) -> None:
+        self.recipe, self.data_dir, self.files = recipe, data_dir, files
+        super().__init__(recipe.no_match_message(data_dir, files))
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How one corpus is read.
@@ -162,7 +170,7 @@ class Recipe:
                 }
             )
         if parsed_any == 0:
-            raise CorpusError(self._no_match_message(data_dir, files))
+            raise NoMatchingFiles(self, data_dir, files)
         skipped_df = pd.DataFrame(skipped, columns=["path", "reason"])
         for rec in skipped:
             log.warning("skipped %s: %s", rec["path"], rec["reason"])
@@ -177,10 +185,10 @@ class Recipe:
         validate_manifest(table)
         return Manifest(table=table, skipped=skipped_df)
 
-    def _no_match_message(self, data_dir: Path, files: list[Path]) -> str:
-        from seradv.corpora import guess_corpus  # local import: registry imports this module
-
-        guess = guess_corpus(files, exclude=self.name)
+    def no_match_message(self, data_dir: Path, files: list[Path], *, guess: str | None = None) -> str:
+        """The error for a folder where no file follows this recipe's naming scheme; ``guess``:
+        the registered corpus the files look like (the registry fills it in, see
+        :func:`seradv.corpora.load_corpus`)."""
         hint = f" They look like the {guess!r} corpus: try `seradv manifest {guess}`." if guess else ""
         return (
             f"{self.name}: none of the {len(files)} audio files under {data_dir} follows the "

@@ -1,6 +1,6 @@
 """Numbers of the report: per-cell robust accuracy with CIs, gender gaps and corpus gaps with tests.
 
-The headline of every attack row is the **robust accuracy** (:func:`seradv.robustness.robust_flags`:
+The headline of every attack row is the **robust accuracy** (:func:`seradv.grid.results.robust_flags`:
 correct before the attack, attacked, and never fooled); the study's "accuracy on adversarial
 examples" (``adv_accuracy``) stays as a labelled secondary number. Every accuracy shown comes
 from the results table (``attacks/cells/*.json``); results of older runs without
@@ -25,7 +25,7 @@ import pandas as pd
 from seradv.evaluation import GROUPS
 from seradv.report import stats
 from seradv.report.data import RunData, attack_order
-from seradv.robustness import robust_flags
+from seradv.grid.results import robust_flags
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def clean_stats(run: RunData, *, n_boot: int = stats.N_BOOT, seed: int = 0) -> p
             ci = stats.proportion_ci(int(round(r.accuracy * r.n)), int(r.n))
         else:
             part = group_samples(run.predictions, r.corpus, r.language, r.group)
-            u, ids = choose_unit(part, run.info.get("split", ""))
+            u, ids = choose_unit(part, run.info.split)
             ci = stats.cluster_ci(part["correct"].astype(bool).to_numpy(), ids, n_boot=n_boot, seed=seed, unit=u)
         lo.append(ci.lo)
         hi.append(ci.hi)
@@ -261,7 +261,7 @@ def attack_stats(runs: list[RunData], *, n_boot: int = stats.N_BOOT, seed: int =
         if res.empty:
             continue
         res = res.copy()
-        split = run.info.get("split", "")
+        split = run.info.split
         add = {k: [] for k in _ATTACK_COLS}
         for idx in res.index:
             r = res.loc[idx]

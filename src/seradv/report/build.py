@@ -17,7 +17,7 @@ section per attack laid out like the study's tables (SPEC.md) with CIs, gender a
 and their tests, examples to look at and listen to, the trust checks, and how the statistics
 were made.
 
-The headline everywhere is the **robust accuracy** (:func:`seradv.robustness.robust_flags`)
+The headline everywhere is the **robust accuracy** (:func:`seradv.grid.results.robust_flags`)
 with its n and its 95 % interval; the study's "accuracy on adversarial examples" is a
 labelled secondary column. Gender and corpus comparisons are comparisons of speakers
 (:mod:`seradv.report.stats`).

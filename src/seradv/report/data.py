@@ -2,7 +2,7 @@
 
 The attack results are read from ``attacks/cells/*.json`` (the source ``results.csv`` is
 written from, and the only one that is up to date while a grid is still running), plus the
-per-sample worst case of :func:`seradv.robustness.worst_case`. Each row gets:
+per-sample worst case of :func:`seradv.grid.results.worst_case`. Each row gets:
 
 ``run``      the run's folder name;
 ``source``   the corpus and language it is about, e.g. ``emodb (de)`` (unique over the runs
@@ -13,20 +13,21 @@ per-sample worst case of :func:`seradv.robustness.worst_case`. Each row gets:
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from seradv.attacks import STUDY_ATTACKS
 from seradv.fileio import read_json
-from seradv.dataset import read_preprocessing
 from seradv.errors import RunDirError
 from seradv.evaluation import GROUPS
-from seradv.robustness import robust_flags
+from seradv.grid.results import read_cell, read_samples, worst_case, worst_case_frames
+from seradv.rundir import (CONFUSION, METRICS_CSV, MODEL_META, PREDICTIONS, RESULTS_CSV, SAMPLES_SUFFIX, TRUST_CSV,
+                           Preprocessing, adv_file, attacks_dir, cell_file, cells_dir, read_preprocessing,
+                           run_fingerprints, subset_file)
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ GROUP_ORDER = tuple(GROUPS)  # ("All", "Male", "Female")
 
 def attack_order(names) -> list[str]:
     """The study's attacks in SPEC.md order, then the others alphabetically, worst case last."""
-    from seradv.attacks import STUDY_ATTACKS
-
     names = set(names)
     first = [a for a in STUDY_ATTACKS if a in names]
     rest = sorted(n for n in names if n not in STUDY_ATTACKS and n != "worst_case")
@@ -50,7 +49,7 @@ class RunData:
     """Everything the report reads from one run directory."""
 
     run_dir: Path
-    info: dict
+    info: Preprocessing
     metrics: pd.DataFrame | None
     confusion: pd.DataFrame | None
     predictions: pd.DataFrame | None
@@ -66,24 +65,21 @@ class RunData:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.info["classes"])
+        return list(self.info.classes)
 
     @property
     def clip(self) -> tuple[float, float]:
-        lo, hi = self.info["clip_values"]
-        return float(lo), float(hi)
+        return self.info.clip
 
     def samples(self, cell_id: str) -> pd.DataFrame | None:
         """Per-sample results of one cell (``None`` if the file is missing)."""
         cache = self.__dict__.setdefault("_samples", {})
         if cell_id not in cache:
-            path = self.run_dir / "attacks" / "cells" / f"{cell_id}.samples.csv"
-            cache[cell_id] = (pd.read_csv(path, dtype={"utterance": str, "speaker": str})
-                              if path.exists() else None)
+            cache[cell_id] = read_samples(cell_file(self.run_dir, cell_id, SAMPLES_SUFFIX))
         return cache[cell_id]
 
     def worst_case_samples(self, row: pd.Series) -> pd.DataFrame | None:
-        """Per-sample table of a worst-case row, written so that :func:`robust_flags` reads its
+        """Per-sample table of a worst-case row, written so that :func:`seradv.grid.results.robust_flags` reads its
         ``robust`` column: ``fooled_any = ~robust``, ``attacked`` true, and ``pred_adv`` the
         label where the sample survived every member attack at the end (else a wrong label)."""
         frames = self.__dict__.setdefault("_worst", {})
@@ -93,51 +89,26 @@ class RunData:
         return frames[cid]
 
     def _worst_case_frame(self, row: pd.Series) -> pd.DataFrame | None:
-        from seradv import robustness
-
+        cache = self.__dict__.get("_worst_frames")
+        if cache is None:
+            base = self.results[self.results["attack"] != "worst_case"] if not self.results.empty else self.results
+            try:
+                cache = worst_case_frames(self.run_dir, base)
+            except Exception as exc:  # noqa: BLE001 - report what is readable, say what is not
+                log.warning("%s: worst case not rebuilt from the per-sample files (%s)", self.name, exc)
+                cache = {}
+            self.__dict__["_worst_frames"] = cache
         cid = str(row["cell_id"])
-        if hasattr(robustness, "worst_case_frames"):  # the grid's own per-sample worst case
-            cache = self.__dict__.get("_worst_frames")
-            if cache is None:
-                base = self.results[self.results["attack"] != "worst_case"] if not self.results.empty else self.results
-                try:
-                    cache = robustness.worst_case_frames(self.run_dir, base)
-                except Exception as exc:  # noqa: BLE001 - report what is readable, say what is not
-                    log.warning("%s: worst case not rebuilt from the per-sample files (%s)", self.name, exc)
-                    cache = {}
-                self.__dict__["_worst_frames"] = cache
-            if cid in cache:
-                base = cache[cid][1].copy()
-                robust = base["robust"].astype(bool).to_numpy()
-                base["attacked"] = True
-                base["fooled_any"] = ~robust
-                return base
-        cids = _members(row.get("members"))
-        frames = [self.samples(c) for c in cids]
-        if not cids or any(f is None for f in frames):
+        if cid not in cache:
             return None
-        frames = [f.sort_values("segment_id").reset_index(drop=True) for f in frames]
-        if any(not f["segment_id"].equals(frames[0]["segment_id"]) for f in frames):
-            return None
-        base = frames[0].copy()
-        robust = np.ones(len(base), bool)
-        end_ok = np.ones(len(base), bool)
-        for f in frames:
-            robust &= robust_flags(f)
-            end_ok &= (f["pred_adv"] == f["label"]).to_numpy()
-        # any wrong label stands for "fooled at the end"; the report only compares with ``label``
-        base["pred_adv"] = np.where(end_ok, base["label"], (base["label"] + 1) % len(self.classes))
+        base = cache[cid][1].copy()
+        robust = base["robust"].astype(bool).to_numpy()
         base["attacked"] = True
         base["fooled_any"] = ~robust
-        base["robust"] = robust
         return base
 
     def adv_path(self, cell_id: str) -> Path:
-        return self.run_dir / "attacks" / "adv" / f"{cell_id}.npy"
-
-    @cached_property
-    def has_features(self) -> bool:
-        return Path(self.info.get("feature_cache", "")).is_dir()
+        return adv_file(self.run_dir, cell_id)
 
 
 def _members(value) -> list[str]:
@@ -161,7 +132,7 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
 def _subset_label(run_dir: Path, key: str, seed: int) -> str:
     if key == "all":
         return f"full test set, seed {seed}"
-    f = run_dir / "attacks" / "subsets" / f"{key}.json"
+    f = subset_file(run_dir, key)
     if f.exists():
         d = read_json(f)
         return f"seeded subset of {d['limit']}, seed {d['seed']}"
@@ -169,16 +140,13 @@ def _subset_label(run_dir: Path, key: str, seed: int) -> str:
 
 
 def _read_results(run_dir: Path) -> tuple[pd.DataFrame, dict[str, dict], list[str]]:
-    from seradv.robustness import read_cell, worst_case
-    from seradv.rundir import run_fingerprints
-
     notes: list[str] = []
-    cells_dir = run_dir / "attacks" / "cells"
+    folder = cells_dir(run_dir)
     cells: dict[str, dict] = {}
     rows: list[dict] = []
     fingerprint = run_fingerprints(run_dir)
     skipped = []
-    for f in sorted(cells_dir.glob("*.json")) if cells_dir.is_dir() else []:
+    for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         cell, why = read_cell(f, fingerprint)  # intact and computed on this model and data only
         if cell is None:
             skipped.append(f"{f.name} ({why})")
@@ -205,24 +173,15 @@ def _read_results(run_dir: Path) -> tuple[pd.DataFrame, dict[str, dict], list[st
     if not wc.empty:
         wc = wc.copy()
         wc["early_stop"] = False
-        members, subsets = [], []
-        linf = table[table["attack"].isin(["fgsm", "bim", "pgd", "square"])]
-        eps_of = linf["params_json"].map(lambda s: json.loads(s).get("eps"))
-        given = wc["members"] if "members" in wc else [None] * len(wc)
-        for pj, have in zip(wc["params_json"], given):
-            cids = _members(have)
-            if not cids:
-                eps = json.loads(pj)["eps"]
-                cids = sorted(set(linf.loc[eps_of == eps, "cell_id"]))
-            members.append(cids)
-            subsets.append(subset.get(cids[0], "") if cids else "")
+        members = [_members(m) for m in wc["members"]]  # never empty: worst_case names them
+        subsets = [subset.get(cids[0], "") if cids else "" for cids in members]
         wc["members"] = members
         wc["subset"] = subsets
         for col in ROBUST_COLUMNS:
             if col not in wc:
                 wc[col] = np.nan
         table = pd.concat([table, wc], ignore_index=True)
-    csv = run_dir / "attacks" / "results.csv"
+    csv = attacks_dir(run_dir) / RESULTS_CSV
     if csv.exists():
         try:
             old = pd.read_csv(csv, usecols=["cell_id"])
@@ -241,15 +200,15 @@ def load_run(run_dir: str | Path) -> RunData:
     if not run_dir.is_dir():
         raise RunDirError(f"run directory {run_dir} does not exist")
     info = read_preprocessing(run_dir)
-    metrics = _read_csv(run_dir / "metrics.csv")
+    metrics = _read_csv(run_dir / METRICS_CSV)
     if metrics is None:
         raise RunDirError(f"{run_dir} has no metrics.csv; run `seradv evaluate {run_dir}` first")
     results, cells, notes = _read_results(run_dir)
-    trust = _read_csv(run_dir / "attacks" / "trust.csv")
-    model_meta = read_json(run_dir / "model.json") if (run_dir / "model.json").exists() else None
+    trust = _read_csv(attacks_dir(run_dir) / TRUST_CSV)
+    model_meta = read_json(run_dir / MODEL_META) if (run_dir / MODEL_META).exists() else None
     return RunData(run_dir=run_dir, info=info, metrics=metrics,
-                   confusion=_read_csv(run_dir / "confusion.csv"),
-                   predictions=_read_csv(run_dir / "predictions.csv"), model_meta=model_meta,
+                   confusion=_read_csv(run_dir / CONFUSION),
+                   predictions=_read_csv(run_dir / PREDICTIONS), model_meta=model_meta,
                    results=results, cells=cells, trust=trust, notes=notes)
 
 

@@ -20,7 +20,7 @@ import soundfile as sf
 
 from seradv.attacks import ATTACKS
 from seradv.fileio import load_npy
-from seradv.dataset import load_subset
+from seradv.prepare import load_subset
 from seradv.errors import ParameterError, RunDirError
 from seradv.evaluation import predict_logits
 from seradv.features import Standardizer, features_to_audio

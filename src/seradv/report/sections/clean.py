@@ -23,7 +23,7 @@ def clean_section(runs: list[RunData], n_boot: int, seed: int) -> tuple[Section,
     for r in runs:
         cs = analysis.clean_stats(r, n_boot=n_boot, seed=seed).assign(run=r.name)
         frames.append(cs)
-        split = f"{r.info['split']} split" + (" (LEAKY: optimistic)" if r.info.get("leaky") else
+        split = f"{r.info.split} split" + (" (LEAKY: optimistic)" if r.info.leaky else
                                                " (speaker-independent)")
         blocks.append(Heading(3, f"{r.name}: {split}", anchor=f"clean-{slug(r.name)}"))
         rows = [[c.source, c.group, str(int(c.n)), ci(c.accuracy, c.acc_lo, c.acc_hi), fmt_acc(c.uar),

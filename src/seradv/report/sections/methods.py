@@ -16,7 +16,7 @@ def methods_section(n_boot: int, seed: int) -> Section:
         Bullets([
             "Robust accuracy (the headline): a sample is robust when it was classified correctly before the "
             "attack, the attack ran on it, and it was classified correctly at every iterate the attack watched "
-            "and at the end (seradv.robustness.robust_flags, the AutoAttack convention). Samples the attack did "
+            "and at the end (seradv.grid.results.robust_flags, the AutoAttack convention). Samples the attack did "
             "not run on are counted as not robust. The study's 'accuracy on adversarial examples' counts a "
             "sample that was wrong before and moved onto the true class as correct; it is shown as a labelled "
             "secondary column only. Results of older runs without robust_accuracy get it from their per-sample "

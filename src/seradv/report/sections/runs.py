@@ -13,16 +13,16 @@ def runs_section(runs: list[RunData]) -> Section:
     blocks: list = [Heading(2, "Data, split and models")]
     for r in runs:
         info = r.info
-        split = info["split"]
-        text = (f"{r.name}: split '{split}' — {info['leak_note']}. Standardization fitted on "
-                f"{info.get('standardization_fitted_on', '?')}; clip values {info['clip_values']}.")
-        blocks.append(Para(text, kind="warning" if info.get("leaky") else "note"))
+        split = info.split
+        text = (f"{r.name}: split '{split}' — {info.leak_note}. Standardization fitted on "
+                f"{info.standardization_fitted_on or '?'}; clip values {info.clip_values}.")
+        blocks.append(Para(text, kind="warning" if info.leaky else "note"))
     rows = []
     for r in runs:
         m = r.model_meta or {}
         test_n = r.metrics[r.metrics["group"] == "All"]["n"].sum()
-        rows.append([r.name, ", ".join(sorted(r.metrics["source"].unique())), r.info["split"],
-                     "yes" if r.info.get("leaky") else "no", str(int(test_n)), str(m.get("model", "?")),
+        rows.append([r.name, ", ".join(sorted(r.metrics["source"].unique())), r.info.split,
+                     "yes" if r.info.leaky else "no", str(int(test_n)), str(m.get("model", "?")),
                      f"{m.get('parameters', 0):,}" if m else "?", ", ".join(r.classes)])
     blocks.append(Table(["run", "corpus (language)", "split", "leaky", "test segments", "model", "parameters",
                          "classes"], rows, caption="Runs in this report", meta={"kind": "runs"}))

@@ -1,4 +1,4 @@
-"""From a corpus table to standardized feature arrays in a run directory.
+"""The prepare stage: from a corpus table to standardized feature arrays in a run directory.
 
 :func:`prepare` does corpus table -> utterance split -> (augmented) copies -> 3 s segments ->
 log-Mel features (cached on disk, keyed by the sha256 of the audio file's bytes and the
@@ -10,14 +10,18 @@ segment: subset, variant, labels, the ``content`` hash naming its cache entry),
 ``standardizer.safetensors`` and ``preprocessing.json`` (classes, clip values, cache folder,
 counts, leaky flag, sha256 of ``segments.csv`` and of the standardizer).
 
-:func:`load_subset` reads one subset back as standardized arrays.
+:func:`load_subset` reads one subset back as standardized arrays (:class:`SplitData`).
+
+The module is longer than most (~690 lines) because the stage and its feature cache are one
+job whose parts share the cache layout: cut apart, each half would have to know the other's
+file naming. The run directory's file names and records belong to :mod:`seradv.rundir`.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import json
+import io
 import logging
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -27,32 +31,36 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from seradv.audio import read_audio
 from seradv.fileio import (atomic_write_bytes, atomic_write_json, check_path_component, environment_fault,
                           file_sha256, load_npy, npy_is_complete, read_json, save_npy)
-from seradv.fileio import _json_default
 from seradv.config import AudioConfig, FeatureConfig, RunConfig, config_hash, default_cache_dir
 from seradv.corpora import Manifest, get_corpus, load_corpus, validate_manifest
+from seradv.corpora.base import find_audio_files
 from seradv.errors import AudioError, CorpusError, EnvironmentFault, RunDirError, SplitError
 from seradv.features import Standardizer, log_mel
 from seradv.segments import apply_variant, resample, segment, trim
 from seradv.progress import make_progress
+from seradv.rundir import (CONFIG, MANIFEST, PREPARATION_FILES, PREPROCESSING, SEGMENTS, SKIPPED, SPLIT, STANDARDIZER,
+                           Preprocessing, check_sha256, damaged_message, read_preprocessing)
 from seradv.splits import describe_split, paper_split, speaker_split
 
 log = logging.getLogger(__name__)
 
 __all__ = ["prepare", "build_preparation", "write_preparation", "Preparation", "check_source",
-           "load_subset", "Subset", "select_utterances", "extract_features", "content_hashes",
-           "PREPROCESSING_VERSION", "PREPARATION_FILES"]
+           "load_subset", "SplitData", "select_utterances", "extract_features", "content_hashes",
+           "PREPROCESSING_VERSION", "read_segments", "read_standardizer"]
 
 PREPROCESSING_VERSION = 2
 """Bumped whenever cached features would change for the same config (2: entries keyed by content)."""
 
 
 @dataclass
-class Subset:
-    """Standardized features, integer labels and per-segment metadata of one subset."""
+class SplitData:
+    """Standardized features, integer labels and per-segment metadata of one subset of the
+    split (train, val or test)."""
 
     x: np.ndarray  # [shape=(n, 261, 128), dtype=float32]
     y: np.ndarray  # [shape=(n,), dtype=int64]
@@ -388,17 +396,12 @@ def _grouped_order(segs: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class Preparation:
-    """A finished preparation held in memory: ``preprocessing.json``'s content and the bytes of
+    """A finished preparation held in memory: the preprocessing record and the bytes of
     every run-directory file, in the order :func:`write_preparation` writes them
-    (``config.yaml`` last, so a run directory never names a config whose outputs are absent)."""
+    (:data:`seradv.rundir.PREPARATION_FILES`: ``config.yaml`` last)."""
 
-    info: dict
+    info: Preprocessing
     files: dict[str, bytes]
-
-
-PREPARATION_FILES = ("manifest.csv", "skipped.csv", "split.csv", "segments.csv",
-                     "standardizer.safetensors", "preprocessing.json", "config.yaml")
-"""The files :func:`prepare` writes into a run directory, in writing order."""
 
 
 def check_source(cfg: RunConfig, manifest: Manifest | pd.DataFrame | None = None) -> None:
@@ -415,13 +418,8 @@ def check_source(cfg: RunConfig, manifest: Manifest | pd.DataFrame | None = None
             raise CorpusError(f"{cfg.data.corpus}: no data folder given; pass --data-dir / data_dir=")
         return
     data_dir = Path(cfg.data.data_dir).expanduser()
-    if not data_dir.exists():
-        raise CorpusError(
-            f"{cfg.data.corpus}: data folder {data_dir} does not exist; pass --data-dir with the "
-            f"folder that holds the {cfg.data.corpus} audio files"
-        )
-    if not data_dir.is_dir():
-        raise CorpusError(f"{cfg.data.corpus}: {data_dir} is not a folder; pass the corpus folder")
+    if not data_dir.is_dir():  # missing, or a file: the corpus scan's own one-line error, raised now
+        find_audio_files(data_dir, corpus=cfg.data.corpus)
 
 
 def _csv_bytes(df: pd.DataFrame) -> bytes:
@@ -438,8 +436,6 @@ def build_preparation(
 
     Only the feature cache is written. ``run_dir`` is used in messages only.
     """
-    import yaml
-
     check_source(cfg, manifest)
     run_dir = Path(run_dir)
     recipe = get_corpus(cfg.data.corpus)
@@ -526,38 +522,38 @@ def build_preparation(
                            ignore_index=True)
 
     leaked = int((split_table["subset"].str.contains(r"\+")).sum())
-    info = {
-        "corpus": cfg.data.corpus,
-        "language": str(table["language"].iloc[0]) if table["language"].nunique() == 1 else "mixed",
-        "languages": sorted(table["language"].unique()),
-        "classes": emotions,
-        "split": cfg.split.kind,
-        "leaky": cfg.split.leaky,
-        "leak_note": (
+    info = Preprocessing(
+        corpus=cfg.data.corpus,
+        language=str(table["language"].iloc[0]) if table["language"].nunique() == 1 else "mixed",
+        languages=sorted(table["language"].unique()),
+        classes=emotions,
+        split=cfg.split.kind,
+        leaky=cfg.split.leaky,
+        leak_note=(
             "LEAKY: the study's split; augmented copies and segments of one utterance, and every "
             "speaker, appear in both train and test, so clean accuracy is optimistic"
             if cfg.split.leaky else "speaker-independent: no test speaker is seen in training"
         ),
-        "utterances_in_several_subsets": leaked,
-        "clip_values": [float(lo), float(hi)],
-        "standardization_fitted_on": "all segments (study)" if cfg.split.leaky else "training segments",
-        "min_remainder_samples": min_remainder,
-        "feature_cache": str(fdir.resolve()),
-        "input_shape": [int(1 + cfg.audio.segment_samples // cfg.features.hop_length), cfg.features.n_mels],
-        "counts": describe_split(segs).to_dict(orient="records"),
-        "n_skipped": int(len(skipped_df)),
-        "preprocessing_version": PREPROCESSING_VERSION,
-        "segments_sha256": hashlib.sha256(segments_bytes).hexdigest(),
-        "standardizer_sha256": hashlib.sha256(scaler_bytes).hexdigest(),
-    }
+        utterances_in_several_subsets=leaked,
+        clip_values=[float(lo), float(hi)],
+        standardization_fitted_on="all segments (study)" if cfg.split.leaky else "training segments",
+        min_remainder_samples=min_remainder,
+        feature_cache=str(fdir.resolve()),
+        input_shape=[int(1 + cfg.audio.segment_samples // cfg.features.hop_length), cfg.features.n_mels],
+        counts=describe_split(segs).to_dict(orient="records"),
+        n_skipped=int(len(skipped_df)),
+        preprocessing_version=PREPROCESSING_VERSION,
+        segments_sha256=hashlib.sha256(segments_bytes).hexdigest(),
+        standardizer_sha256=hashlib.sha256(scaler_bytes).hexdigest(),
+    )
     files = {
-        "manifest.csv": manifest_bytes,
-        "skipped.csv": _csv_bytes(skipped_df),
-        "split.csv": _csv_bytes(split_table),
-        "segments.csv": segments_bytes,
-        "standardizer.safetensors": scaler_bytes,
-        "preprocessing.json": (json.dumps(info, indent=2, default=_json_default) + "\n").encode("utf-8"),
-        "config.yaml": yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode("utf-8"),
+        MANIFEST: manifest_bytes,
+        SKIPPED: _csv_bytes(skipped_df),
+        SPLIT: _csv_bytes(split_table),
+        SEGMENTS: segments_bytes,
+        STANDARDIZER: scaler_bytes,
+        PREPROCESSING: info.to_json_bytes(),
+        CONFIG: yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode("utf-8"),
     }
     assert tuple(files) == PREPARATION_FILES
     return Preparation(info=info, files=files)
@@ -581,9 +577,10 @@ def prepare(
     ``manifest`` may be given (a table from :func:`seradv.corpora.load_corpus` or any
     DataFrame with the manifest columns); otherwise the corpus is read from ``cfg.data``.
     Nothing is written into ``run_dir`` unless the whole preparation succeeds
-    (:func:`build_preparation`, then :func:`write_preparation`). Returns the content of
-    ``preprocessing.json``. :func:`seradv.pipeline.prepare_run` also removes the outputs that a
-    changed preparation makes stale.
+    (:func:`build_preparation`, then :func:`write_preparation`). Returns the preprocessing
+    record (:class:`seradv.rundir.Preprocessing`, the content of ``preprocessing.json``).
+    :func:`seradv.pipeline.prepare_run` also removes the outputs that a changed preparation
+    makes stale.
     """
     prep = build_preparation(cfg, manifest=manifest, run_dir=run_dir)
     write_preparation(prep, run_dir)
@@ -621,78 +618,39 @@ def _skipped_frame(table: pd.DataFrame, failures: dict[str, str]) -> pd.DataFram
 # --------------------------------------------------------------------------------------
 
 
-def read_preprocessing(run_dir: str | Path) -> dict:
-    """``preprocessing.json`` of a prepared run directory (clear error if absent or damaged)."""
-    path = Path(run_dir) / "preprocessing.json"
-    if not path.exists():
-        raise RunDirError(
-            f"{run_dir} is not a prepared run directory (no preprocessing.json); "
-            f"run `seradv prepare CORPUS -o {run_dir}` first"
-        )
-    try:
-        info = read_json(path)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RunDirError(_damaged(path, f"not valid JSON: {exc}", "prepare")) from None
-    missing = [k for k in ("classes", "feature_cache", "split", "input_shape") if not isinstance(info, dict) or k not in info]
-    if missing:
-        raise RunDirError(_damaged(path, f"lacks {', '.join(missing)}", "prepare"))
-    return info
-
-
-def _damaged(path: Path, why: object, stage: str) -> str:
-    """One-line message for a damaged run-directory file and the stage that rewrites it."""
-    why = " ".join(str(why).split())
-    fix = (f"run `seradv train {path.parent}` again" if stage == "train"
-           else f"run `seradv {stage}` again with this run's config")
-    return f"{path} is damaged ({why}); {fix} to rewrite it"
-
-
-def _check_sha256(path: Path, expected: str | None, stage: str) -> bytes:
-    """The bytes of ``path``; a clear error if it is missing or its sha256 is not ``expected``."""
-    if not path.exists():
-        raise RunDirError(f"{path} is missing; run `seradv {stage}` again")
-    data = path.read_bytes()
-    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-        raise RunDirError(_damaged(path, "its content does not match the hash recorded when it was written; "
-                                         "truncated or edited", stage))
-    return data
-
-
-def read_segments(run_dir: str | Path, info: dict | None = None) -> pd.DataFrame:
+def read_segments(run_dir: str | Path, info: Preprocessing | None = None) -> pd.DataFrame:
     """``segments.csv`` of a prepared run directory, checked against ``preprocessing.json``."""
-    import io
-
     run_dir = Path(run_dir)
     info = read_preprocessing(run_dir) if info is None else info
-    path = run_dir / "segments.csv"
-    data = _check_sha256(path, info.get("segments_sha256"), "prepare")
+    path = run_dir / SEGMENTS
+    data = check_sha256(path, info.segments_sha256, "prepare")
     try:
         segs = pd.read_csv(io.BytesIO(data), dtype={"utterance": str, "speaker": str, "content": str})
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise RunDirError(_damaged(path, exc, "prepare")) from None
+        raise RunDirError(damaged_message(path, exc, "prepare")) from None
     need = {"segment_id", "utterance", "variant", "seg_index", "subset", "label", "emotion"}
     if not need <= set(segs.columns) or segs[sorted(need)].isna().any().any():
-        raise RunDirError(_damaged(path, "missing columns or values", "prepare"))
+        raise RunDirError(damaged_message(path, "missing columns or values", "prepare"))
     return segs
 
 
-def read_standardizer(run_dir: str | Path, info: dict | None = None) -> Standardizer:
+def read_standardizer(run_dir: str | Path, info: Preprocessing | None = None) -> Standardizer:
     """``standardizer.safetensors`` of a prepared run directory (clear error if damaged)."""
     run_dir = Path(run_dir)
     info = read_preprocessing(run_dir) if info is None else info
-    path = run_dir / "standardizer.safetensors"
-    _check_sha256(path, info.get("standardizer_sha256"), "prepare")
+    path = run_dir / STANDARDIZER
+    check_sha256(path, info.standardizer_sha256, "prepare")
     try:
         scaler = Standardizer.load(path)
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-        raise RunDirError(_damaged(path, f"{type(exc).__name__}: {exc}", "prepare")) from None
-    if tuple(scaler.mean.shape) != tuple(info["input_shape"]) or scaler.std.shape != scaler.mean.shape:
-        raise RunDirError(_damaged(path, f"shape {scaler.mean.shape}, expected {tuple(info['input_shape'])}",
+        raise RunDirError(damaged_message(path, f"{type(exc).__name__}: {exc}", "prepare")) from None
+    if tuple(scaler.mean.shape) != tuple(info.input_shape) or scaler.std.shape != scaler.mean.shape:
+        raise RunDirError(damaged_message(path, f"shape {scaler.mean.shape}, expected {tuple(info.input_shape)}",
                                    "prepare"))
     return scaler
 
 
-def load_subset(run_dir: str | Path, subset: str = "test") -> Subset:
+def load_subset(run_dir: str | Path, subset: str = "test") -> SplitData:
     """Standardized features, labels and metadata of ``subset`` (train, val or test)."""
     if subset not in ("train", "val", "test"):
         raise RunDirError(f"subset={subset!r} must be train, val or test")
@@ -704,6 +662,6 @@ def load_subset(run_dir: str | Path, subset: str = "test") -> Subset:
         raise RunDirError(f"{run_dir}: the {subset} subset is empty")
     part = _grouped_order(part).reset_index(drop=True)
     scaler = read_standardizer(run_dir, info)
-    x = _load_features(part, Path(info["feature_cache"]))
+    x = _load_features(part, Path(info.feature_cache))
     x = scaler.transform(x)
-    return Subset(x=x, y=part["label"].to_numpy(np.int64), meta=part, classes=list(info["classes"]))
+    return SplitData(x=x, y=part["label"].to_numpy(np.int64), meta=part, classes=list(info.classes))

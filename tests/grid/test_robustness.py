@@ -3,40 +3,22 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers.corpus import make_tone_corpus, tone_config
-from seradv import pipeline, robustness
+from tests.grid.conftest import copy_run as _copy_run
+from seradv.grid import plan
+from seradv.grid import run as grid_run
 from seradv.errors import AttackError, ParameterError, RunDirError
 
 TIMING = ["seconds", "samples_per_s"]
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("robust")
-    data = make_tone_corpus(root / "tones", n_per_gender=3, per=3)
-    run_dir = root / "run"
-    pipeline.prepare_run(tone_config(data, epochs=15), run_dir)
-    pipeline.train_run(run_dir)
-    pipeline.evaluate_run(run_dir)
-    return run_dir
-
-
-def _copy_run(src: Path, dst: Path) -> Path:
-    import shutil
-
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("attacks"))
-    return dst
-
-
 def test_grid_results_table(trained_run, tmp_path):
     run = _copy_run(trained_run, tmp_path / "r")
-    res = robustness.run_grid(run, attacks=["fgsm", "bim"], grid="quick", backend="torch")
+    res = grid_run.run_grid(run, attacks=["fgsm", "bim"], grid="quick", backend="torch")
     allr = res[(res.group == "All") & (res.attack != "worst_case")]
     assert set(allr["attack"]) == {"fgsm", "bim"}
     assert (allr["adv_accuracy"] <= allr["clean_accuracy"]).all()
@@ -61,10 +43,10 @@ def test_grid_results_table(trained_run, tmp_path):
 
 
 def test_resume_after_interrupt_gives_the_same_table(trained_run, tmp_path, monkeypatch):
-    full = robustness.run_grid(_copy_run(trained_run, tmp_path / "a"), attacks=["fgsm", "bim"],
+    full = grid_run.run_grid(_copy_run(trained_run, tmp_path / "a"), attacks=["fgsm", "bim"],
                                grid="quick", backend="torch", trust=False)
     run_b = _copy_run(trained_run, tmp_path / "b")
-    real = robustness.attack_cell
+    real = grid_run.attack_cell
     calls = {"n": 0}
 
     def interrupted(*args, **kwargs):
@@ -73,14 +55,14 @@ def test_resume_after_interrupt_gives_the_same_table(trained_run, tmp_path, monk
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(robustness, "attack_cell", interrupted)
+    monkeypatch.setattr(grid_run, "attack_cell", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        robustness.run_grid(run_b, attacks=["fgsm", "bim"], grid="quick", backend="torch", trust=False)
+        grid_run.run_grid(run_b, attacks=["fgsm", "bim"], grid="quick", backend="torch", trust=False)
     done = len(list((run_b / "attacks" / "cells").glob("*.json")))
     assert done == 2
-    monkeypatch.setattr(robustness, "attack_cell", real)
+    monkeypatch.setattr(grid_run, "attack_cell", real)
     calls["n"] = 0
-    resumed = robustness.run_grid(run_b, attacks=["fgsm", "bim"], grid="quick", backend="torch", trust=False)
+    resumed = grid_run.run_grid(run_b, attacks=["fgsm", "bim"], grid="quick", backend="torch", trust=False)
     key = ["cell_id", "group"]
     a = full.drop(columns=TIMING).sort_values(key).reset_index(drop=True)
     b = resumed.drop(columns=TIMING).sort_values(key).reset_index(drop=True)
@@ -89,33 +71,33 @@ def test_resume_after_interrupt_gives_the_same_table(trained_run, tmp_path, monk
 
 def test_limit_selects_a_seeded_stratified_subset(trained_run, tmp_path):
     run = _copy_run(trained_run, tmp_path / "r")
-    res = robustness.run_grid(run, attacks=["fgsm"], grid="quick", limit=8, seed=3, backend="torch", trust=False)
+    res = grid_run.run_grid(run, attacks=["fgsm"], grid="quick", limit=8, seed=3, backend="torch", trust=False)
     assert (res[res.group == "All"]["n"] == 8).all()
     meta = pd.read_csv(run / "segments.csv").query("subset == 'test'")
-    a = robustness.select_subset(meta.reset_index(drop=True), 8, 3)
-    b = robustness.select_subset(meta.reset_index(drop=True), 8, 3)
+    a = plan.select_subset(meta.reset_index(drop=True), 8, 3)
+    b = plan.select_subset(meta.reset_index(drop=True), 8, 3)
     np.testing.assert_array_equal(a, b)
     assert set(meta.iloc[a]["gender"]) == {"m", "f"}
 
 
 def test_bad_requests_fail_before_any_work(trained_run, tmp_path):
     with pytest.raises(AttackError, match="unknown attack"):
-        robustness.run_grid(trained_run, attacks=["nope"])
+        grid_run.run_grid(trained_run, attacks=["nope"])
     with pytest.raises(ParameterError, match="grid"):
-        robustness.run_grid(trained_run, grid="huge")
+        grid_run.run_grid(trained_run, grid="huge")
     with pytest.raises(ParameterError, match="backend"):
-        robustness.run_grid(trained_run, attacks=["deepfool"], backend="nonexistent")
+        grid_run.run_grid(trained_run, attacks=["deepfool"], backend="nonexistent")
     untrained = tmp_path / "u"
     _copy_run(trained_run, untrained)
     (untrained / "model.safetensors").unlink()
     with pytest.raises(RunDirError, match="no trained model"):
-        robustness.run_grid(untrained, attacks=["fgsm"], grid="quick")
+        grid_run.run_grid(untrained, attacks=["fgsm"], grid="quick")
     assert not (untrained / "attacks").exists()
 
 
 def test_where_selects_parameter_sets_and_rejects_bad_filters():
     from seradv.errors import ParameterError
-    from seradv.robustness import parse_where, plan_grid
+    from seradv.grid.plan import parse_where, plan_grid
 
     assert parse_where("theta=1, gamma=1") == {"theta": 1.0, "gamma": 1.0}
     assert [c.params["theta"] for c in plan_grid(["jsma"], "paper", where="theta=1")] == [1.0]

@@ -13,39 +13,27 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers.corpus import make_tone_corpus, tone_config
-from seradv import pipeline, robustness, rundir
-from seradv.dataset import Subset, load_subset, read_preprocessing
+from tests.grid.conftest import copy_run as _copy
+from seradv import pipeline
+from seradv.grid import plan, results
+from seradv.grid import run as grid_run
+from seradv.prepare import SplitData, load_subset
+from seradv.rundir import read_preprocessing
 from seradv.evaluation import GROUPS
 from seradv.rundir import run_fingerprints
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("grid-robust")
-    data = make_tone_corpus(root / "tones", n_per_gender=3, per=3)
-    run_dir = root / "run"
-    pipeline.prepare_run(tone_config(data, epochs=15), run_dir)
-    pipeline.train_run(run_dir)
-    return run_dir
-
-
-def _copy(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("attacks"))
-    return dst
-
-
-def _test_data(run: Path) -> tuple[nn.Module, Subset, tuple[float, float]]:
+def _test_data(run: Path) -> tuple[nn.Module, SplitData, tuple[float, float]]:
     info = read_preprocessing(run)
-    lo, hi = info["clip_values"]
+    lo, hi = info.clip_values
     test = load_subset(run, "test")
-    data = Subset(x=np.clip(test.x, lo, hi).astype(np.float32), y=test.y, meta=test.meta, classes=test.classes)
+    data = SplitData(x=np.clip(test.x, lo, hi).astype(np.float32), y=test.y, meta=test.meta, classes=test.classes)
     return pipeline.load_model(run), data, (lo, hi)
 
 
 def test_results_are_recomputed_from_the_per_sample_file(trained_run, tmp_path):
     run = _copy(trained_run, tmp_path / "r")
-    res = robustness.run_grid(run, attacks=["fgsm", "deepfool"], grid="quick", trust=False)
+    res = grid_run.run_grid(run, attacks=["fgsm", "deepfool"], grid="quick", trust=False)
     cells = res[res["attack"] != "worst_case"]
     for col in ("robust_accuracy", "n", "n_not_attacked", "n_clean_correct", "adv_accuracy"):
         assert col in cells and cells[col].notna().all(), col
@@ -68,17 +56,17 @@ def test_deepfool_on_a_model_with_clean_errors_is_not_counted_robust(trained_run
     """DeepFool moves a sample away from the model's prediction: on a sample the model got
     wrong it may land on the true class. The study's accuracy counts that; robust accuracy not."""
     model, data, clip = _test_data(trained_run)
-    cell = robustness.Cell("deepfool", {"max_iter": 5, "nb_grads": 5, "overshoot": 1e-5, "output": "logits"}, "torch")
-    first, _, _ = robustness.attack_cell(model, data, cell, clip=clip)
+    cell = plan.Cell("deepfool", {"max_iter": 5, "nb_grads": 5, "overshoot": 1e-5, "output": "logits"}, "torch")
+    first, _, _ = grid_run.attack_cell(model, data, cell, clip=clip)
     moved = np.flatnonzero(first["pred_adv"].to_numpy() != first["pred_clean"].to_numpy())
     assert len(moved) >= 4
     # relabel half the moved samples with the class DeepFool takes them to: wrong before, "right" after
     y = data.y.copy()
     wrong = moved[: len(moved) // 2]
     y[wrong] = first["pred_adv"].to_numpy()[wrong]
-    relabelled = Subset(x=data.x, y=y, meta=data.meta, classes=data.classes)
-    samples, _, facts = robustness.attack_cell(model, relabelled, cell, clip=clip)
-    row = robustness.summarise(samples, cell, facts, cell_id="c", n_total=len(samples))[0]
+    relabelled = SplitData(x=data.x, y=y, meta=data.meta, classes=data.classes)
+    samples, _, facts = grid_run.attack_cell(model, relabelled, cell, clip=clip)
+    row = results.summarise(samples, cell, facts, cell_id="c", n_total=len(samples))[0]
     assert row["clean_accuracy"] < 1.0
     assert row["robust_accuracy"] < row["adv_accuracy"]
     assert not samples["robust"].to_numpy()[wrong].any()
@@ -87,25 +75,25 @@ def test_deepfool_on_a_model_with_clean_errors_is_not_counted_robust(trained_run
 
 def test_a_cell_of_an_earlier_model_is_recomputed_not_reused(trained_run, tmp_path):
     a = _copy(trained_run, tmp_path / "a")
-    first = robustness.run_grid(a, attacks=["fgsm"], grid="quick", trust=False)
+    first = grid_run.run_grid(a, attacks=["fgsm"], grid="quick", trust=False)
     # the same run retrained on another seed (other weights, same cell ids), given a's results
     b = _copy(trained_run, tmp_path / "b")
     pipeline.train_run(b, train_overrides={"seed": 7})
     shutil.copytree(a / "attacks", b / "attacks")
-    stale = robustness.load_results(b)
+    stale = results.load_results(b)
     assert stale.empty  # a's cells are left out of b's table until recomputed
     calls = []
-    real = robustness.attack_cell
+    real = grid_run.attack_cell
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    robustness.attack_cell = counting
+    grid_run.attack_cell = counting
     try:
-        again = robustness.run_grid(b, attacks=["fgsm"], grid="quick", trust=False)
+        again = grid_run.run_grid(b, attacks=["fgsm"], grid="quick", trust=False)
     finally:
-        robustness.attack_cell = real
+        grid_run.attack_cell = real
     assert len(calls) == 2  # both FGSM cells recomputed on the new model
     assert set(again["cell_id"]) == set(first["cell_id"])
     cell = json.loads((b / "attacks" / "cells" / f"{again['cell_id'].iloc[0]}.json").read_text())
@@ -115,14 +103,14 @@ def test_a_cell_of_an_earlier_model_is_recomputed_not_reused(trained_run, tmp_pa
 @pytest.mark.parametrize("damage", ["json", "samples"])
 def test_a_truncated_cell_is_recomputed(trained_run, tmp_path, damage, caplog):
     run = _copy(trained_run, tmp_path / "r")
-    full = robustness.run_grid(run, attacks=["fgsm"], grid="quick", trust=False)
+    full = grid_run.run_grid(run, attacks=["fgsm"], grid="quick", trust=False)
     cid = full["cell_id"].iloc[0]
     f = run / "attacks" / "cells" / (f"{cid}.json" if damage == "json" else f"{cid}.samples.csv")
     f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
-    left = robustness.load_results(run)
+    left = results.load_results(run)
     assert cid not in set(left["cell_id"])
     assert "left out of the results" in caplog.text and f.name.split(".")[0] in caplog.text
-    again = robustness.run_grid(run, attacks=["fgsm"], grid="quick", trust=False)
+    again = grid_run.run_grid(run, attacks=["fgsm"], grid="quick", trust=False)
     key = ["cell_id", "group"]
     cols = [c for c in again.columns if c not in ("seconds", "samples_per_s")]
     pd.testing.assert_frame_equal(full[cols].sort_values(key).reset_index(drop=True),
@@ -131,25 +119,25 @@ def test_a_truncated_cell_is_recomputed(trained_run, tmp_path, damage, caplog):
 
 def test_a_locked_cell_is_not_computed_twice(tmp_path):
     lock = tmp_path / "c.lock"
-    with robustness._cell_lock(lock, wait=False) as a:
+    with grid_run._cell_lock(lock, wait=False) as a:
         assert a
-        with robustness._cell_lock(lock, wait=False) as b:  # another open file: like another process
+        with grid_run._cell_lock(lock, wait=False) as b:  # another open file: like another process
             assert not b
-    with robustness._cell_lock(lock, wait=False) as c:
+    with grid_run._cell_lock(lock, wait=False) as c:
         assert c
 
 
 def test_params_outside_the_grid(trained_run, tmp_path):
     run = _copy(trained_run, tmp_path / "r")
-    res = robustness.run_grid(run, attacks=["bim"], params="eps=0.3,max_iter=3", trust=False)
+    res = grid_run.run_grid(run, attacks=["bim"], params="eps=0.3,max_iter=3", trust=False)
     row = res[(res["attack"] == "bim") & (res["group"] == "All")].iloc[0]
     assert json.loads(row["params_json"]) == {"eps": 0.3, "eps_step": 0.1, "max_iter": 3}
 
 
 def test_worst_case_counts_every_attack_inside_the_budget(trained_run, tmp_path):
     run = _copy(trained_run, tmp_path / "r")
-    res = robustness.run_grid(run, attacks=["fgsm", "bim", "deepfool"], grid="quick", trust=False)
-    frames = robustness.worst_case_frames(run, res)
+    res = grid_run.run_grid(run, attacks=["fgsm", "bim", "deepfool"], grid="quick", trust=False)
+    frames = results.worst_case_frames(run, res)
     assert frames
     cells = run / "attacks" / "cells"
     for wid, (facts, wc) in frames.items():
@@ -158,10 +146,10 @@ def test_worst_case_counts_every_attack_inside_the_budget(trained_run, tmp_path)
         expect = (wc["pred_clean"] == wc["label"]).to_numpy().copy()
         allr = res[res["group"] == "All"].set_index("cell_id")
         for cid in facts["members"]:
-            s = pd.read_csv(cells / f"{cid}.samples.csv", dtype={"segment_id": str})
+            s = results.read_samples(cells / f"{cid}.samples.csv")
             s = s.sort_values("segment_id").reset_index(drop=True)
             assert s["segment_id"].tolist() == wc["segment_id"].tolist()
-            inside = s["attacked"].to_numpy() & (s["linf"].to_numpy() <= eps + robustness._budget_tol(eps))
+            inside = s["attacked"].to_numpy() & (s["linf"].to_numpy() <= eps + results.budget_tol(eps))
             budget = json.loads(allr.loc[cid, "params_json"]).get("eps")
             if allr.loc[cid, "attack"] in ("fgsm", "bim") and budget <= eps:
                 fooled = ~s["robust"].to_numpy()  # every iterate inside the budget
@@ -186,13 +174,13 @@ def test_worst_case_counts_every_attack_inside_the_budget(trained_run, tmp_path)
 
 def test_worst_case_leaves_out_a_cell_over_its_budget(trained_run, tmp_path, caplog):
     run = _copy(trained_run, tmp_path / "r")
-    res = robustness.run_grid(run, attacks=["fgsm"], grid="quick", trust=False)
+    res = grid_run.run_grid(run, attacks=["fgsm"], grid="quick", trust=False)
     cid = res[(res["attack"] == "fgsm") & res["params_json"].str.contains('"eps": 0.25')]["cell_id"].iloc[0]
     f = run / "attacks" / "cells" / f"{cid}.samples.csv"
     s = pd.read_csv(f)
     s.loc[0, "linf"] = 0.9  # a sample outside its declared eps 0.25
     s.to_csv(f, index=False)
-    frames = robustness.worst_case_frames(run, res)
+    frames = results.worst_case_frames(run, res)
     assert all(cid not in facts["members"] or facts["eps"] >= 0.9 for facts, _ in frames.values())
     assert "exceed the declared Linf budget" in caplog.text
 
@@ -210,12 +198,12 @@ class Masked(nn.Module):
 
 def test_trust_checks_fire_on_a_masked_model(trained_run, tmp_path, monkeypatch):
     run = _copy(trained_run, tmp_path / "r")
-    real = rundir.load_model
-    monkeypatch.setattr(rundir, "load_model", lambda *a, **k: Masked(real(*a, **k)))
-    robustness.run_grid(run, attacks=["fgsm", "bim"], grid="quick")
-    width = float(np.diff(read_preprocessing(run)["clip_values"])[0])
-    robustness.run_grid(run, attacks=["fgsm"], params={"eps": width})  # a budget as wide as the box
-    robustness.run_grid(run, attacks=["boundary"], params="max_iter=20,init_size=100")
+    real = grid_run.load_model
+    monkeypatch.setattr(grid_run, "load_model", lambda *a, **k: Masked(real(*a, **k)))
+    grid_run.run_grid(run, attacks=["fgsm", "bim"], grid="quick")
+    width = float(np.diff(read_preprocessing(run).clip_values)[0])
+    grid_run.run_grid(run, attacks=["fgsm"], params={"eps": width})  # a budget as wide as the box
+    grid_run.run_grid(run, attacks=["boundary"], params="max_iter=20,init_size=100")
     trust = pd.read_csv(run / "attacks" / "trust.csv")
     def status(check: str, attack: str) -> set[str]:
         return set(trust[(trust["check"] == check) & (trust["attack"] == attack)]["status"])
@@ -230,7 +218,7 @@ def test_trust_checks_fire_on_a_masked_model(trained_run, tmp_path, monkeypatch)
 
 def test_trust_checks_pass_on_the_plain_model(trained_run, tmp_path):
     run = _copy(trained_run, tmp_path / "r")
-    robustness.run_grid(run, attacks=["fgsm", "bim"], grid="quick")
+    grid_run.run_grid(run, attacks=["fgsm", "bim"], grid="quick")
     trust = pd.read_csv(run / "attacks" / "trust.csv")
     for check in ("budget_used", "unbounded"):
         assert set(trust[trust["check"] == check]["status"]) == {"pass"}, trust
@@ -241,7 +229,7 @@ def test_the_report_leaves_out_stale_and_truncated_cells(trained_run, tmp_path):
 
     run = _copy(trained_run, tmp_path / "r")
     pipeline.evaluate_run(run)
-    res = robustness.run_grid(run, attacks=["fgsm"], grid="quick", trust=False)
+    res = grid_run.run_grid(run, attacks=["fgsm"], grid="quick", trust=False)
     cids = sorted(set(res[res["attack"] == "fgsm"]["cell_id"]))
     f = run / "attacks" / "cells" / f"{cids[0]}.json"
     f.write_text(f.read_text()[:40])  # truncated

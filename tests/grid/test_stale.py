@@ -18,10 +18,11 @@ from tests.helpers.audio import speech_tone
 from tests.helpers.corpus import make_tone_corpus, tone_config
 from seradv import fileio as cache, pipeline
 from seradv.corpora import load_corpus, validate_manifest
-from seradv.dataset import load_subset
+from seradv.prepare import load_subset
 from seradv.errors import CorpusError, RunDirError, SeradvError
+from seradv.rundir import Preprocessing
 
-RAVDESS_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ravdess"
+RAVDESS_DIR = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "ravdess"
 
 
 @pytest.fixture()
@@ -34,8 +35,8 @@ def _cfg(data_dir: Path, tmp_path: Path, **kw):
     return tone_config(data_dir, **kw).replace(cache_dir=str(tmp_path / "cache"))
 
 
-def _npy_files(info: dict) -> list[Path]:
-    return sorted(Path(info["feature_cache"]).rglob("*.npy"))
+def _npy_files(info: Preprocessing) -> list[Path]:
+    return sorted(Path(info.feature_cache).rglob("*.npy"))
 
 
 def _reasons(run_dir: Path) -> dict[str, str]:
@@ -206,7 +207,7 @@ def test_environment_errors_abort_prepare(tones, tmp_path, monkeypatch, err):
 
 
 def test_memory_error_aborts_prepare(tones, tmp_path, monkeypatch):
-    from seradv import dataset
+    from seradv import prepare as dataset
     from seradv.errors import EnvironmentFault
 
     def oom(*a, **k):
@@ -246,7 +247,7 @@ def test_truncated_cache_entry_at_load_names_the_file(tones, tmp_path):
     info = pipeline.prepare_run(_cfg(tones, tmp_path), tmp_path / "a")
     segs = pd.read_csv(tmp_path / "a" / "segments.csv")
     test_row = segs[segs.subset == "test"].iloc[0]
-    victim = Path(info["feature_cache"]) / test_row["variant"] / f"{test_row['content']}.npy"
+    victim = Path(info.feature_cache) / test_row["variant"] / f"{test_row['content']}.npy"
     victim.write_bytes(victim.read_bytes()[:100])
     with pytest.raises(RunDirError, match=rf"{victim.name}.*damaged.*seradv prepare"):
         load_subset(tmp_path / "a", "test")

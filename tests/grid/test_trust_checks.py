@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from seradv.robustness import trust_checks
+from seradv.grid.checks import trust_checks
 
 
 def _row(attack: str, params: dict, acc: float, linf: float, n: int = 64) -> dict:

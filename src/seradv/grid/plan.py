@@ -1,0 +1,203 @@
+"""Planning a grid: which cells (attack x parameter set x backend) run on which samples.
+
+A :class:`Cell` is one attack with one validated parameter set; :func:`plan_grid` expands the
+``paper`` or ``quick`` grid of the chosen attacks (filtered by ``--where``, or replaced by one
+``--params`` set), and :func:`select_subset` picks the seeded, stratified samples of ``--limit``.
+Everything here is checked before any work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from seradv.attacks import STUDY_ATTACKS, get_attack
+from seradv.errors import ParameterError
+
+__all__ = ["Cell", "GRIDS", "check_grid_name", "plan_grid", "parse_where", "parse_params", "select_subset"]
+
+GRIDS = ("paper", "quick")
+"""The grids every attack declares: the study's parameters and a small one."""
+
+
+def check_grid_name(grid: str, option: str = "grid=") -> None:
+    """A one-line error unless ``grid`` is one of :data:`GRIDS`; ``option`` names it in the
+    message (``"grid="`` for the API, ``"--grid "`` for the CLI)."""
+    if grid not in GRIDS:
+        raise ParameterError(f"{option}{grid!r} must be 'paper' or 'quick'")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One attack with one parameter set."""
+
+    attack: str
+    params: dict
+    backend: str
+    early_stop: bool = False
+
+    @property
+    def label(self) -> str:
+        """Short human label of the parameters, e.g. ``eps=0.25``."""
+        spec = get_attack(self.attack)
+        shown = {k: v for k, v in self.params.items() if k in _varying(spec)}
+        return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()) or "default"
+
+    def cell_id(self, subset_key: str, seed: int) -> str:
+        key: list = [self.attack, self.params, self.backend, subset_key, seed]
+        if self.early_stop:  # appended only when set, so ids of existing cells do not change
+            key.append("early_stop")
+        blob = json.dumps(key, sort_keys=True, default=str)
+        return f"{self.attack}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def _varying(spec) -> set[str]:
+    grid = list(spec.paper_grid) + list(spec.quick_grid)
+    keys = set().union(*[g.keys() for g in grid]) if grid else set()
+    return {k for k in keys if len({json.dumps(g.get(k), default=str) for g in grid}) > 1}
+
+
+def parse_where(where: str | None) -> dict[str, float | str]:
+    """``"theta=1,th=10"`` -> ``{"theta": 1.0, "th": 10.0}`` (numbers as floats, else strings)."""
+    out: dict[str, float | str] = {}
+    for part in (where or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, val = part.partition("=")
+        if not sep or not key.strip() or not val.strip():
+            raise ParameterError(f"where={where!r}: {part!r} is not NAME=VALUE (e.g. 'theta=1' or 'th=1,max_iter=20')")
+        try:
+            out[key.strip()] = float(val)
+        except ValueError:
+            out[key.strip()] = val.strip()
+    return out
+
+
+def _matches(params: dict, where: dict) -> bool:
+    for k, v in where.items():
+        have = params.get(k)
+        if isinstance(v, float):
+            if isinstance(have, bool) or not isinstance(have, (int, float)) or float(have) != v:
+                return False
+        elif str(have) != v:
+            return False
+    return True
+
+
+def parse_params(params: str | dict | None, spec) -> dict:
+    """``"eps=0.3,max_iter=50"`` -> ``{"eps": 0.3, "max_iter": 50}``, typed by ``spec``'s schema.
+
+    A dict is returned as given (validated later by the spec); a name the attack does not
+    have is an error that lists its parameters.
+    """
+    if params is None:
+        return {}
+    if isinstance(params, dict):
+        return dict(params)
+    schema = {p.name: p for p in spec.params}
+    out: dict = {}
+    for key, raw in parse_where(params).items():
+        if key not in schema:
+            raise ParameterError(f"params={params!r}: {key} is not a parameter of {spec.name}; "
+                                 f"its parameters: {', '.join(spec.param_names) or '(none)'}")
+        kind = schema[key].kind
+        text = raw if isinstance(raw, str) else repr(raw)
+        if kind is int and isinstance(raw, float) and raw.is_integer():
+            out[key] = int(raw)
+        elif kind is bool:
+            if str(text).lower() not in ("true", "false", "1", "0", "1.0", "0.0"):
+                raise ParameterError(f"params: {spec.name} {key}={text!r} must be true or false")
+            out[key] = str(text).lower() in ("true", "1", "1.0")
+        elif kind is str:
+            out[key] = text if isinstance(raw, str) else f"{raw:g}"
+        else:
+            out[key] = raw  # floats (and bad ints) go to the spec's check, which names the range
+    return out
+
+
+def _grid_values(cells: list[Cell], names: list[str]) -> str:
+    """``"jsma: theta in {-1, -0.5, 0.5, 1}, gamma in {1}"``: what ``--where`` can select."""
+    parts = []
+    for name in names:
+        mine = [c.params for c in cells if c.attack == name]
+        if not mine:
+            continue
+        keys = sorted(set().union(*mine))
+        vals = []
+        for k in keys:
+            seen = {p.get(k) for p in mine}
+            nums = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in seen)
+            shown = [f"{v:g}" if nums else str(v) for v in sorted(seen, key=lambda v: v if nums else str(v))]
+            vals.append(f"{k} in {{{', '.join(shown)}}}")
+        parts.append(f"{name}: {', '.join(vals)}")
+    return "; ".join(parts)
+
+
+def plan_grid(attacks: Iterable[str] | None, grid: str = "paper", backend: str | None = None,
+              early_stop: bool = False, where: str | None = None,
+              params: str | dict | None = None) -> list[Cell]:
+    """The cells of ``grid`` ("paper" or "quick") for ``attacks`` (default: the study's eight).
+
+    ``backend=None`` takes each attack's ``default_backend``; a named backend that an attack
+    lacks is an error. ``where="theta=1"`` keeps only the parameter sets with those values
+    (each name must be a parameter of some chosen attack; no cell left is an error that lists
+    the grid's values). ``params="eps=0.3,max_iter=50"`` replaces the grid: one cell per
+    attack with exactly these parameters (the others at their defaults). Every parameter set
+    is validated before any work starts.
+    """
+    check_grid_name(grid, "grid=")
+    if params is not None and where:
+        raise ParameterError("give either params (one parameter set outside the grid) or where "
+                             "(a filter of the grid), not both")
+    names = list(attacks) if attacks else list(STUDY_ATTACKS)
+    cells = []
+    for name in names:
+        spec = get_attack(name)
+        be = backend or spec.default_backend
+        if be not in spec.backends:
+            raise ParameterError(f"{name}: backend={backend!r} not available; choose one of {', '.join(spec.backends)}")
+        sets = [parse_params(params, spec)] if params is not None else (spec.grid(grid) or [{}])
+        for ps in sets:
+            cells.append(Cell(attack=spec.name, params=spec.validate(ps), backend=be,
+                              early_stop=bool(early_stop)))
+    cond = parse_where(where)
+    if cond:
+        names = [get_attack(n).name for n in names]
+        known = set().union(*(get_attack(c.attack).param_names for c in cells)) if cells else set()
+        unknown = sorted(set(cond) - known)
+        if unknown:
+            raise ParameterError(f"where: {', '.join(unknown)} is not a parameter of {', '.join(names)}; "
+                                 f"parameters: {', '.join(sorted(known))}")
+        kept = [c for c in cells if _matches(c.params, cond)]
+        if not kept:
+            raise ParameterError(f"where={where!r} selects no cell of the {grid} grid of {', '.join(names)}; "
+                                 f"the grid has {_grid_values(cells, names)}")
+        cells = kept
+    return cells
+
+
+def select_subset(meta: pd.DataFrame, limit: int | None, seed: int) -> np.ndarray:
+    """Row positions of a seeded subset of ``limit`` segments, stratified by gender x emotion."""
+    n = len(meta)
+    if limit is None or limit >= n:
+        return np.arange(n)
+    if limit < 1:
+        raise ParameterError(f"limit={limit} must be >= 1")
+    rng = np.random.default_rng(seed)
+    strata = (meta["gender"].astype(str) + "/" + meta["emotion"].astype(str)).to_numpy()
+    order = rng.permutation(n)
+    # round-robin over strata in a random order: proportional and deterministic
+    picked: list[int] = []
+    by = {s: [i for i in order if strata[i] == s] for s in sorted(set(strata))}
+    quotas = {s: int(round(limit * len(v) / n)) for s, v in by.items()}
+    for s, v in by.items():
+        picked += v[: quotas[s]]
+    rest = [i for i in order if i not in set(picked)]
+    picked = (picked + rest)[:limit]
+    return np.sort(np.array(picked, dtype=int))
