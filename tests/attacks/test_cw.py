@@ -82,7 +82,8 @@ def test_cw_l2_study_settings_reproduce_art(trained):
     """The study's 20 binary-search steps from c = 0.01 (the constant's doubling and the
     halving/doubling line search all exercised): ART's per-sample L2 distances."""
     x, y, m = trained["x"][:4], trained["y"][:4], trained["model"]
-    params = {"max_iter": 10, "learning_rate": 0.01, "binary_search_steps": 20, "initial_const": 0.01}
+    params = {"max_iter": 10, "learning_rate": 0.01, "binary_search_steps": 20, "initial_const": 0.01,
+              "max_halving": 10, "max_doubling": 10}  # the study's code (SPEC.md)
     art = run_attack("cw_l2", m, x, y, params, clip=CLIP, backend="art", batch_size=32)
     res = run_attack("cw_l2", m, x, y, params, clip=CLIP, backend="torch", batch_size=32)
     assert accuracy(m, res.x_adv, y) == accuracy(m, art.x_adv, y)

@@ -27,7 +27,7 @@ optimizer : {"line_search", "adam"}, default "line_search"
     ``"line_search"``: ART's (and so the study's) gradient steps whose size is found by
     halving / doubling; ``"adam"`` (torch backend only): Adam steps of size ``learning_rate``,
     the formulation of Carlini and Wagner's own code (larger examples; docs/benchmarks.md).
-max_halving, max_doubling : int, default 5
+max_halving, max_doubling : int, default 5 (the paper grid: 10, as the study's code)
     Line search: step halvings / doublings per iteration.
 output : {"logits", "probabilities"}, default "logits"
     ``Z``: the logits (the attack as designed) or the softmax output as a Keras model with a
@@ -465,8 +465,9 @@ CW_L2 = register_attack(AttackSpec(
         ParamSpec("max_doubling", int, 5, low=1, doc="line search: step doublings per iteration"),
         OUTPUT_PARAM,
     ),
+    # the study's code also sets max_halving = max_doubling = 10 (SPEC.md; ART's default is 5)
     paper_grid=({"max_iter": 10, "learning_rate": 0.01, "binary_search_steps": 20,
-                 "initial_const": 0.01},),
+                 "initial_const": 0.01, "max_halving": 10, "max_doubling": 10},),
     quick_grid=({"max_iter": 10, "learning_rate": 0.01, "binary_search_steps": 4,
                  "initial_const": 500.0},),
     backends={"art": _cw_l2_art, "torch": _cw_l2_torch},
