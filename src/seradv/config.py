@@ -27,6 +27,7 @@ __all__ = [
     "AugmentConfig",
     "FeatureConfig",
     "SplitConfig",
+    "SPLIT_KINDS",
     "TrainConfig",
     "AttackConfig",
     "DataConfig",
@@ -110,6 +111,10 @@ class FeatureConfig:
             raise ConfigError(f"features.db_reference={self.db_reference!r} must be 'min' or 'max'")
 
 
+SPLIT_KINDS = ("speaker", "paper", "speaker_cv")
+"""The split kinds: single speaker hold-out (default), the study's leaky split, speaker-fold CV."""
+
+
 @dataclass(frozen=True)
 class SplitConfig:
     """How segments are split into train / validation / test.
@@ -118,6 +123,10 @@ class SplitConfig:
     genders in each; augmentation on training utterances only; standardization fitted on
     training data. ``kind="paper"``: the study's stratified random 80/20 split over augmented
     segments (seed 1938), standardization on the whole corpus: leaky, for comparison only.
+    ``kind="speaker_cv"``: speaker-fold cross-validation, ``folds`` folds (``None``: the
+    corpus recipe's ``cv_folds``), each holding out whole speakers of both genders for test,
+    validation from ``val_size`` of the training speakers' own utterances; every speaker is
+    tested exactly once (:func:`seradv.splits.speaker_folds`).
     """
 
     kind: str = "speaker"
@@ -126,11 +135,17 @@ class SplitConfig:
     val_size: float = 0.2
     test_speakers: tuple[str, ...] | None = None
     val_speakers: tuple[str, ...] | None = None
+    folds: int | None = None
+    """Number of folds of ``kind="speaker_cv"`` (``None``: the corpus recipe's default)."""
 
     def validate(self) -> None:
-        if self.kind not in ("speaker", "paper"):
-            raise ConfigError(f"split.kind={self.kind!r} must be 'speaker' or 'paper'")
+        if self.kind not in SPLIT_KINDS:
+            raise ConfigError(f"split.kind={self.kind!r} must be one of {', '.join(map(repr, SPLIT_KINDS))}")
         _seed("split.seed", self.seed)
+        if self.folds is not None:
+            check_int("split.folds", self.folds, 2, error=ConfigError)
+            if self.kind != "speaker_cv":
+                raise ConfigError(f"split.folds={self.folds} needs split.kind 'speaker_cv' (got {self.kind!r})")
         for name in ("test_size", "val_size"):
             v = getattr(self, name)
             if not 0 < v < 1:

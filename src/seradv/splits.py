@@ -5,6 +5,10 @@
 * :func:`paper_split`: the study's stratified random 80/20 split over (augmented) segments,
   seed 1938, validation = the last 20 % of the training order (Keras ``validation_split``).
   Copies of one utterance and every speaker land on both sides: leaky, for comparison only.
+* :func:`speaker_folds` and :func:`fold_split` (``speaker_cv``): speaker-fold cross-validation.
+  Every speaker is tested in exactly one fold; each fold's test speakers cover both genders;
+  validation is taken from the training speakers' own utterances (whole utterances, so that
+  no segment or augmented copy of a validation utterance is in training).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from sklearn.model_selection import train_test_split
 from seradv.config import SplitConfig
 from seradv.errors import SplitError
 
-__all__ = ["speaker_split", "paper_split", "describe_split"]
+__all__ = ["speaker_split", "paper_split", "describe_split", "speaker_folds", "fold_split", "default_folds"]
 
 
 def speaker_split(table: pd.DataFrame, cfg: SplitConfig) -> pd.Series:
@@ -118,6 +122,80 @@ def paper_split(segments: pd.DataFrame, cfg: SplitConfig) -> pd.Series:
     out = pd.Series(subset, index=segments.index, name="subset")
     # Keep the study's order of the training arrays (used for the paper's validation tail).
     return out
+
+
+def default_folds(table: pd.DataFrame, recipe_folds: int | None) -> int:
+    """The number of folds when ``split.folds`` is not given: the corpus recipe's ``cv_folds``,
+    else ``min(5, speakers of the smaller gender)``."""
+    if recipe_folds is not None:
+        return int(recipe_folds)
+    per_gender = table.groupby("gender")["speaker"].nunique()
+    return int(min(5, per_gender.min())) if len(per_gender) else 0
+
+
+def speaker_folds(table: pd.DataFrame, folds: int, seed: int) -> pd.Series:
+    """Fold (1..``folds``) of every speaker of ``table``: a Series indexed by speaker, named ``fold``.
+
+    Speakers are dealt round-robin to the folds, gender by gender (male first), each gender's
+    speakers (by language, then name, when a corpus has several languages) in an order
+    shuffled by ``seed``; the deal continues across genders, so fold sizes differ by at most
+    one speaker and every fold gets at least one speaker of each gender. Deterministic in
+    ``seed``. A :class:`SplitError` if ``folds`` < 2 or exceeds the speakers of a gender.
+    """
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
+        raise SplitError(f"split.folds={folds!r} must be an integer >= 2")
+    spk = table.groupby("speaker")["gender"].first()
+    lang = table.groupby("speaker")["language"].first() if "language" in table else pd.Series("", index=spk.index)
+    for gender in ("m", "f"):
+        pool = sorted(spk[spk == gender].index)
+        if len(pool) < folds:
+            name = ("male", "female")[gender == "f"]
+            raise SplitError(
+                f"speaker_cv with {folds} folds needs at least {folds} {name} speakers (one per fold), the "
+                f"corpus has {len(pool)} ({', '.join(pool) or 'none'}); use --folds {max(len(pool), 2)} or fewer"
+                if len(pool) >= 2 else
+                f"speaker_cv needs at least 2 {name} speakers (each fold tests both genders), the corpus has "
+                f"{len(pool)} ({', '.join(pool) or 'none'}); use --split paper"
+            )
+    rng = np.random.default_rng(seed)
+    fold: dict[str, int] = {}
+    k = 0
+    for gender in ("m", "f"):
+        pool = spk[spk == gender].index
+        for language in sorted(set(lang[pool])):
+            names = sorted(s for s in pool if lang[s] == language)
+            for s in (names[i] for i in rng.permutation(len(names))):
+                fold[s] = k % folds + 1
+                k += 1
+    return pd.Series(fold, name="fold").rename_axis("speaker").sort_index()
+
+
+def fold_split(table: pd.DataFrame, folds: pd.Series, fold: int, *, val_size: float, seed: int) -> pd.Series:
+    """``train`` / ``val`` / ``test`` of every utterance of ``table`` in fold ``fold``.
+
+    Test: the utterances of the speakers of ``folds`` (:func:`speaker_folds`) in ``fold``;
+    validation: a share ``val_size`` of the other speakers' utterances, drawn evenly over
+    emotion x speaker (the utterances ordered by emotion, speaker and a seeded shuffle, every
+    ``1 / val_size``-th taken; at least one); the rest train. Whole utterances are assigned,
+    so all segments and augmented copies of a validation utterance are in validation.
+    Returns a Series aligned with ``table`` holding the subset name.
+    """
+    is_test = table["speaker"].map(folds).to_numpy() == fold
+    rest = table.loc[~is_test]
+    rng = np.random.default_rng([seed, int(fold)])
+    order = rest.assign(_r=rng.permutation(len(rest))).sort_values(["emotion", "speaker", "_r"], kind="stable").index
+    pos = np.arange(len(order))
+    take = np.floor((pos + 1) * val_size) > np.floor(pos * val_size)
+    if not take.any() and len(order) > 1:
+        take[len(order) // 2] = True
+    subset = pd.Series("train", index=table.index, name="subset")
+    subset[is_test] = "test"
+    subset[order[take]] = "val"
+    try:
+        _check_classes(table, subset)
+    except SplitError as exc:
+        raise SplitError(f"speaker_cv fold {fold}: {exc}") from None
+    return subset
 
 
 def describe_split(frame: pd.DataFrame, subset_col: str = "subset") -> pd.DataFrame:

@@ -105,6 +105,9 @@ class Recipe:
         One line about the corpus.
     ensure : Callable[[Path], None] | None
         Called before scanning (the synthetic corpus generates its files here).
+    cv_folds : int | None
+        Default number of folds of the ``speaker_cv`` split (``None``: ``min(5, speakers per
+        gender)``, :func:`seradv.splits.default_folds`).
     """
 
     name: str
@@ -116,6 +119,7 @@ class Recipe:
     description: str = ""
     ensure: Callable[[Path], None] | None = None
     default_data_dir: Callable[[], Path] | None = None
+    cv_folds: int | None = None
 
     def prepare_manifest(
         self, data_dir: str | Path, *, progress: Callable[[Iterable], Iterator] | None = None

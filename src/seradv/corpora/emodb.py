@@ -58,4 +58,5 @@ RECIPE = Recipe(
     hyperparameters={"dropout": 0.3, "lstm_dropout": 0.2, "lr": 1e-3, "batch_size": 32},
     example_name="03a01Fa.wav",
     description="Berlin Database of Emotional Speech (German, 10 actors)",
+    cv_folds=5,  # speaker_cv default: 10 speakers: 1 m + 1 f per fold
 )

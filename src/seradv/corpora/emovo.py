@@ -67,4 +67,5 @@ RECIPE = Recipe(
     hyperparameters={"dropout": 0.3, "lstm_dropout": 0.0, "lr": 1e-4, "batch_size": 8},
     example_name="dis-f1-b1.wav",
     description="EMOVO Italian emotional speech (6 actors, 7 emotions)",
+    cv_folds=3,  # speaker_cv default: 6 speakers: 1 m + 1 f per fold
 )

@@ -84,4 +84,5 @@ RECIPE = Recipe(
     hyperparameters={"dropout": 0.6, "lstm_dropout": 0.2, "lr": 1e-3, "batch_size": 128},
     example_name="03-01-05-01-02-01-12.wav",
     description="RAVDESS audio-only speech (English, 24 actors, 8 emotions)",
+    cv_folds=4,  # speaker_cv default: 24 actors: 3 m + 3 f per fold
 )
