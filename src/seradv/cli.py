@@ -235,7 +235,8 @@ def prepare(
     corpus: str = typer.Argument(..., help="Corpus name."),
     output: Path = typer.Option(..., "--output", "-o", help="Run directory to create."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", "-d", help="Corpus folder."),
-    split: Optional[str] = typer.Option(None, "--split", help="speaker (default, leakage-free) or paper (the study's leaky split)."),
+    split: Optional[str] = typer.Option(None, "--split", help="speaker (default: one speaker per gender held out), speaker_cv (speaker-fold cross-validation: every speaker tested once) or paper (the study's leaky split)."),
+    folds: Optional[int] = typer.Option(None, "--folds", help="Folds of --split speaker_cv (default: the corpus's, e.g. EmoDB 5, EMOVO 3, RAVDESS 4)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (every key optional)."),
     max_per_class: Optional[int] = typer.Option(None, "--max-per-class", help="At most N utterances per speaker and emotion (quick runs)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Feature cache folder (default $SERADV_CACHE_DIR or ~/.cache/seradv)."),
@@ -249,7 +250,7 @@ def prepare(
     _check_parents(output, "--output")
     cfg = _build_config(
         config, name=output.name or "run", **{"data.corpus": corpus,
-        "data.data_dir": str(data_dir) if data_dir else None, "split.kind": split,
+        "data.data_dir": str(data_dir) if data_dir else None, "split.kind": split, "split.folds": folds,
         "data.max_per_class": max_per_class, "cache_dir": str(cache_dir) if cache_dir else None},
     )
     info = prepare_run(cfg, output)
@@ -289,6 +290,12 @@ def train(
             raise ParameterError(f"{run_dir / 'config.yaml'}: train.device={saved!r} cannot be used ({reason}); "
                                  "pass another with --device, e.g. --device cpu") from None
     meta = train_run(run_dir, train_overrides=overrides or None)
+    for k, m in enumerate(meta.get("folds", []), start=1):
+        console.print(f"fold {k}: {m['epochs_run']} epochs, best epoch {m['best_epoch']}, {m['train_seconds']:.0f} s")
+    if "folds" in meta:
+        console.print(f"model {meta['model']} ({meta['parameters']:,} parameters): trained {len(meta['folds'])} "
+                      f"folds; saved {run_dir / 'folds'}/fold-*/model.safetensors")
+        return
     console.print(
         f"model {meta['model']} ({meta['parameters']:,} parameters): {meta['epochs_run']} epochs, "
         f"best epoch {meta['best_epoch']}, {meta['train_seconds']:.0f} s; saved {run_dir / 'model.safetensors'}"
@@ -302,11 +309,16 @@ def evaluate(
 ) -> None:
     """Clean test metrics (accuracy, UAR, macro-F1, confusion) per corpus/language and gender."""
     from seradv.pipeline import evaluate_run
-    from seradv.rundir import METRICS_CSV, METRICS_JSON, read_preprocessing
+    from seradv.rundir import METRICS_CSV, METRICS_JSON, is_cv_run, read_preprocessing
 
     _check_run_dir(run_dir)
     dev = _resolve_device(device)
     table = evaluate_run(run_dir, device=dev)
+    if is_cv_run(run_dir):
+        shown = table.drop(columns=["leaky", "ci_method"], errors="ignore")
+        console.print(_table(shown, "clean test metrics (speaker_cv: folds pooled, CIs over speakers; one row per fold)"))
+        console.print(f"wrote {run_dir / METRICS_CSV} and {run_dir / METRICS_JSON} (and each fold's)")
+        return
     info = read_preprocessing(run_dir)
     console.print(_table(table.drop(columns=["leaky"]), f"clean test metrics ({info.split} split)"))
     if info.leaky:

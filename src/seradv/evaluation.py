@@ -1,5 +1,7 @@
 """Prediction and clean evaluation: the one batched :func:`predict_logits` and :func:`softmax`
-every stage uses, and metrics per corpus (= language) and gender: accuracy, UAR, macro-F1, confusion."""
+every stage uses, and metrics per corpus (= language) and gender: accuracy, UAR, macro-F1, confusion;
+:func:`pooled_metrics` adds speaker-cluster CIs (:func:`seradv.stats.cluster_ci`) to metrics of
+test sets pooled over speaker folds."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 from torch import nn
 
-__all__ = ["predict_logits", "softmax", "group_metrics", "GROUPS"]
+from seradv import stats
+
+__all__ = ["predict_logits", "softmax", "group_metrics", "pooled_metrics", "GROUPS"]
 
 GROUPS: dict[str, str | None] = {"All": None, "Male": "m", "Female": "f"}
 
@@ -69,3 +73,42 @@ def group_metrics(
             })
             confusions[f"{corpus}/{language}/{group}"] = confusion_matrix(yt, yp, labels=labels)
     return pd.DataFrame(rows), confusions
+
+
+def pooled_metrics(
+    y_true: np.ndarray,
+    logits: np.ndarray,
+    meta: pd.DataFrame,
+    classes: list[str],
+    *,
+    n_boot: int = stats.N_BOOT,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """:func:`group_metrics` of a test set pooled over folds (every speaker once), with a
+    speaker-cluster 95 % CI of each accuracy.
+
+    ``y_true [shape=(n,)]``, ``logits [shape=(n, n_classes)]`` and ``meta`` (n rows, with
+    ``speaker``) are the folds' test sets concatenated. Adds ``n_speakers``, ``acc_lo``,
+    ``acc_hi`` (:func:`seradv.stats.cluster_ci` over the speakers: the cluster bootstrap
+    widened to the Wilson interval at the design-effect n) and ``ci_method``.
+    """
+    table, confusions = group_metrics(y_true, logits, meta, classes)
+    correct = logits.argmax(1) == y_true
+    meta = meta.reset_index(drop=True)
+    extra = {"n_speakers": [], "acc_lo": [], "acc_hi": [], "ci_method": []}
+    for r in table.itertuples():
+        mask = ((meta["corpus"] == r.corpus) & (meta["language"] == r.language)).to_numpy()
+        if GROUPS[r.group] is not None:
+            mask = mask & (meta["gender"] == GROUPS[r.group]).to_numpy()
+        spk = meta.loc[mask, "speaker"].astype(str).to_numpy()
+        ci = stats.cluster_ci(correct[mask], spk, n_boot=n_boot, seed=seed, unit="speaker")
+        extra["n_speakers"].append(len(set(spk)))
+        extra["acc_lo"].append(ci.lo)
+        extra["acc_hi"].append(ci.hi)
+        extra["ci_method"].append(ci.method)
+    table.insert(table.columns.get_loc("n") + 1, "n_speakers", extra["n_speakers"])
+    acc = table.columns.get_loc("accuracy") + 1
+    table.insert(acc, "acc_lo", extra["acc_lo"])
+    table.insert(acc + 1, "acc_hi", extra["acc_hi"])
+    table["ci_method"] = extra["ci_method"]
+    return table, confusions

@@ -16,6 +16,7 @@ What a run directory holds, and what each stage makes stale, is :mod:`seradv.run
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -23,6 +24,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import save
@@ -30,17 +32,18 @@ from safetensors.torch import save
 from seradv.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from seradv.config import AttackConfig, AugmentConfig, DataConfig, RunConfig, TrainConfig, save_config
 from seradv.corpora import Manifest, get_corpus
-from seradv.evaluation import group_metrics, predict_logits
+from seradv.evaluation import group_metrics, pooled_metrics, predict_logits
 from seradv.grid.plan import plan_grid
 from seradv.grid.run import run_grid
 from seradv.models import build_model, check_model, count_parameters
-from seradv.prepare import build_preparation, check_source, load_subset, write_preparation
+from seradv.prepare import CVPreparation, build_preparation, check_source, load_subset, write_preparation
 from seradv.progress import stage
 from seradv.report import build_report
-from seradv.rundir import (CONFIG, CONFUSION, HISTORY, METRICS_CSV, METRICS_JSON, MODEL_META, MODEL_WEIGHTS,
-                           PREDICTIONS, PREPARE_DOWNSTREAM, TRAIN_DOWNSTREAM, TRAIN_STATE, Preprocessing,
-                           deferred_logging, load_model, load_run_config, preparation_fingerprint,
-                           read_preprocessing, remove_outputs, run_fingerprints, run_logging)
+from seradv.rundir import (CONFIG, CONFUSION, FOLDS_CSV, FOLDS_DIR, HISTORY, METRICS_CSV, METRICS_JSON, MODEL_META,
+                           MODEL_WEIGHTS, PREDICTIONS, PREPARATION_FILES, PREPARE_DOWNSTREAM, TRAIN_DOWNSTREAM,
+                           TRAIN_STATE, Preprocessing, deferred_logging, fold_dir, fold_run_dirs, is_cv_run,
+                           load_model, load_run_config, preparation_fingerprint, read_preprocessing,
+                           remove_outputs, run_fingerprints, run_logging)
 from seradv.training import fit, resolve_hyperparameters, select_device, set_seed
 
 log = logging.getLogger("seradv")
@@ -64,7 +67,12 @@ def prepare_run(cfg: RunConfig, run_dir: str | Path, *,
         t0 = time.perf_counter()
         prep = build_preparation(cfg, manifest=manifest, run_dir=run_dir)
         info = prep.info
-        if preparation_fingerprint(files=prep.files) != preparation_fingerprint(run_dir):
+        if isinstance(prep, CVPreparation):
+            _clear_stale_cv(run_dir, prep)
+        elif is_cv_run(run_dir):  # a CV run re-prepared as an ordinary one: its folds go
+            stale = remove_outputs(run_dir, (FOLDS_DIR, FOLDS_CSV) + PREPARE_DOWNSTREAM)
+            log.info("preparation changed: removed stale %s", ", ".join(stale))
+        elif preparation_fingerprint(files=prep.files) != preparation_fingerprint(run_dir):
             stale = remove_outputs(run_dir, PREPARE_DOWNSTREAM) if run_dir.is_dir() else []
             if stale:
                 log.info("preparation changed: removed stale %s", ", ".join(stale))
@@ -73,6 +81,32 @@ def prepare_run(cfg: RunConfig, run_dir: str | Path, *,
         if info.leaky:
             log.warning(info.leak_note)
     return info
+
+
+def _clear_stale_cv(run_dir: Path, prep: CVPreparation) -> None:
+    """Before a CV preparation is written: remove what it makes stale (per fold, the outputs of
+    a fold whose preparation changed; at the top, the pooled outputs if any fold changed; the
+    files of an ordinary run prepared here before; folds beyond the new number of folds)."""
+    if not run_dir.is_dir():
+        return
+    changed = False
+    for k, fold in enumerate(prep.folds, start=1):
+        d = fold_dir(run_dir, k)
+        if preparation_fingerprint(files=fold.files) != preparation_fingerprint(d):
+            changed = True
+            stale = remove_outputs(d, PREPARE_DOWNSTREAM) if d.is_dir() else []
+            if stale:
+                log.info("fold %d: preparation changed: removed stale %s", k, ", ".join(stale))
+    n = len(prep.folds)
+    extra = [p for p in sorted((run_dir / FOLDS_DIR).glob("fold-*"))
+             if not p.name[5:].isdigit() or int(p.name[5:]) > n] if (run_dir / FOLDS_DIR).is_dir() else []
+    ordinary = tuple(f for f in PREPARATION_FILES if f not in prep.files)  # split.csv, segments.csv, ...
+    was_ordinary = any((run_dir / f).exists() for f in ordinary)
+    # at the top: the pooled metrics, attacks and report (and an ordinary run's model files)
+    stale = remove_outputs(run_dir, tuple(str(p.relative_to(run_dir)) for p in extra) + ordinary
+                           + (PREPARE_DOWNSTREAM if changed or extra or was_ordinary else ()))
+    if stale:
+        log.info("preparation changed: removed stale %s", ", ".join(stale))
 
 
 def _resume_key(run_dir: Path, cfg: RunConfig, hyper: dict, model: torch.nn.Module) -> str:
@@ -98,8 +132,13 @@ def train_run(
 
     ``train_overrides`` changes keys of the ``train`` section (e.g. ``{"epochs": 1}``); the
     changed config is saved back. Training resumes from ``train_state.pt`` if present.
+
+    A speaker-fold CV run trains every fold in turn (:func:`_train_folds`), each resumable on
+    its own; it returns fold 1's record with ``folds``, the records of all folds.
     """
     run_dir = Path(run_dir)
+    if is_cv_run(run_dir):
+        return _train_folds(run_dir, model=model, train_overrides=train_overrides)
     cfg = load_run_config(run_dir)
     if train_overrides:
         cfg = cfg.replace(**{f"train.{k}": v for k, v in train_overrides.items()})
@@ -158,10 +197,27 @@ def train_run(
     return meta
 
 
-def evaluate_run(run_dir: str | Path, *, model: torch.nn.Module | None = None,
-                 device: str = "cpu") -> pd.DataFrame:
-    """Clean test metrics per corpus/language and gender; writes metrics and confusions."""
-    run_dir = Path(run_dir)
+def _train_folds(run_dir: Path, *, model: torch.nn.Module | None, train_overrides: dict | None) -> dict:
+    """Train every fold of a CV run in turn. A finished fold is reused exactly as a finished
+    run is (its ``train_state.pt`` says so), an interrupted one resumes from its own state."""
+    cfg = load_run_config(run_dir)
+    if train_overrides:  # checked before any fold is trained
+        cfg = cfg.replace(**{f"train.{k}": v for k, v in train_overrides.items()})
+    metas = []
+    folds = fold_run_dirs(run_dir)
+    for k, d in enumerate(folds, start=1):
+        with run_logging(run_dir):
+            log.info("speaker_cv: training fold %d of %d (%s)", k, len(folds), d)
+        metas.append(train_run(d, model=None if model is None else copy.deepcopy(model),
+                               train_overrides=train_overrides))
+    if train_overrides:
+        save_config(cfg, run_dir / CONFIG)
+    return {**metas[0], "folds": metas}
+
+
+def _evaluate(run_dir: Path, model: torch.nn.Module | None, device: str) -> tuple[pd.DataFrame, np.ndarray, object]:
+    """Clean evaluation of one ordinary run directory; writes its metrics, confusions and
+    predictions; returns the metrics table, the logits ``[shape=(n, n_classes)]`` and the test set."""
     info = read_preprocessing(run_dir)
     model = load_model(run_dir, model=model, device=device)
     with run_logging(run_dir):
@@ -171,14 +227,7 @@ def evaluate_run(run_dir: str | Path, *, model: torch.nn.Module | None = None,
         table.insert(0, "split", info.split)
         table.insert(1, "leaky", info.leaky)
         atomic_write_text(run_dir / METRICS_CSV, table.to_csv(index=False))
-        conf_rows = []
-        for key, cm in confusions.items():
-            corpus, language, group = key.split("/")
-            for i, true in enumerate(test.classes):
-                for j, pred in enumerate(test.classes):
-                    conf_rows.append({"corpus": corpus, "language": language, "group": group,
-                                      "true": true, "predicted": pred, "count": int(cm[i, j])})
-        atomic_write_text(run_dir / CONFUSION, pd.DataFrame(conf_rows).to_csv(index=False))
+        atomic_write_text(run_dir / CONFUSION, pd.DataFrame(_confusion_rows(confusions, test.classes)).to_csv(index=False))
         pred = test.meta[["segment_id", "utterance", "variant", "seg_index", "speaker", "gender",
                           "emotion", "corpus", "language"]].copy()
         pred["predicted"] = [test.classes[i] for i in logits.argmax(1)]
@@ -194,6 +243,77 @@ def evaluate_run(run_dir: str | Path, *, model: torch.nn.Module | None = None,
         for r in table.itertuples():
             log.info("%s/%s %s: n=%d acc %.3f UAR %.3f F1 %.3f", r.corpus, r.language, r.group, r.n,
                      r.accuracy, r.uar, r.macro_f1)
+    return table, logits, test
+
+
+def evaluate_run(run_dir: str | Path, *, model: torch.nn.Module | None = None,
+                 device: str = "cpu") -> pd.DataFrame:
+    """Clean test metrics per corpus/language and gender; writes metrics and confusions.
+
+    On a speaker-fold CV run every fold is evaluated, then the top-level ``metrics.csv`` /
+    ``metrics.json``, ``confusion.csv`` and ``predictions.csv`` pool the folds' test
+    predictions (every speaker once): rows ``fold == "pooled"`` with speaker-cluster CIs
+    (:func:`seradv.evaluation.pooled_metrics`), then one row per fold (group All).
+    """
+    run_dir = Path(run_dir)
+    if is_cv_run(run_dir):
+        return _evaluate_folds(run_dir, model=model, device=device)
+    return _evaluate(run_dir, model, device)[0]
+
+
+def _confusion_rows(confusions: dict, classes: list[str]) -> list[dict]:
+    rows = []
+    for key, cm in confusions.items():
+        corpus, language, group = key.split("/")
+        for i, true in enumerate(classes):
+            for j, pred in enumerate(classes):
+                rows.append({"corpus": corpus, "language": language, "group": group,
+                             "true": true, "predicted": pred, "count": int(cm[i, j])})
+    return rows
+
+
+def _evaluate_folds(run_dir: Path, *, model: torch.nn.Module | None, device: str) -> pd.DataFrame:
+    folds = fold_run_dirs(run_dir)
+    tables, logits, ys, metas = [], [], [], []
+    info = None
+    for k, d in enumerate(folds, start=1):
+        table, z, test = _evaluate(d, model, device)
+        info = info or read_preprocessing(d)
+        tables.append(table[table["group"] == "All"].assign(fold=str(k)))
+        logits.append(z)
+        ys.append(test.y)
+        metas.append(test.meta.assign(fold=k))
+        classes = test.classes
+    meta = pd.concat(metas, ignore_index=True)
+    y, z = np.concatenate(ys), np.concatenate(logits)
+    with run_logging(run_dir):
+        pooled, confusions = pooled_metrics(y, z, meta, classes)
+        pooled.insert(0, "fold", "pooled")
+        per_fold = pd.concat(tables, ignore_index=True)
+        per_fold["n_speakers"] = [metas[int(f) - 1]["speaker"].nunique() for f in per_fold["fold"]]
+        table = pd.concat([pooled, per_fold[[c for c in pooled.columns if c in per_fold]]], ignore_index=True)
+        table.insert(0, "split", info.split)
+        table.insert(1, "leaky", info.leaky)
+        atomic_write_text(run_dir / METRICS_CSV, table.to_csv(index=False))
+        atomic_write_text(run_dir / CONFUSION, pd.DataFrame(_confusion_rows(confusions, classes)).to_csv(index=False))
+        pred = meta[["fold", "segment_id", "utterance", "variant", "seg_index", "speaker", "gender", "emotion",
+                     "corpus", "language"]].copy()
+        pred["predicted"] = [classes[i] for i in z.argmax(1)]
+        pred["correct"] = pred["predicted"] == pred["emotion"]
+        atomic_write_text(run_dir / PREDICTIONS, pred.to_csv(index=False))
+        atomic_write_json(run_dir / METRICS_JSON, {
+            "split": info.split, "leaky": info.leaky, "folds": len(folds),
+            "note": f"{len(folds)}-fold speaker cross-validation: the folds' test predictions pooled, every "
+                    f"speaker tested once; CIs resample speakers",
+            "classes": classes,
+            "test_speakers": {str(k): sorted(m["speaker"].unique()) for k, m in enumerate(metas, start=1)},
+            "metrics": table.to_dict(orient="records"),
+            "confusion": {k: v.tolist() for k, v in confusions.items()},
+        })
+        for r in pooled.itertuples():
+            log.info("pooled over %d folds, %s/%s %s: n=%d (%d speakers) acc %.3f [%.3f, %.3f] UAR %.3f F1 %.3f",
+                     len(folds), r.corpus, r.language, r.group, r.n, r.n_speakers, r.accuracy, r.acc_lo, r.acc_hi,
+                     r.uar, r.macro_f1)
     return table
 
 

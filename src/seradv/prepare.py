@@ -25,6 +25,7 @@ import io
 import logging
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor, as_completed
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -43,13 +44,14 @@ from seradv.errors import AudioError, CorpusError, EnvironmentFault, RunDirError
 from seradv.features import Standardizer, log_mel
 from seradv.segments import apply_variant, resample, segment, trim
 from seradv.progress import make_progress
-from seradv.rundir import (CONFIG, MANIFEST, PREPARATION_FILES, PREPROCESSING, SEGMENTS, SKIPPED, SPLIT, STANDARDIZER,
-                           Preprocessing, check_sha256, damaged_message, read_preprocessing)
-from seradv.splits import describe_split, paper_split, speaker_split
+from seradv.rundir import (CONFIG, CV_FILES, FOLDS_CSV, MANIFEST, PREPARATION_FILES, PREPROCESSING, SEGMENTS, SKIPPED,
+                           SPLIT, STANDARDIZER, Preprocessing, check_sha256, damaged_message, fold_dir,
+                           read_preprocessing)
+from seradv.splits import default_folds, describe_split, fold_split, paper_split, speaker_folds, speaker_split
 
 log = logging.getLogger(__name__)
 
-__all__ = ["prepare", "build_preparation", "write_preparation", "Preparation", "check_source",
+__all__ = ["prepare", "build_preparation", "write_preparation", "Preparation", "CVPreparation", "check_source",
            "load_subset", "SplitData", "select_utterances", "extract_features", "content_hashes",
            "PREPROCESSING_VERSION", "read_segments", "read_standardizer"]
 
@@ -404,6 +406,30 @@ class Preparation:
     files: dict[str, bytes]
 
 
+@dataclass
+class CVPreparation:
+    """A finished speaker-fold CV preparation held in memory: the top-level files
+    (:data:`seradv.rundir.CV_FILES`: manifest, skipped files, ``folds.csv``, ``config.yaml``
+    last) and one ordinary :class:`Preparation` per fold (fold 1 first)."""
+
+    files: dict[str, bytes]
+    folds: list[Preparation]
+    folds_table: pd.DataFrame
+    """speaker, fold, gender, language: every speaker in exactly one fold's test set."""
+
+    @property
+    def info(self) -> Preprocessing:
+        """A summary record for display: fold 1's, with every fold's counts (a ``fold`` key
+        each) and the clip box spanning the folds' boxes (each fold keeps its own)."""
+        first = self.folds[0].info
+        counts = [{"fold": k, **c} for k, p in enumerate(self.folds, start=1) for c in (p.info.counts or [])]
+        lo = min(p.info.clip[0] for p in self.folds)
+        hi = max(p.info.clip[1] for p in self.folds)
+        return dataclasses.replace(first, counts=counts, clip_values=[lo, hi], leak_note=(
+            f"speaker-independent: {len(self.folds)}-fold speaker cross-validation, every speaker tested once; "
+            "validation utterances of the training speakers, none of them in training"))
+
+
 def check_source(cfg: RunConfig, manifest: Manifest | pd.DataFrame | None = None) -> None:
     """Check, before anything is read or written, that ``cfg`` is valid and its corpus usable:
     a registered corpus, an existing data folder (or a valid given table)."""
@@ -431,10 +457,11 @@ def build_preparation(
     *,
     manifest: Manifest | pd.DataFrame | None = None,
     run_dir: str | Path = "<run_dir>",
-) -> Preparation:
+) -> Preparation | CVPreparation:
     """Everything :func:`prepare` writes, computed without touching the run directory.
 
-    Only the feature cache is written. ``run_dir`` is used in messages only.
+    Only the feature cache is written. ``run_dir`` is used in messages only. A ``speaker_cv``
+    split gives a :class:`CVPreparation` (features extracted once for all folds).
     """
     check_source(cfg, manifest)
     run_dir = Path(run_dir)
@@ -475,11 +502,22 @@ def build_preparation(
     all_variants = cfg.augment.variants()
     for v in all_variants:
         check_path_component(v, "augmentation variant name", error=CorpusError)
+    fold_subsets: dict[int, pd.Series] = {}
     if cfg.split.kind == "speaker":
         utt_subset = speaker_split(table, cfg.split)
         variants = {
             u: (all_variants if s == "train" else ["orig"]) for u, s in zip(table["utterance"], utt_subset)
         }
+    elif cfg.split.kind == "speaker_cv":
+        n_folds = cfg.split.folds or default_folds(table, recipe.cv_folds)
+        cfg = cfg.replace(**{"split.folds": int(n_folds)})  # saved resolved, in every config.yaml
+        folds = speaker_folds(table, n_folds, cfg.split.seed)
+        fold_subsets = {k: fold_split(table, folds, k, val_size=cfg.split.val_size, seed=cfg.split.seed)
+                        for k in range(1, n_folds + 1)}
+        utt_subset = None
+        # augmented copies of the utterances that train in some fold (features are cached once)
+        trains = np.logical_or.reduce([(v == "train").to_numpy() for v in fold_subsets.values()])
+        variants = {u: (all_variants if t else ["orig"]) for u, t in zip(table["utterance"], trains)}
     else:
         utt_subset = None
         variants = {u: all_variants for u in table["utterance"]}
@@ -490,6 +528,28 @@ def build_preparation(
     if segs.empty:
         raise CorpusError(f"{cfg.data.corpus}: no segment could be made; every file was skipped"
                           + _first_reasons(skipped))
+    skipped_df = pd.concat([s for s in skipped if not s.empty] or [pd.DataFrame(columns=["path", "reason"])],
+                           ignore_index=True)
+    manifest_args = (manifest_bytes, skipped_df, table, emotions, fdir, min_remainder)
+    if cfg.split.kind == "speaker_cv":
+        segs = segs[segs["utterance"].map(lambda u: u not in failures)]
+        preps = []
+        for k, utt_sub in fold_subsets.items():
+            fsegs = segs.assign(subset=segs["utterance"].map(dict(zip(table["utterance"], utt_sub))))
+            # augmented copies of training utterances only
+            fsegs = fsegs[(fsegs["subset"] == "train") | (fsegs["variant"] == "orig")].copy()
+            try:
+                _check_subsets(fsegs)
+            except SplitError as exc:
+                raise SplitError(f"speaker_cv fold {k}: {exc}") from None
+            preps.append(_assemble(cfg, fsegs, *manifest_args, fold=(k, len(fold_subsets))))
+        folds_table = (folds.rename("fold").reset_index()
+                       .merge(table.groupby("speaker")[["gender", "language"]].first().reset_index(), on="speaker")
+                       .sort_values(["fold", "gender", "speaker"], ascending=[True, False, True], kind="stable"))
+        top = {MANIFEST: manifest_bytes, SKIPPED: _csv_bytes(skipped_df), FOLDS_CSV: _csv_bytes(folds_table),
+               CONFIG: yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode("utf-8")}
+        assert tuple(top) == CV_FILES
+        return CVPreparation(files=top, folds=preps, folds_table=folds_table)
     if cfg.split.kind == "speaker":
         assert utt_subset is not None
         sub = dict(zip(table["utterance"], utt_subset))
@@ -498,6 +558,15 @@ def build_preparation(
         _check_subsets(segs)
     else:
         segs["subset"] = paper_split(segs, cfg.split).to_numpy()
+    return _assemble(cfg, segs, *manifest_args)
+
+
+def _assemble(cfg: RunConfig, segs: pd.DataFrame, manifest_bytes: bytes, skipped_df: pd.DataFrame,
+              table: pd.DataFrame, emotions: list[str], fdir: Path, min_remainder: int, *,
+              fold: tuple[int, int] | None = None) -> Preparation:
+    """The :class:`Preparation` of segments whose ``subset`` is decided: labels, standardizer
+    (fitted on the training segments; on all of them in the paper split), records and file bytes.
+    ``fold``: ``(k, K)`` for fold ``k`` of a speaker-fold CV run."""
     segs["label"] = segs["emotion"].map({e: i for i, e in enumerate(emotions)}).astype(int)
     segs = segs.reset_index(drop=True)
     segs.insert(0, "segment_id", np.arange(len(segs)))
@@ -518,8 +587,6 @@ def build_preparation(
         .reset_index()
     )
     segments_bytes = _csv_bytes(segs)
-    skipped_df = pd.concat([s for s in skipped if not s.empty] or [pd.DataFrame(columns=["path", "reason"])],
-                           ignore_index=True)
 
     leaked = int((split_table["subset"].str.contains(r"\+")).sum())
     info = Preprocessing(
@@ -533,6 +600,8 @@ def build_preparation(
             "LEAKY: the study's split; augmented copies and segments of one utterance, and every "
             "speaker, appear in both train and test, so clean accuracy is optimistic"
             if cfg.split.leaky else "speaker-independent: no test speaker is seen in training"
+            + ("" if fold is None else f" (fold {fold[0]} of {fold[1]} of a speaker-fold cross-validation; "
+                                       "validation utterances of the training speakers, none of them in training)")
         ),
         utterances_in_several_subsets=leaked,
         clip_values=[float(lo), float(hi)],
@@ -559,9 +628,13 @@ def build_preparation(
     return Preparation(info=info, files=files)
 
 
-def write_preparation(prep: Preparation, run_dir: str | Path) -> None:
-    """Write a :class:`Preparation` into ``run_dir`` (atomically per file, ``config.yaml`` last)."""
+def write_preparation(prep: Preparation | CVPreparation, run_dir: str | Path) -> None:
+    """Write a :class:`Preparation` into ``run_dir`` (atomically per file, ``config.yaml`` last);
+    a :class:`CVPreparation`: every fold into ``folds/fold-<k>/``, then the top-level files."""
     run_dir = Path(run_dir)
+    if isinstance(prep, CVPreparation):
+        for k, fold in enumerate(prep.folds, start=1):
+            write_preparation(fold, fold_dir(run_dir, k))
     for name, data in prep.files.items():
         atomic_write_bytes(run_dir / name, data)
 

@@ -12,6 +12,12 @@ Stages and their outputs, each depending on everything before it:
 * evaluate: :data:`EVAL_OUTPUTS`;
 * attack and report: :data:`ATTACK_OUTPUTS` (the ``attacks/`` and ``report/`` folders).
 
+A speaker-fold cross-validation run (split ``speaker_cv``) keeps ``config.yaml``,
+``manifest.csv``, ``skipped.csv`` and ``folds.csv`` (speaker -> fold) at its top and one
+ordinary run directory per fold, ``folds/fold-1/`` ... (:func:`fold_run_dirs`,
+:func:`is_cv_run`); its top-level ``metrics.*``, ``predictions.csv``, ``confusion.csv`` and
+``attacks/results.csv`` pool the folds.
+
 A changed preparation makes every later output stale (:func:`remove_outputs` with
 ``PREPARE_DOWNSTREAM``); a new model makes the metrics, attack results and report stale
 (``TRAIN_DOWNSTREAM``). :func:`run_fingerprints` gives sha256 fingerprints of the model
@@ -59,6 +65,11 @@ __all__ = [
     "deferred_logging",
     "damaged_message",
     "check_sha256",
+    "CV_FILES",
+    "FOLDS_CSV",
+    "fold_dir",
+    "fold_run_dirs",
+    "is_cv_run",
 ]
 
 # ------------------------------------------------------------------------------ file names
@@ -81,6 +92,8 @@ PREDICTIONS = "predictions.csv"
 LOG = "log.txt"
 ATTACKS_DIR = "attacks"
 REPORT_DIR = "report"
+FOLDS_CSV = "folds.csv"
+FOLDS_DIR = "folds"
 
 # inside attacks/ (see :mod:`seradv.grid.run`)
 CELLS_DIR = "cells"
@@ -105,6 +118,10 @@ PREPARE_DOWNSTREAM = TRAIN_OUTPUTS + EVAL_OUTPUTS + ATTACK_OUTPUTS
 """Outputs that a changed preparation makes stale."""
 TRAIN_DOWNSTREAM = EVAL_OUTPUTS + ATTACK_OUTPUTS
 """Outputs that a newly trained model makes stale."""
+
+CV_FILES = (MANIFEST, SKIPPED, FOLDS_CSV, CONFIG)
+"""The files the prepare stage writes at the top of a speaker-fold CV run (``config.yaml``
+last), beside the fold run directories under ``folds/``."""
 
 PREPROCESSING_FINGERPRINT_FILES = (PREPROCESSING, SEGMENTS, STANDARDIZER)
 """The files whose bytes make the ``preprocessing`` fingerprint (features, split, labels,
@@ -139,6 +156,36 @@ def adv_file(run_dir: str | Path, cell_id: str) -> Path:
 def subset_file(run_dir: str | Path, key: str) -> Path:
     """``attacks/subsets/<key>.json``: the segment ids of a seeded subset."""
     return attacks_dir(run_dir) / SUBSETS_DIR / f"{key}.json"
+
+
+# ------------------------------------------------------------------------------ speaker-fold CV runs
+
+
+def fold_dir(run_dir: str | Path, fold: int) -> Path:
+    """``run_dir/folds/fold-<fold>``: one fold of a CV run, an ordinary run directory."""
+    return Path(run_dir) / FOLDS_DIR / f"fold-{int(fold)}"
+
+
+def is_cv_run(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` is a speaker-fold cross-validation run (it has ``folds.csv``)."""
+    return (Path(run_dir) / FOLDS_CSV).is_file()
+
+
+def fold_run_dirs(run_dir: str | Path) -> list[Path]:
+    """The fold run directories of a CV run, fold 1 first (the folds ``folds.csv`` names)."""
+    import pandas as pd  # only CV runs need it here
+
+    path = Path(run_dir) / FOLDS_CSV
+    if not path.is_file():
+        raise RunDirError(f"{run_dir} is not a speaker-fold CV run (no {FOLDS_CSV}); "
+                          f"prepare it with `seradv prepare CORPUS --split speaker_cv -o {run_dir}`")
+    try:
+        folds = sorted({int(f) for f in pd.read_csv(path, dtype={"speaker": str})["fold"]})
+    except (ValueError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise RunDirError(damaged_message(path, exc, "prepare")) from None
+    if not folds or folds != list(range(1, len(folds) + 1)):
+        raise RunDirError(damaged_message(path, f"folds {folds} are not 1..K", "prepare"))
+    return [fold_dir(run_dir, k) for k in folds]
 
 
 # ------------------------------------------------------------------------------ damaged files

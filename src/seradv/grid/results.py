@@ -4,7 +4,7 @@ One cell's per-sample results become rows per corpus x language x All / Male / F
 (:func:`summarise`), with the headline ``robust_accuracy`` (:func:`robust_flags`);
 :func:`load_results` gathers every current finished cell (:func:`read_cell`) and adds the
 AutoAttack-style worst case per declared Linf budget (:func:`worst_case_frames`,
-:func:`worst_case`). :func:`read_samples` is the one reader of per-sample files (the grid,
+:func:`worst_case`); :func:`pool_folds` pools the folds of a speaker-fold CV run. :func:`read_samples` is the one reader of per-sample files (the grid,
 its trust checks and the report all read them through it).
 """
 
@@ -19,17 +19,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from seradv import stats
 from seradv.attacks import ATTACKS
 from seradv.fileio import atomic_write_bytes, atomic_write_text, read_json
 from seradv.evaluation import GROUPS
 from seradv.grid.plan import Cell
 from seradv.rundir import (RESULTS_CSV, RESULTS_PARQUET, attacks_dir, cell_file, cells_dir, run_fingerprints,
-                           SAMPLES_SUFFIX, samples_file_of)
+                           SAMPLES_SUFFIX, samples_file_of, subset_file)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["robust_flags", "summarise", "read_samples", "read_cell", "subset_fingerprint", "load_results",
-           "budget_attacks", "budget_tol", "worst_case_frames", "worst_case"]
+           "budget_attacks", "budget_tol", "worst_case_frames", "worst_case", "pool_folds", "write_results"]
 
 SAMPLE_DTYPES = {"utterance": str, "speaker": str}
 """The one dtype rule of per-sample files: ids as text, ``segment_id`` an integer (as in
@@ -151,7 +152,6 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
     cells whose files are truncated, are left out with a warning naming them.
     """
     run_dir = Path(run_dir)
-    out = attacks_dir(run_dir)
     fingerprint = run_fingerprints(run_dir)
     rows, skipped = [], []
     for f in sorted(cells_dir(run_dir).glob("*.json")):
@@ -166,10 +166,17 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if not table.empty:
         table = pd.concat([table, worst_case(run_dir, table)], ignore_index=True)
+    write_results(run_dir, table)
+    return table
+
+
+def write_results(run_dir: str | Path, table: pd.DataFrame) -> None:
+    """``attacks/results.csv`` and ``.parquet`` of ``table`` (both removed when it is empty)."""
+    out = attacks_dir(run_dir)
     if table.empty:
         for name in (RESULTS_CSV, RESULTS_PARQUET):
             (out / name).unlink(missing_ok=True)  # nothing current: no stale table either
-        return table
+        return
     atomic_write_text(out / RESULTS_CSV, table.to_csv(index=False))
     try:
         buf = io.BytesIO()
@@ -177,7 +184,6 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
         atomic_write_bytes(out / RESULTS_PARQUET, buf.getvalue())
     except Exception as exc:  # noqa: BLE001 - parquet is a convenience copy
         log.warning("could not write results.parquet: %s", exc)
-    return table
 
 
 def budget_tol(eps: float) -> float:
@@ -270,20 +276,130 @@ def worst_case(run_dir: str | Path, table: pd.DataFrame) -> pd.DataFrame:
     results rows (``attack == "worst_case"``, ``robust_accuracy`` its headline)."""
     rows = []
     for wid, (facts, base) in worst_case_frames(run_dir, table).items():
-        for (corpus, language), part0 in base.groupby(["corpus", "language"]):
-            for group, g in GROUPS.items():
-                part = part0 if g is None else part0[part0["gender"] == g]
-                if part.empty:
-                    continue
-                clean = (part["pred_clean"] == part["label"])
-                rows.append({"cell_id": wid, "attack": "worst_case",
-                             "params": f"eps={facts['eps']:g} ({facts['attacks']})",
-                             "params_json": json.dumps({"eps": facts["eps"], "attacks": facts["attacks"]}),
-                             "members": ";".join(facts["members"]), "backend": "mixed",
-                             "corpus": corpus, "language": language, "group": group, "n": int(len(part)),
-                             "n_clean_correct": int(clean.sum()), "n_not_attacked": 0,
-                             "robust_accuracy": float(part["robust"].mean()),
-                             "clean_accuracy": float(clean.mean()),
-                             "adv_accuracy": float(part["robust"].mean()),
-                             "success_rate": float((~part["robust"][clean]).mean()) if clean.any() else float("nan")})
+        rows += _worst_rows(wid, facts, base)
     return pd.DataFrame(rows)
+
+
+def _worst_rows(wid: str, facts: dict, base: pd.DataFrame) -> list[dict]:
+    """Results rows (corpus x language x group) of one worst-case frame (``robust`` per sample)."""
+    rows = []
+    for (corpus, language), part0 in base.groupby(["corpus", "language"]):
+        for group, g in GROUPS.items():
+            part = part0 if g is None else part0[part0["gender"] == g]
+            if part.empty:
+                continue
+            clean = (part["pred_clean"] == part["label"])
+            rows.append({"cell_id": wid, "attack": "worst_case",
+                         "params": f"eps={facts['eps']:g} ({facts['attacks']})",
+                         "params_json": json.dumps({"eps": facts["eps"], "attacks": facts["attacks"]}),
+                         "members": ";".join(facts["members"]), "backend": "mixed",
+                         "corpus": corpus, "language": language, "group": group, "n": int(len(part)),
+                         "n_clean_correct": int(clean.sum()), "n_not_attacked": 0,
+                         "robust_accuracy": float(part["robust"].mean()),
+                         "clean_accuracy": float(clean.mean()),
+                         "adv_accuracy": float(part["robust"].mean()),
+                         "success_rate": float((~part["robust"][clean]).mean()) if clean.any() else float("nan")})
+    return rows
+
+
+# ------------------------------------------------------------------------------ speaker-fold CV runs
+
+
+def _subset_limit(run_dir: Path, key: str) -> int | None:
+    """The ``--limit`` a cell's attacked subset was drawn with (``None``: the full test set)."""
+    if key == "all":
+        return None
+    try:
+        return int(read_json(subset_file(run_dir, key))["limit"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1  # unknown: pooled only with cells of the same unknown request
+
+
+def pool_folds(fold_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Results of a speaker-fold CV run: every fold's current cells pooled over the folds.
+
+    Cells of the same request (attack, parameters, backend, early stop, seed and ``--limit``,
+    each fold attacked on its own test subset) are pooled: their per-sample results are
+    concatenated (a ``fold`` column added) and summarised as one cell (:func:`summarise`;
+    seconds, queries and gradients summed over the folds); the worst case per Linf budget
+    likewise. Each row has the columns of a normal results row plus ``folds`` (the folds
+    pooled, e.g. ``1;2;3``), ``members`` (``fold:cell_id`` of the pooled cells),
+    ``robust_lo`` / ``robust_hi`` (speaker-cluster 95 % CI, :func:`seradv.stats.cluster_ci`)
+    and ``n_speakers``. Returns the table and the pooled per-sample frames by pooled cell id.
+    """
+    groups: dict[tuple, list[tuple[int, str, dict, pd.DataFrame]]] = {}
+    worst: dict[tuple, list[tuple[int, str, dict, pd.DataFrame]]] = {}
+    for k, d in enumerate(fold_dirs, start=1):
+        fingerprint = run_fingerprints(d)
+        rows, skipped = [], []
+        cells = {}
+        for f in sorted(cells_dir(d).glob("*.json")) if cells_dir(d).is_dir() else []:
+            cell, why = read_cell(f, fingerprint)
+            frame = None if cell is None else read_samples(samples_file_of(f))
+            if cell is None or frame is None:
+                skipped.append(f"{f.name} ({why})")
+                continue
+            cells[cell["cell_id"]] = cell
+            rows += cell["rows"]
+            key = (cell["attack"], json.dumps(cell["params"], sort_keys=True, default=str), cell["backend"],
+                   bool((cell.get("facts") or {}).get("early_stop", False)), int(cell.get("seed", 0)),
+                   _subset_limit(d, str(cell.get("subset", "all"))))
+            groups.setdefault(key, []).append((k, cell["cell_id"], cell, frame))
+        if skipped:
+            log.warning("fold %d: %d attack cell(s) left out of the pooled results: %s", k, len(skipped),
+                        "; ".join(skipped))
+        if rows:
+            for wid, (facts, base) in worst_case_frames(d, pd.DataFrame(rows)).items():
+                first = cells[facts["members"][0]]
+                key = (facts["eps"], int(first.get("seed", 0)), _subset_limit(d, str(first.get("subset", "all"))))
+                worst.setdefault(key, []).append((k, wid, facts, base))
+    table_rows: list[dict] = []
+    frames: dict[str, pd.DataFrame] = {}
+    n_folds = len(fold_dirs)
+    for key, members in groups.items():
+        attack, _, backend, early_stop, seed, limit = key
+        pid = f"{attack}-cv-{hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:10]}"
+        samples = pd.concat([f.assign(fold=k) for k, _, _, f in members], ignore_index=True)
+        cell0 = members[0][2]
+        facts = {name: _sum(c.get("facts", {}).get(name) for _, _, c, _ in members)
+                 for name in ("seconds", "n_queries", "n_grads")}
+        cell = Cell(attack=attack, params=cell0["params"], backend=backend, early_stop=early_stop)
+        rows = summarise(samples, cell, facts, cell_id=pid, n_total=len(samples))
+        table_rows += _pooled_extra(rows, samples, members, seed, limit, n_folds, pid)
+        frames[pid] = samples
+    for key, members in worst.items():
+        eps, seed, limit = key
+        pid = f"worst-cv-{hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:6]}-eps{eps:g}"
+        samples = pd.concat([f.assign(fold=k) for k, _, _, f in members], ignore_index=True)
+        attacks = "+".join(sorted({a for _, _, fa, _ in members for a in fa["attacks"].split("+")}))
+        rows = _worst_rows(pid, {"eps": eps, "attacks": attacks, "members": []}, samples)
+        table_rows += _pooled_extra(rows, samples, members, seed, limit, n_folds, pid)
+        frames[pid] = samples
+    return pd.DataFrame(table_rows), frames
+
+
+def _sum(values) -> float | None:
+    vals = [float(v) for v in values if v is not None]
+    return float(sum(vals)) if vals else None
+
+
+def _pooled_extra(rows: list[dict], samples: pd.DataFrame, members: list, seed: int, limit: int | None,
+                  n_folds: int, pid: str) -> list[dict]:
+    """``rows`` with the pooled columns: folds, members, seed, subset, speaker-cluster CI."""
+    folds = sorted({k for k, *_ in members})
+    if len(folds) < n_folds:
+        log.warning("pooled cell %s holds %d of %d folds (%s); `seradv attack` on the run computes the others",
+                    pid, len(folds), n_folds, ";".join(map(str, folds)))
+    out = []
+    for r in rows:
+        part = samples[(samples["corpus"].astype(str) == str(r["corpus"]))
+                       & (samples["language"].astype(str) == str(r["language"]))]
+        if GROUPS[r["group"]] is not None:
+            part = part[part["gender"] == GROUPS[r["group"]]]
+        robust = part["robust"].astype(bool).to_numpy() if "robust" in part and "attacked" not in part \
+            else robust_flags(part)
+        ci = stats.cluster_ci(robust, part["speaker"].astype(str).to_numpy(), unit="speaker")
+        out.append({**r, "seed": seed, "subset": "all" if limit is None else f"limit {limit} per fold",
+                    "folds": ";".join(map(str, folds)), "members": ";".join(f"{k}:{cid}" for k, cid, *_ in members),
+                    "robust_lo": ci.lo, "robust_hi": ci.hi, "n_speakers": int(part["speaker"].nunique())})
+    return out

@@ -53,12 +53,13 @@ from seradv.evaluation import predict_logits, softmax
 from seradv.grid.checks import trust_checks
 from seradv.grid.executors import CellTask, LocalExecutor
 from seradv.grid.plan import Cell, plan_grid, select_subset
-from seradv.grid.results import load_results, read_cell, read_samples, robust_flags, subset_fingerprint, summarise
+from seradv.grid.results import (load_results, pool_folds, read_cell, read_samples, robust_flags, subset_fingerprint,
+                                 summarise, write_results)
 from seradv.models import check_model
 from seradv.prepare import SplitData, load_subset
 from seradv.rundir import (GRID_YAML, LOCK_SUFFIX, SAMPLES_SUFFIX, TRUST_CSV, TRUST_JSON, adv_file, attacks_dir,
-                           cell_file, cells_dir, load_model, read_preprocessing, run_fingerprints, run_logging,
-                           subset_file)
+                           cell_file, cells_dir, fold_run_dirs, is_cv_run, load_model, read_preprocessing,
+                           run_fingerprints, run_logging, subset_file)
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +168,34 @@ def run_grid(
     (:func:`plan_grid`). A cell is reused only when it is intact and was computed on the run's
     current model weights, preprocessing and samples; two processes on one run directory
     never compute the same cell twice (a lock per cell).
+
+    On a speaker-fold CV run the grid runs on every fold in turn, each on its own test set
+    (``limit`` and ``seed`` per fold), each fold's cells resumable as a run's are; the
+    returned table (also the run's top-level ``attacks/results.csv``, and ``trust.csv``:
+    the folds' checks with a ``fold`` column) pools the folds
+    (:func:`seradv.grid.results.pool_folds`).
     """
     run_dir = Path(run_dir)
+    if is_cv_run(run_dir):
+        folds = fold_run_dirs(run_dir)
+        trust_frames = []
+        for k, d in enumerate(folds, start=1):
+            with run_logging(run_dir):
+                log.info("speaker_cv: attack grid on fold %d of %d (%s)", k, len(folds), d)
+            run_grid(d, attacks=attacks, grid=grid, limit=limit, seed=seed, backend=backend, batch_size=batch_size,
+                     device=device, save_examples=save_examples, trust=trust, early_stop=early_stop, where=where,
+                     params=params)
+            if trust and (attacks_dir(d) / TRUST_CSV).is_file():
+                trust_frames.append(pd.read_csv(attacks_dir(d) / TRUST_CSV).assign(fold=k))
+        with run_logging(run_dir):
+            table, _ = pool_folds(folds)
+            attacks_dir(run_dir).mkdir(parents=True, exist_ok=True)
+            write_results(run_dir, table)
+            if trust_frames:
+                checks = pd.concat(trust_frames, ignore_index=True)
+                atomic_write_text(attacks_dir(run_dir) / TRUST_CSV, checks.to_csv(index=False))
+                atomic_write_json(attacks_dir(run_dir) / TRUST_JSON, checks.to_dict(orient="records"))
+        return table
     info = read_preprocessing(run_dir)
     cells = plan_grid(attacks, grid, backend, early_stop, where, params)  # validates every parameter first
     _check_int("batch_size", batch_size, 1)

@@ -49,11 +49,12 @@ def group_samples(samples: pd.DataFrame, corpus: str, language: str, group: str)
 def ci_units(split: str) -> tuple[str, ...]:
     """The units an accuracy's CI may resample, first choice first.
 
-    ``speaker`` split: the test speakers are new to the model, so the interval is over new
-    speakers; ``paper`` split: the speakers (and copies of every utterance) are shared with
-    training, so the interval is over new utterances of these speakers.
+    ``speaker`` and ``speaker_cv`` splits: the test speakers are new to the model, so the
+    interval is over new speakers; ``paper`` split: the speakers (and copies of every
+    utterance) are shared with training, so the interval is over new utterances of these speakers.
     """
-    return ("speaker", "utterance", "segment") if split == "speaker" else ("utterance", "segment")
+    held_out = split in ("speaker", "speaker_cv")
+    return ("speaker", "utterance", "segment") if held_out else ("utterance", "segment")
 
 
 def choose_unit(part: pd.DataFrame, split: str) -> tuple[str, np.ndarray]:

@@ -9,10 +9,15 @@ per-sample worst case of :func:`seradv.grid.results.worst_case`. Each row gets:
              of one report);
 ``series``   what must never be averaged over: backend, the attacked samples (full test
              set or a seeded subset) and their seed, and early stop.
+
+A speaker-fold CV run is read as one :class:`RunData`: the top-level pooled metrics,
+predictions and confusions, and the folds' cells pooled (:func:`seradv.grid.results.pool_folds`),
+whose per-sample frames are the concatenation of the folds' with a ``fold`` column.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +29,10 @@ from seradv.attacks import STUDY_ATTACKS
 from seradv.fileio import read_json
 from seradv.errors import RunDirError
 from seradv.evaluation import GROUPS
-from seradv.grid.results import read_cell, read_samples, worst_case, worst_case_frames
+from seradv.grid.results import pool_folds, read_cell, read_samples, worst_case, worst_case_frames
 from seradv.rundir import (CONFUSION, METRICS_CSV, MODEL_META, PREDICTIONS, RESULTS_CSV, SAMPLES_SUFFIX, TRUST_CSV,
-                           Preprocessing, adv_file, attacks_dir, cell_file, cells_dir, read_preprocessing,
-                           run_fingerprints, subset_file)
+                           Preprocessing, adv_file, attacks_dir, cell_file, cells_dir, fold_run_dirs, is_cv_run,
+                           read_preprocessing, run_fingerprints, subset_file)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,8 @@ class RunData:
     cells: dict[str, dict]
     trust: pd.DataFrame | None
     notes: list[str] = field(default_factory=list)
+    pooled: dict[str, pd.DataFrame] | None = None
+    """Speaker-fold CV runs: the pooled per-sample frames by pooled cell id (``None`` otherwise)."""
 
     @property
     def name(self) -> str:
@@ -73,6 +80,8 @@ class RunData:
 
     def samples(self, cell_id: str) -> pd.DataFrame | None:
         """Per-sample results of one cell (``None`` if the file is missing)."""
+        if self.pooled is not None:
+            return self.pooled.get(cell_id)
         cache = self.__dict__.setdefault("_samples", {})
         if cell_id not in cache:
             cache[cell_id] = read_samples(cell_file(self.run_dir, cell_id, SAMPLES_SUFFIX))
@@ -90,6 +99,9 @@ class RunData:
 
     def _worst_case_frame(self, row: pd.Series) -> pd.DataFrame | None:
         cache = self.__dict__.get("_worst_frames")
+        if cache is None and self.pooled is not None:
+            cache = self.__dict__["_worst_frames"] = {cid: ({}, f) for cid, f in self.pooled.items()
+                                                      if "robust" in f and "attacked" not in f}
         if cache is None:
             base = self.results[self.results["attack"] != "worst_case"] if not self.results.empty else self.results
             try:
@@ -194,11 +206,47 @@ def _read_results(run_dir: Path) -> tuple[pd.DataFrame, dict[str, dict], list[st
     return table, cells, notes
 
 
+def _load_cv_run(run_dir: Path) -> RunData:
+    """A speaker-fold CV run as one :class:`RunData` (pooled metrics and cells; see the module text)."""
+    folds = fold_run_dirs(run_dir)
+    infos = [read_preprocessing(d) for d in folds]
+    metrics = _read_csv(run_dir / METRICS_CSV)
+    if metrics is None or "fold" not in metrics:
+        raise RunDirError(f"{run_dir} has no pooled metrics.csv; run `seradv evaluate {run_dir}` first")
+    metrics = metrics[metrics["fold"].astype(str) == "pooled"].drop(columns="fold").reset_index(drop=True)
+    counts = [{"fold": k, **c} for k, i in enumerate(infos, start=1) for c in (i.counts or [])]
+    info = dataclasses.replace(infos[0], counts=counts, leak_note=(
+        f"speaker-independent: {len(folds)}-fold speaker cross-validation, the folds' test sets pooled (every "
+        "speaker tested once); validation utterances of the training speakers"))
+    table, frames = pool_folds(folds)
+    notes: list[str] = []
+    if not table.empty:
+        table["early_stop"] = table["early_stop"].fillna(False).astype(bool) if "early_stop" in table else False
+        table["subset"] = [f"full test sets of {len(folds)} folds, seed {s}" if sub == "all"
+                           else f"seeded subsets ({sub}), seed {s}" for sub, s in zip(table["subset"], table["seed"])]
+        table["members"] = [[c] for c in table["cell_id"]]
+        for col in ROBUST_COLUMNS:
+            if col not in table:
+                table[col] = np.nan
+        partial = table.loc[table["folds"].astype(str).str.count(";") + 1 < len(folds), "cell_id"].unique()
+        if len(partial):
+            notes.append(f"{len(partial)} pooled attack cell(s) hold fewer than {len(folds)} folds; "
+                         f"`seradv attack {run_dir}` computes the others")
+    model_meta = read_json(folds[0] / MODEL_META) if (folds[0] / MODEL_META).exists() else None
+    if model_meta is not None:
+        model_meta = {**model_meta, "folds": len(folds)}
+    return RunData(run_dir=run_dir, info=info, metrics=metrics, confusion=_read_csv(run_dir / CONFUSION),
+                   predictions=_read_csv(run_dir / PREDICTIONS), model_meta=model_meta, results=table, cells={},
+                   trust=_read_csv(attacks_dir(run_dir) / TRUST_CSV), notes=notes, pooled=frames)
+
+
 def load_run(run_dir: str | Path) -> RunData:
     """Read one run directory (prepared, trained and evaluated; attacks optional)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"run directory {run_dir} does not exist")
+    if is_cv_run(run_dir):
+        return _load_cv_run(run_dir)
     info = read_preprocessing(run_dir)
     metrics = _read_csv(run_dir / METRICS_CSV)
     if metrics is None:
