@@ -240,3 +240,16 @@ def test_emodb_plan_five_folds_of_one_male_one_female(emodb_dir):
         assert sorted(gender[folds[folds == f].index]) == ["f", "m"]
         sub = fold_split(table, folds, f, val_size=0.2, seed=SplitConfig().seed)
         assert set(table.loc[sub == "val", "speaker"]) == set(table.loc[sub == "train", "speaker"])
+
+
+def test_seradv_run_with_a_speaker_cv_config(tmp_path, one_thread):
+    data = make_tone_corpus(tmp_path / "tones", n_per_gender=2, per=2)
+    cfg = tone_config(data, epochs=1).replace(**{"split.kind": "speaker_cv", "split.folds": 2,
+                                                 "attack.attacks": ["fgsm"], "attack.limit": 2})
+    run_dir = pipeline.run(cfg, out=tmp_path / "run")
+    assert len(fold_run_dirs(run_dir)) == 2
+    metrics = pd.read_csv(run_dir / METRICS_CSV)
+    assert list(metrics["fold"]) == ["pooled"] * 3 + ["1", "2"]
+    results = pd.read_csv(attacks_dir(run_dir) / RESULTS_CSV)
+    assert set(results["folds"]) == {"1;2"}
+    assert (run_dir / "report" / "report.html").is_file()

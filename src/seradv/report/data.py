@@ -215,7 +215,8 @@ def _load_cv_run(run_dir: Path) -> RunData:
         raise RunDirError(f"{run_dir} has no pooled metrics.csv; run `seradv evaluate {run_dir}` first")
     metrics = metrics[metrics["fold"].astype(str) == "pooled"].drop(columns="fold").reset_index(drop=True)
     counts = [{"fold": k, **c} for k, i in enumerate(infos, start=1) for c in (i.counts or [])]
-    info = dataclasses.replace(infos[0], counts=counts, leak_note=(
+    clip = [min(i.clip[0] for i in infos), max(i.clip[1] for i in infos)]  # each fold has its own box
+    info = dataclasses.replace(infos[0], counts=counts, clip_values=clip, leak_note=(
         f"speaker-independent: {len(folds)}-fold speaker cross-validation, the folds' test sets pooled (every "
         "speaker tested once); validation utterances of the training speakers"))
     table, frames = pool_folds(folds)
