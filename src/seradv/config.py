@@ -21,6 +21,7 @@ import yaml
 
 from seradv.errors import ConfigError, check_int
 from seradv.fileio import atomic_write_text
+from seradv.vocab import EMOTIONS
 
 __all__ = [
     "AudioConfig",
@@ -251,8 +252,6 @@ class DataConfig:
         if self.max_per_class is not None:
             _positive("data.max_per_class", self.max_per_class)
         if self.emotions is not None:
-            from seradv.vocab import EMOTIONS
-
             unknown = [e for e in self.emotions if e not in EMOTIONS]
             if unknown or not self.emotions:
                 raise ConfigError(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import numpy as np
 import pandas as pd
 
 from seradv.audio import read_audio
@@ -37,8 +38,6 @@ AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", "
 
 def audio_sha256(y, sr: int) -> str:
     """Hex sha256 of decoded audio: the sample rate and the float32 samples."""
-    import numpy as np
-
     h = hashlib.sha256(int(sr).to_bytes(8, "little"))
     h.update(np.ascontiguousarray(y, dtype=np.float32).tobytes())
     return h.hexdigest()
