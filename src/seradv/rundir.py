@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import pandas as pd
 import torch
 from safetensors.torch import load_file
 
@@ -173,8 +174,6 @@ def is_cv_run(run_dir: str | Path) -> bool:
 
 def fold_run_dirs(run_dir: str | Path) -> list[Path]:
     """The fold run directories of a CV run, fold 1 first (the folds ``folds.csv`` names)."""
-    import pandas as pd  # only CV runs need it here
-
     path = Path(run_dir) / FOLDS_CSV
     if not path.is_file():
         raise RunDirError(f"{run_dir} is not a speaker-fold CV run (no {FOLDS_CSV}); "
