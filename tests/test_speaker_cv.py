@@ -4,6 +4,8 @@ fold with pooled results, resume, the report, and the fold plan of the real EmoD
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -150,7 +152,7 @@ def test_standardizer_fitted_on_the_folds_training_segments(cv_run):
         info = read_preprocessing(d)
         segs = read_segments(d, info)
         rows = _grouped_order(segs[segs["subset"] == "train"])
-        expected = Standardizer.fit(_load_features(rows, __import__("pathlib").Path(info.feature_cache)))
+        expected = Standardizer.fit(_load_features(rows, Path(info.feature_cache)))
         saved = read_standardizer(d, info)
         np.testing.assert_allclose(saved.mean, expected.mean, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(saved.std, expected.std, rtol=1e-6, atol=1e-6)
