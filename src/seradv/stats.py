@@ -1,7 +1,7 @@
 """Statistics the study did not give: confidence intervals and tests at the right unit.
 
 Ground floor (numpy and scipy only): the evaluation stage (pooled speaker-fold metrics) and the
-report use it; :mod:`seradv.report.stats` is its name in the report.
+report use it.
 
 **The unit.** Segments of one utterance (and, in the ``paper`` split, its augmented copies)
 are not independent, and a male-female comparison is a comparison of *speakers*. So every

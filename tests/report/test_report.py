@@ -24,7 +24,8 @@ from seradv import pipeline
 from seradv.grid import run as robustness
 from seradv.corpora.synthetic import SyntheticConfig, generate_synthetic_corpus
 from seradv.errors import ParameterError, RunDirError
-from seradv.report import build_report, stats
+from seradv import stats
+from seradv.report import build_report
 from seradv.report.examples import clip_outliers
 
 N_BOOT = 300

@@ -5,7 +5,7 @@
 ``stats/`` beside them. Modules:
 
 * :mod:`seradv.report.data`: read a run directory (never writes into it);
-* :mod:`seradv.report.stats`: CIs and tests over speakers / utterances (cluster bootstrap,
+* :mod:`seradv.stats`: CIs and tests over speakers / utterances (cluster bootstrap,
   Wilson, Clopper-Pearson, speaker permutation, sign test), Holm;
 * :mod:`seradv.report.analysis`: the numbers of every table;
 * :mod:`seradv.report.examples`: the examples to look at and listen to (spectrograms, the

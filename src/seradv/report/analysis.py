@@ -7,7 +7,7 @@ from the results table (``attacks/cells/*.json``); results of older runs without
 ``robust_accuracy`` get it from the per-sample files (``cells/<id>.samples.csv``), or are
 marked unavailable when there is none. Intervals and tests come from the per-sample results
 of the same cell, restricted to the same corpus, language and gender, at the right unit
-(:mod:`seradv.report.stats`): CIs resample speakers (``speaker`` split, at least
+(:mod:`seradv.stats`): CIs resample speakers (``speaker`` split, at least
 ``MIN_CLUSTERS`` of them) or utterances; gender and corpus comparisons resample and permute
 speakers, and are refused with fewer than ``MIN_GROUP_SPEAKERS`` speakers per group. Rows of
 different series (backend, attacked samples, seed, early stop) are never pooled.
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from seradv.evaluation import GROUPS
-from seradv.report import stats
+from seradv import stats
 from seradv.report.data import RunData, attack_order
 from seradv.grid.results import robust_flags
 
@@ -83,7 +83,7 @@ def speaker_gap(a, spk_a, b, spk_b, *, labels: tuple[str, str], n_boot: int = st
 
     Returns ``gap``, ``gap_lo``, ``gap_hi``, ``p_perm`` (``nan`` when refused), the speaker
     counts and ``refusal`` (``""``, or why there is no inference:
-    :func:`seradv.report.stats.comparison_refusal`).
+    :func:`seradv.stats.comparison_refusal`).
     """
     a, b = np.asarray(a, float), np.asarray(b, float)
     na, nb = len(set(np.asarray(spk_a))), len(set(np.asarray(spk_b)))

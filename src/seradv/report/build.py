@@ -20,7 +20,7 @@ were made.
 The headline everywhere is the **robust accuracy** (:func:`seradv.grid.results.robust_flags`)
 with its n and its 95 % interval; the study's "accuracy on adversarial examples" is a
 labelled secondary column. Gender and corpus comparisons are comparisons of speakers
-(:mod:`seradv.report.stats`).
+(:mod:`seradv.stats`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from pathlib import Path
 import pandas as pd
 
 from seradv.errors import RunDirError
-from seradv.report import analysis, stats
+from seradv import stats
+from seradv.report import analysis
 from seradv.report.data import load_runs
 from seradv.report.examples import compute_examples
 from seradv.report.render import Heading, Para, to_html, to_markdown

@@ -13,7 +13,7 @@ import pandas as pd
 
 from seradv.attacks import ATTACKS
 from seradv.config import AttackConfig
-from seradv.report import stats
+from seradv import stats
 
 __all__ = ["DASH", "UNAVAILABLE", "STUDY_ACC", "fmt_acc", "fmt_delta", "fmt_time", "fmt_p", "p_eq", "ci",
            "signed_ci", "robust_ci", "robust_fmt", "unit", "n_speakers", "gap_cell", "verdict", "join_list",

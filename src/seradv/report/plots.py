@@ -2,7 +2,7 @@
 
 Every function writes one PNG and returns its path. The accuracy plotted is the **robust
 accuracy** (correct before the attack and never fooled), with its 95 % interval (over speakers
-or utterances, :mod:`seradv.report.stats`) as error bars; every figure states its n.
+or utterances, :mod:`seradv.stats`) as error bars; every figure states its n.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from seradv.report import stats
+from seradv import stats
 from seradv.report.format import STUDY_ACC, attack_title, fmt_acc, fmt_p, gap_cell, join_list, p_eq
 from seradv.report.render import Para, Table
 

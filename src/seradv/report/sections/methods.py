@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from seradv.report import stats
+from seradv import stats
 from seradv.report.render import Bullets, Heading
 from seradv.report.sections import Section
 

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from seradv.errors import ParameterError
-from seradv.report import analysis, stats
+from seradv import stats
+from seradv.report import analysis
 
 
 def _clustered(rng: np.random.Generator, n_clusters: int, p: float, rho: float) -> tuple[np.ndarray, np.ndarray]:
