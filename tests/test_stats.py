@@ -143,3 +143,37 @@ def test_unit_follows_the_split():
     assert analysis.choose_unit(many, "paper")[0] == "utterance"  # speakers shared with training
     unit, ids = analysis.choose_unit(pd.DataFrame({"x": [1, 2, 3]}), "paper")
     assert unit == "segment" and len(set(ids)) == 3
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_recall_mean_is_sklearns_balanced_accuracy():
+    from sklearn.metrics import balanced_accuracy_score
+
+    from seradv.evaluation import recall_mean
+
+    rng = np.random.default_rng(4)
+    for n in (5, 40, 300):
+        yt, yp = rng.integers(0, 5, n), rng.integers(0, 5, n)
+        assert recall_mean(yt, yp) == pytest.approx(balanced_accuracy_score(yt, yp), abs=1e-12)
+    assert np.isnan(recall_mean(np.array([], int), np.array([], int)))
+
+
+def test_cluster_stat_ci_resamples_clusters():
+    rng = np.random.default_rng(0)
+    spk = np.repeat(np.arange(10), 30).astype(str)
+    yt = rng.integers(0, 4, spk.size)
+    yp = np.where(rng.random(spk.size) < 0.6, yt, rng.integers(0, 4, spk.size))
+    from seradv.evaluation import recall_mean
+
+    est = stats.cluster_stat_ci(lambda i: recall_mean(yt[i], yp[i]), spk, n_boot=400, seed=1, unit="speaker")
+    assert est.lo <= est.value <= est.hi and 0 < est.hi - est.lo < 0.3
+    assert est.n_clusters == 10 and "speakers" in est.method
+    again = stats.cluster_stat_ci(lambda i: recall_mean(yt[i], yp[i]), spk, n_boot=400, seed=1)
+    assert (again.lo, again.hi) == (est.lo, est.hi)
+    # speakers that all behave alike give a narrow interval; speakers that differ a wide one
+    alike = stats.cluster_stat_ci(lambda i: float(np.mean(yt[i] == yp[i])), spk, n_boot=400)
+    yp2 = np.where(np.isin(spk, list("01234")), yt, (yt + 1) % 4)  # half the speakers always wrong
+    apart = stats.cluster_stat_ci(lambda i: float(np.mean(yt[i] == yp2[i])), spk, n_boot=400)
+    assert apart.hi - apart.lo > 2 * (alike.hi - alike.lo)
+    few = stats.cluster_stat_ci(lambda i: 0.5, spk[:90], n_boot=50)  # 3 speakers
+    assert np.isnan(few.lo) and "too few" in few.method

@@ -75,6 +75,15 @@ def group_metrics(
     return pd.DataFrame(rows), confusions
 
 
+def recall_mean(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Unweighted average recall (UAR) over the classes present in ``y_true [shape=(n,)]``:
+    ``balanced_accuracy_score`` of scikit-learn without its warnings; ``nan`` for no samples."""
+    classes = np.unique(y_true)
+    if classes.size == 0:
+        return float("nan")
+    return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in classes]))
+
+
 def pooled_metrics(
     y_true: np.ndarray,
     logits: np.ndarray,
@@ -85,17 +94,20 @@ def pooled_metrics(
     seed: int = 0,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """:func:`group_metrics` of a test set pooled over folds (every speaker once), with a
-    speaker-cluster 95 % CI of each accuracy.
+    speaker-cluster 95 % CI of each accuracy and UAR.
 
     ``y_true [shape=(n,)]``, ``logits [shape=(n, n_classes)]`` and ``meta`` (n rows, with
     ``speaker``) are the folds' test sets concatenated. Adds ``n_speakers``, ``acc_lo``,
     ``acc_hi`` (:func:`seradv.stats.cluster_ci` over the speakers: the cluster bootstrap
-    widened to the Wilson interval at the design-effect n) and ``ci_method``.
+    widened to the Wilson interval at the design-effect n), ``uar_lo``, ``uar_hi``
+    (:func:`seradv.stats.cluster_stat_ci`: percentile bootstrap over the speakers, none with
+    fewer than 5) and ``ci_method`` (the accuracy's).
     """
     table, confusions = group_metrics(y_true, logits, meta, classes)
     correct = logits.argmax(1) == y_true
     meta = meta.reset_index(drop=True)
-    extra = {"n_speakers": [], "acc_lo": [], "acc_hi": [], "ci_method": []}
+    pred = logits.argmax(1)
+    extra = {"n_speakers": [], "acc_lo": [], "acc_hi": [], "uar_lo": [], "uar_hi": [], "ci_method": []}
     for r in table.itertuples():
         mask = ((meta["corpus"] == r.corpus) & (meta["language"] == r.language)).to_numpy()
         if GROUPS[r.group] is not None:
@@ -105,10 +117,18 @@ def pooled_metrics(
         extra["n_speakers"].append(len(set(spk)))
         extra["acc_lo"].append(ci.lo)
         extra["acc_hi"].append(ci.hi)
+        yt, yp = y_true[mask], pred[mask]
+        uar = stats.cluster_stat_ci(lambda i: recall_mean(yt[i], yp[i]), spk, n_boot=n_boot, seed=seed,
+                                    unit="speaker")
+        extra["uar_lo"].append(uar.lo)
+        extra["uar_hi"].append(uar.hi)
         extra["ci_method"].append(ci.method)
     table.insert(table.columns.get_loc("n") + 1, "n_speakers", extra["n_speakers"])
     acc = table.columns.get_loc("accuracy") + 1
     table.insert(acc, "acc_lo", extra["acc_lo"])
     table.insert(acc + 1, "acc_hi", extra["acc_hi"])
+    uar = table.columns.get_loc("uar") + 1
+    table.insert(uar, "uar_lo", extra["uar_lo"])
+    table.insert(uar + 1, "uar_hi", extra["uar_hi"])
     table["ci_method"] = extra["ci_method"]
     return table, confusions
