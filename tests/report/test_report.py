@@ -465,6 +465,114 @@ def test_clip_outliers_limits_the_extremes():
     assert 0 < limit <= 5.0 and np.count_nonzero(c) == 3
 
 
+# ------------------------------------------------------------------------------ the summary
+
+
+def _section(md: str, heading: str) -> str:
+    """The Markdown of one level-2 section, up to the next."""
+    start = md.index(f"## {heading}\n")
+    nxt = md.find("\n## ", start + 3)
+    return md[start:] if nxt < 0 else md[start:nxt]
+
+
+def test_summary_comes_first_with_its_figure_and_sentences(report, combined):
+    for folder in (report, combined):
+        md = (folder / "report.md").read_text()
+        headings = [line for line in md.splitlines() if line.startswith("## ")]
+        assert headings[0] == "## Summary", headings[:3]
+        assert md.index("## Summary") < md.index("Made by seradv")  # before everything but the title
+        summary = _section(md, "Summary")
+        assert "](figures/summary.png)" in summary and (folder / "figures" / "summary.png").stat().st_size > 0
+        assert "- Which attacks hurt most: at their strongest settings, " in summary
+        assert "- Male versus female" in summary
+        assert "<!-- table" not in summary  # no table in the summary: its numbers are in stats/summary.csv
+        assert (folder / "stats" / "summary.csv").exists()
+        page = (folder / "report.html").read_text()
+        assert page.index('<h2 id="summary">') < page.index("<nav>")  # the contents come after the summary
+    combined_md = (combined / "report.md").read_text()
+    assert "Leaky (paper split) versus speaker-independent: clean accuracy" in _section(combined_md, "Summary")
+
+
+def test_summary_refuses_a_gender_claim_with_fewer_than_three_speakers():
+    from seradv.report.analysis import speaker_gap
+    from seradv.report.sections.summary import summary_sentences
+
+    chosen = pd.DataFrame([{"attack": "fgsm", "series": "s", "run": "r", "source": "c (xa)", "cell_id": "fgsm-1",
+                            "params": "eps=1", "params_json": "{}", "corpus": "c", "language": "xa", "n": 40,
+                            "robust_accuracy": 0.2, "robust_lo": 0.1, "robust_hi": 0.3, "clean_accuracy": 0.5}])
+    rng = np.random.default_rng(0)
+
+    def gaps(n_spk: int) -> pd.DataFrame:
+        spk_m, spk_f = np.repeat([f"m{i}" for i in range(n_spk)], 8), np.repeat([f"f{i}" for i in range(n_spk)], 8)
+        g = speaker_gap(rng.random(len(spk_m)) < 0.7, spk_m, rng.random(len(spk_f)) < 0.2, spk_f,
+                        labels=("male", "female"), n_boot=200, n_perm=200)
+        return pd.DataFrame([{"run": "r", "cell_id": "fgsm-1", "source": "c (xa)", "attack": "fgsm", "series": "s",
+                              "p_holm": g["p_perm"], **g}])
+
+    refused = summary_sentences([], chosen, gaps(2), pd.DataFrame(), pd.DataFrame())
+    gender = next(t for t in refused if t.startswith("Male versus female"))
+    assert f"no inferential claim: fewer than {stats.MIN_GROUP_SPEAKERS} speakers per gender" in gender
+    tested = next(t for t in summary_sentences([], chosen, gaps(4), pd.DataFrame(), pd.DataFrame())
+                  if t.startswith("Male versus female"))
+    assert "no inferential claim" not in tested and "tested comparison" in tested
+
+
+def test_perturbation_profiles_equal_a_direct_numpy_computation(run, report):
+    run_dir, _ = run
+    prof = pd.read_csv(report / "stats" / "perturbation_profiles.csv")
+    assert not prof.empty and {"band", "time"} == set(prof["axis"])
+    chosen = pd.read_csv(report / "stats" / "summary.csv")
+    checked = 0
+    for (attack, source, gender), part in prof.groupby(["attack", "source", "gender"]):
+        cell = chosen.loc[(chosen["attack"] == attack) & (chosen["source"] == source), "cell_id"].iloc[0]
+        samples = pd.read_csv(run_dir / "attacks" / "cells" / f"{cell}.samples.csv")
+        delta = np.load(run_dir / "attacks" / "adv" / f"{cell}.npy")
+        corpus, language = _source(source)
+        sel = ((samples["corpus"] == corpus) & (samples["language"] == language) & (samples["gender"] == gender)
+               & samples["attacked"].astype(bool)).to_numpy()
+        band = np.abs(delta[sel].astype(np.float64)).mean(axis=(0, 1))
+        frame = np.abs(delta[sel].astype(np.float64)).mean(axis=(0, 2))
+        got_b = part[part["axis"] == "band"].sort_values("index")["mean_abs_delta"].to_numpy()
+        got_t = part[part["axis"] == "time"].sort_values("index")["mean_abs_delta"].to_numpy()
+        np.testing.assert_allclose(got_b, band, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got_t, frame, rtol=1e-9, atol=1e-12)
+        assert int(part["n"].iloc[0]) == int(sel.sum())
+        # the report's table: the mean of each quarter of the bands
+        rows = [r for meta, cols, rs in md_tables((report / "report.md").read_text())
+                if meta.get("kind") == "perturbation_bands" for r in rs]
+        row = next(r for r in rows if r[:3] == [attack, source, {"m": "male", "f": "female"}[gender]])
+        q1 = np.array_split(band, 4)[0].mean()
+        assert row[4] == f"{q1:.4g}"
+        checked += 1
+    assert checked >= 2
+    assert (report / "figures").glob("perturbation-*.png")
+
+
+def test_training_details_table_reads_model_json(run, report):
+    run_dir, _ = run
+    meta = json.loads((run_dir / "model.json").read_text())
+    [(m, cols, rows)] = [t for t in md_tables((report / "report.md").read_text()) if t[0].get("kind") == "training"]
+    facts = {r[0]: r[1] for r in rows}
+    assert cols[1] == run_dir.name
+    assert facts["epochs run"] == str(meta["epochs_run"])
+    assert facts["best epoch (kept)"] == str(meta["best_epoch"])
+    assert facts["stopped early"] == ("yes" if meta["stopped_early"] else "no")
+    assert facts["training segments"] == str(meta["n_train"])
+    assert facts["validation segments"] == str(meta["n_val"])
+    assert "seeded subset of 10" in facts["attacked samples"] and "full test set" in facts["attacked samples"]
+
+
+def test_strongest_setting_is_the_same_in_the_own_and_the_combined_report(run, report, combined):
+    run_dir, _ = run
+    own = pd.read_csv(report / "stats" / "strongest.csv")
+    both = pd.read_csv(combined / "stats" / "strongest.csv")
+    both = both[both["run"] == run_dir.name]
+    key = ["attack", "series", "corpus", "language"]  # the source label gains "[run]" in the combined report
+    merged = own.merge(both, on=key, suffixes=("_own", "_both"))
+    assert len(merged) == len(own) > 0
+    assert (merged["params_own"] == merged["params_both"]).all()
+
+
 # ------------------------------------------------------------------------------ a real browser
 
 
@@ -502,6 +610,17 @@ def test_report_renders_in_headless_chromium(report, combined, tmp_path):
             assert images and all(done and width > 0 for done, width in images), images
             errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
             assert not errors, errors
+            # the summary fits the page: no horizontal overflow of the page or of a block in the summary
+            overflow = driver.execute_script("""
+                const h = document.getElementById('summary');
+                const out = [];
+                if (document.documentElement.scrollWidth > window.innerWidth) out.push('page');
+                for (let e = h.nextElementSibling; e && e.tagName !== 'H2' && e.tagName !== 'NAV';
+                     e = e.nextElementSibling)
+                  if (e.scrollWidth > e.clientWidth + 1 || e.getBoundingClientRect().right > window.innerWidth)
+                    out.push(e.tagName);
+                return out;""")
+            assert overflow == [], overflow
             shot = tmp_path / f"{folder.name}.png"
             assert driver.save_screenshot(str(shot))
             px = imread(str(shot))[..., :3]

@@ -26,12 +26,14 @@ from seradv.evaluation import GROUPS
 from seradv import stats
 from seradv.report.data import RunData, attack_order
 from seradv.grid.results import robust_flags
+from seradv.rundir import HISTORY, fold_run_dirs, load_run_config
 
 log = logging.getLogger(__name__)
 
 __all__ = ["clean_stats", "clean_gender_gaps", "clean_corpus_gaps", "attack_stats", "gender_gaps", "corpus_gaps",
-           "strength_key", "strongest", "ordered_settings", "series_rows", "group_samples", "ci_units",
-           "choose_unit", "speaker_gap"]
+           "strength_key", "strongest", "strongest_by_run", "strongest_rows", "ordered_settings", "series_rows", "group_samples", "ci_units",
+           "choose_unit", "speaker_gap", "summary_series", "summary_grid", "gender_corpus_gaps", "perturbation_profiles",
+           "training_details"]
 
 _PREFERRED = ("eps", "th", "theta", "max_iter", "binary_search_steps", "initial_const")
 
@@ -214,15 +216,39 @@ def series_rows(table: pd.DataFrame):
 
 def strongest(rows: pd.DataFrame) -> str | None:
     """``params_json`` of the setting with the lowest **robust accuracy** (group All), averaged
-    over the sources of ``rows`` (one attack series); ties go to the later setting. ``None``
-    when no setting has a robust accuracy (old results without per-sample files): the study's
-    accuracy on adversarial examples is never used in its place."""
+    over the sources of ``rows``; ties go to the later setting. ``None`` when no setting has a
+    robust accuracy (old results without per-sample files): the study's accuracy on adversarial
+    examples is never used in its place.
+
+    The report's one rule is :func:`strongest_by_run`: this function applied to the rows of one
+    run and one attack series, so that a run's strongest setting is the same in its own report
+    and in a cross-language report of several runs."""
     allr = rows[rows["group"] == "All"]
     mean = allr.groupby("params_json", sort=False)["robust_accuracy"].mean()
     order = [p for p in ordered_settings(allr) if np.isfinite(mean.get(p, np.nan))]
     if not order:
         return None
     return min(reversed(order), key=lambda p: mean[p])
+
+
+def strongest_by_run(rows: pd.DataFrame) -> dict[str, str]:
+    """``{run: params_json}``: the strongest setting (:func:`strongest`) of each run of one
+    attack series, chosen from that run's rows only (the same in every report the run is in);
+    runs without a robust accuracy are left out."""
+    out = {}
+    for run, part in rows.groupby("run", sort=True):
+        pj = strongest(part)
+        if pj is not None:
+            out[str(run)] = pj
+    return out
+
+
+def strongest_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The group-All rows of one attack series at each run's strongest setting."""
+    best = strongest_by_run(rows)
+    allr = rows[rows["group"] == "All"]
+    keep = [best.get(str(r)) == pj for r, pj in zip(allr["run"], allr["params_json"])]
+    return allr[keep]
 
 
 # ----------------------------------------------------------------------------- attacks
@@ -435,3 +461,162 @@ def corpus_gaps(runs: list[RunData], table: pd.DataFrame, *, n_boot: int = stats
                          "source_a": a.source, "source_b": b.source, "n_a": len(ca), "n_b": len(cb), **g,
                          "same_model": a.run == b.run})
     return _with_holm(rows)
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def summary_series(strongest_table: pd.DataFrame) -> pd.DataFrame:
+    """One series per attack for the summary: the one with the most attacked samples (group
+    All, summed over the sources), ties to the first in report order. ``strongest_table``: the
+    rows of ``stats/strongest.csv`` (one per attack series, run and source)."""
+    if strongest_table.empty:
+        return strongest_table
+    keep = []
+    for attack, part in strongest_table.groupby("attack", sort=False):
+        n = part.groupby("series", sort=False)["n"].sum()
+        keep.append(part[part["series"] == n.idxmax()])
+    out = pd.concat(keep, ignore_index=True)
+    order = {a: i for i, a in enumerate(attack_order(out["attack"]))}
+    return out.assign(_o=out["attack"].map(order)).sort_values(["_o", "run", "source"], kind="stable") \
+        .drop(columns="_o").reset_index(drop=True)
+
+
+def summary_grid(table: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
+    """Robust accuracy of every chosen (attack, run, source) cell (:func:`summary_series`) per
+    group All / Male / Female: columns ``attack``, ``series``, ``run``, ``source``, ``group``,
+    ``params``, ``n``, ``robust_accuracy``, ``robust_lo``, ``robust_hi``, ``clean_accuracy``,
+    ``n_clean_correct``, ``success_rate``, ``n_speakers``."""
+    cols = ["attack", "series", "run", "source", "group", "params", "cell_id", "n", "robust_accuracy", "robust_lo",
+            "robust_hi", "clean_accuracy", "n_clean_correct", "success_rate", "n_speakers"]
+    if chosen.empty or table.empty:
+        return pd.DataFrame(columns=cols)
+    key = chosen[["attack", "series", "run", "source", "cell_id"]]
+    out = table.merge(key, on=["attack", "series", "run", "source", "cell_id"], how="inner")
+    return out[[c for c in cols if c in out]].reset_index(drop=True)
+
+
+def gender_corpus_gaps(runs: list[RunData], table: pd.DataFrame, chosen: pd.DataFrame, *,
+                       n_boot: int = stats.N_BOOT, seed: int = 0, n_perm: int = 5000) -> pd.DataFrame:
+    """Languages compared **within one gender** (male vs male, female vs female) at each run's
+    strongest setting of every chosen attack series (:func:`summary_series`): the robust
+    accuracy, and the success rate among clean-correct attacked samples (clean accuracies
+    differ between the corpora). Speakers resampled and permuted (:func:`speaker_gap`), refused
+    with fewer than ``MIN_GROUP_SPEAKERS`` speakers per group; Holm within each (attack, series)."""
+    by_run = {r.name: r for r in runs}
+    rows = []
+    if chosen.empty or table.empty:
+        return pd.DataFrame()
+    for (attack, series), part in chosen.groupby(["attack", "series"], sort=False):
+        recs = sorted(part.itertuples(), key=lambda x: x.source)
+        for gender, gname in (("m", "Male"), ("f", "Female")):
+            for a, b in itertools.combinations(recs, 2):
+                ra = table[(table["run"] == a.run) & (table["cell_id"] == a.cell_id) & (table["source"] == a.source)
+                           & (table["group"] == "All")]
+                rb = table[(table["run"] == b.run) & (table["cell_id"] == b.cell_id) & (table["source"] == b.source)
+                           & (table["group"] == "All")]
+                if ra.empty or rb.empty:
+                    continue
+                x = _outcomes(by_run[a.run], ra.iloc[0], gender)
+                y = _outcomes(by_run[b.run], rb.iloc[0], gender)
+                if x is None or y is None or x.empty or y.empty:
+                    continue
+                g = _gap_pair(x, y, (f"{a.source} {gname.lower()}", f"{b.source} {gname.lower()}"), n_boot, seed,
+                              n_perm)
+                rows.append({"attack": attack, "series": series, "gender": gname, "source_a": a.source,
+                             "source_b": b.source, "params_a": a.params, "params_b": b.params, "n_a": len(x),
+                             "n_b": len(y), "clean_a": float(x["clean"].mean()), "clean_b": float(y["clean"].mean()),
+                             **g, "same_model": a.run == b.run})
+    return _with_holm(rows)
+
+
+def perturbation_profiles(runs: list[RunData], chosen: pd.DataFrame) -> pd.DataFrame:
+    """Mean ``|delta|`` per Mel band and per time frame of every chosen attack cell
+    (:func:`summary_series`), per language and gender, from the saved perturbations
+    (``attacks/adv/<cell>.npy``, ``[n, T, F]``, row ``i`` = row ``i`` of the cell's samples
+    file). Only attacked samples count. Columns: ``attack``, ``series``, ``run``, ``source``,
+    ``gender``, ``axis`` (``band`` or ``time``), ``index`` (band or frame), ``seconds``
+    (frame start; ``nan`` for bands), ``mean_abs_delta``, ``n`` (samples). Cells without a
+    saved perturbation (the worst case, a CV run) are left out."""
+    by_run = {r.name: r for r in runs}
+    frames = []
+    for r in chosen.itertuples() if not chosen.empty else ():
+        if r.attack == "worst_case":
+            continue
+        run = by_run[r.run]
+        path = run.adv_path(r.cell_id)
+        samples = run.samples(r.cell_id)
+        if samples is None or not path.exists():
+            continue
+        delta = np.load(path, mmap_mode="r")
+        if len(delta) != len(samples):
+            log.warning("%s %s: %d perturbations for %d samples: left out", run.name, r.cell_id, len(delta),
+                        len(samples))
+            continue
+        hop = _seconds_per_frame(run)
+        part = group_samples(samples, r.corpus, r.language, "All")
+        for gender in ("m", "f"):
+            sel = part[part["gender"] == gender]
+            if "attacked" in sel:
+                sel = sel[sel["attacked"].astype(bool)]
+            if sel.empty:
+                continue
+            d = np.abs(np.asarray(delta[sel.index.to_numpy()], np.float64))
+            band, frame = d.mean(axis=(0, 1)), d.mean(axis=(0, 2))
+            base = {"attack": r.attack, "series": r.series, "run": r.run, "source": r.source, "params": r.params,
+                    "gender": gender, "n": len(sel)}
+            frames.append(pd.DataFrame({**base, "axis": "band", "index": np.arange(len(band)), "seconds": np.nan,
+                                        "mean_abs_delta": band}))
+            frames.append(pd.DataFrame({**base, "axis": "time", "index": np.arange(len(frame)),
+                                        "seconds": np.arange(len(frame)) * hop, "mean_abs_delta": frame}))
+    if not frames:
+        return pd.DataFrame(columns=["attack", "series", "run", "source", "params", "gender", "n", "axis", "index",
+                                     "seconds", "mean_abs_delta"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _seconds_per_frame(run: RunData) -> float:
+    try:
+        cfg = load_run_config(run.run_dir)
+        return cfg.features.hop_length / cfg.audio.sample_rate
+    except Exception:  # noqa: BLE001 - an unreadable config: frames, not seconds
+        return float("nan")
+
+
+def training_details(runs: list[RunData]) -> pd.DataFrame:
+    """How each model was trained and which samples were attacked, one row per run.
+
+    From ``model.json`` (epochs run, best epoch, early stop, train / validation sizes, time,
+    hyperparameters), ``history.csv`` (the best validation loss), ``config.yaml`` (the epoch
+    budget and patience) and the attack cells (attacked samples: full test set or seeded
+    subsets with their limit and seed; samples not attacked)."""
+    rows = []
+    for r in runs:
+        m = r.model_meta or {}
+        hp = m.get("hyperparameters") or {}
+        hist_dir = fold_run_dirs(r.run_dir)[0] if r.pooled is not None else r.run_dir
+        hist = pd.read_csv(hist_dir / HISTORY) if (hist_dir / HISTORY).exists() else None
+        try:
+            cfg = load_run_config(r.run_dir)
+            budget, patience = cfg.train.epochs, cfg.train.patience
+        except Exception:  # noqa: BLE001 - the config of an older run: unknown
+            budget, patience = None, None
+        res = r.results[r.results["group"] == "All"] if not r.results.empty else r.results
+        res = res[res["attack"] != "worst_case"] if not res.empty else res
+        subsets = sorted(set(res["subset"])) if not res.empty else []
+        n_att = (res.groupby("cell_id")["n"].sum() if not res.empty else pd.Series(dtype=float))
+        not_att = (res.groupby("cell_id")["n_not_attacked"].sum() if not res.empty else pd.Series(dtype=float))
+        best_val = (float(hist["val_loss"].min()) if hist is not None and "val_loss" in hist and len(hist)
+                    else float("nan"))
+        rows.append({
+            "run": r.name, "model": m.get("model"), "parameters": m.get("parameters"),
+            "epochs_budget": budget, "epochs_run": m.get("epochs_run"), "best_epoch": m.get("best_epoch"),
+            "stopped_early": m.get("stopped_early"), "patience": patience, "best_val_loss": best_val,
+            "n_train": m.get("n_train"), "n_val": m.get("n_val"), "train_seconds": m.get("train_seconds"),
+            "batch_size": hp.get("batch_size"), "lr": hp.get("lr"), "dropout": hp.get("dropout"),
+            "folds": m.get("folds"), "split": r.info.split, "leaky": bool(r.info.leaky),
+            "attacked_subsets": "; ".join(subsets), "attack_cells": int(len(n_att)),
+            "attacked_per_cell": f"{int(n_att.min())}–{int(n_att.max())}" if len(n_att) else "",
+            "not_attacked": int(np.nansum(not_att.to_numpy(float))) if len(not_att) else 0,
+        })
+    return pd.DataFrame(rows)

@@ -11,8 +11,11 @@
 It loads the runs (:mod:`seradv.report.data`), computes the statistics
 (:mod:`seradv.report.analysis`) and the examples (:mod:`seradv.report.examples`), assembles the
 sections (:mod:`seradv.report.sections`), draws the figures they show, and renders one document
-model to Markdown and HTML (:mod:`seradv.report.render`). Order of the report: the data split
-(leaky or not) and the models first, then clean performance, an overview of all attacks, one
+model to Markdown and HTML (:mod:`seradv.report.render`). Order of the report: a summary first
+(one figure of robust accuracy, attack x language x gender, and the sentences that answer the
+study's questions), then the data split (leaky or not) and the models with their training
+details, clean performance, an overview of all attacks, languages compared within each gender,
+where the perturbations concentrate (per Mel band and over time), one
 section per attack laid out like the study's tables (SPEC.md) with CIs, gender and corpus gaps
 and their tests, examples to look at and listen to, the trust checks, and how the statistics
 were made.
@@ -46,6 +49,8 @@ from seradv.report.sections.examples import examples_section
 from seradv.report.sections.methods import methods_section
 from seradv.report.sections.overview import overview_section
 from seradv.report.sections.runs import runs_section
+from seradv.report.sections.summary import (gender_languages_section, perturbation_section, summary_section,
+                                            summary_sentences)
 from seradv.report.sections.trust import trust_section
 
 log = logging.getLogger(__name__)
@@ -118,8 +123,8 @@ def build_report(
         ver = version("seradv")
     except PackageNotFoundError:
         ver = "?"
-    intro = Section([Heading(1, f"Robustness report: {names}", anchor="top"),
-                     Para(f"Made by seradv {ver} on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from "
+    title_block = Section([Heading(1, f"Robustness report: {names}", anchor="top")])
+    intro = Section([Para(f"Made by seradv {ver} on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from "
                           f"{', '.join(str(d) for d in run_dirs)}. The headline is the robust accuracy (correct "
                           f"before the attack and never fooled by it), given with its n and its 95 % confidence "
                           f"interval in brackets (over speakers or utterances, see the last section); the study's "
@@ -130,8 +135,15 @@ def build_report(
         attacks, strongest = Section([]), pd.DataFrame()
     else:
         attacks, strongest = attack_sections(runs, table, gaps_g, gaps_c)
+    chosen = analysis.summary_series(strongest)
+    grid = analysis.summary_grid(table, chosen)
+    gaps_cg = analysis.gender_corpus_gaps(runs, table, chosen, n_boot=n_boot, seed=seed)
+    profiles = analysis.perturbation_profiles(runs, chosen)
+    details = analysis.training_details(runs)
+    summary = summary_section(runs, grid, summary_sentences(runs, chosen, gaps_g, gaps_c, gaps_cg))
     examples = compute_examples(runs, table, out, n_examples=n_examples, audio=audio, seed=seed)
-    sections = [intro, runs_section(runs), clean, overview_section(runs, strongest), attacks,
+    sections = [title_block, summary, intro, runs_section(runs, details), clean, overview_section(runs, strongest),
+                gender_languages_section(gaps_cg), perturbation_section(profiles), attacks,
                 examples_section(examples), trust_section(runs), methods_section(n_boot, seed)]
     for section in sections:
         for figure in section.figures:
@@ -140,7 +152,8 @@ def build_report(
 
     pd.concat(clean_frames, ignore_index=True).to_csv(out / "stats" / "clean.csv", index=False)
     for name, frame in (("attacks", table), ("gender_gaps", gaps_g), ("corpus_gaps", gaps_c),
-                        ("strongest", strongest)):
+                        ("strongest", strongest), ("summary", grid), ("gender_corpus_gaps", gaps_cg),
+                        ("perturbation_profiles", profiles), ("training", details)):
         if not frame.empty:
             frame.drop(columns=[c for c in ("members",) if c in frame]).to_csv(out / "stats" / f"{name}.csv",
                                                                                 index=False)

@@ -138,8 +138,8 @@ def units_of(rows: pd.DataFrame) -> str:
 
 
 def series_short(series: str) -> str:
-    """A series label for figure labels: ``torch, full``, ``art, n=10`` (default seed left out)."""
-    s = series.replace(" backend", "").replace("full test set", "full").replace("seeded subset of ", "n=")
+    """A series label for figure labels: ``torch, full``, ``art, subset 10`` (default seed left out)."""
+    s = series.replace(" backend", "").replace("full test set", "full").replace("seeded subset of ", "subset ")
     return s.replace(f", seed {_DEFAULT_ATTACK_SEED}", "")
 
 

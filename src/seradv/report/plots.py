@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 __all__ = ["accuracy_vs_strength", "strongest_bars", "confidence_histograms", "confusion_pairs",
-           "clean_confusions", "spectrograms", "COLOURS"]
+           "clean_confusions", "spectrograms", "summary_heatmap", "perturbation_profiles", "COLOURS"]
 
 COLOURS = {"All": "#333333", "Male": "#1f77b4", "Female": "#d62728"}
 DPI = 100
@@ -75,7 +75,9 @@ def strongest_bars(items: pd.DataFrame, path: Path, *, title: str) -> Path:
     labels = list(dict.fromkeys(items["label"]))
     sources = list(dict.fromkeys(items["source"]))
     width = 0.8 / max(1, len(sources))
-    fig = Figure(layout="constrained", figsize=(max(6.0, 1.0 + 1.1 * len(labels) * max(1, len(sources)) ** 0.5), 4.2))
+    # at most 12 in (1200 px, the page's width); the labels wrap to their slot
+    fig = Figure(layout="constrained", figsize=(min(12.0, max(6.0, 1.0 + 1.1 * len(labels) * max(1, len(sources)) ** 0.5)),
+                                                4.6))
     ax = fig.subplots()
     cmap = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
     for j, source in enumerate(sources):
@@ -96,12 +98,15 @@ def strongest_bars(items: pd.DataFrame, path: Path, *, title: str) -> Path:
                    label="clean (same samples)" if j == 0 else None)
     ax.set_xticks(range(len(labels)))
     # long parameter lists (C&W Linf) wrapped so that the axes keep their height
-    ax.set_xticklabels([textwrap.fill(str(lab), 26) for lab in labels], fontsize=7, rotation=0, ha="center")
+    chars = max(12, int(11.0 * 100 / max(1, len(labels)) / 6))  # about 6 px per character at 7 pt
+    ax.set_xticklabels(["\n".join(textwrap.fill(line, chars) for line in str(lab).split("\n")) for lab in labels],
+                       fontsize=7, rotation=0, ha="center")
     ax.set_ylabel("robust accuracy (All)")
     ax.set_ylim(0, 1.05)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=min(4, len(sources) + 1), loc="upper right")
-    ax.set_title(title, fontsize=11)
+    ax.legend(fontsize=8, ncol=min(4, len(sources) + 1), loc="lower center", bbox_to_anchor=(0.5, 1.0),
+              frameon=False)
+    fig.suptitle(title, fontsize=11)
     return _save(fig, path)
 
 
@@ -117,7 +122,8 @@ def confidence_histograms(panels: list[tuple[str, np.ndarray, np.ndarray]], path
     for ax, (name, before, after) in zip(axes, panels):
         ax.hist(before, bins=bins, alpha=0.55, color="#4c72b0", label="clean")
         ax.hist(after, bins=bins, alpha=0.55, color="#c44e52", label="attacked")
-        ax.set_title(name, fontsize=9)
+        # long parameter lists wrapped so that neighbouring titles never run into each other
+        ax.set_title("\n".join(textwrap.fill(line, 36) for line in str(name).split("\n")), fontsize=8)
         ax.set_xlabel("top-class confidence", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in axes[n:]:
@@ -202,5 +208,78 @@ def spectrograms(x: np.ndarray, x_adv: np.ndarray, path: Path, *, title: str,
         ax.tick_params(labelsize=7)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
     axes[0].set_ylabel("Mel band", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def summary_heatmap(grid: pd.DataFrame, path: Path, *, title: str) -> Path:
+    """Robust accuracy, one row per attack (``row`` labels), one column per (source, gender)
+    (``column`` labels); each cell shows its value and n. ``grid`` columns: ``row``, ``column``,
+    ``value``, ``n``; rows and columns keep their first-seen order."""
+    rows = list(dict.fromkeys(grid["row"]))
+    cols = list(dict.fromkeys(grid["column"]))
+    val = np.full((len(rows), len(cols)), np.nan)
+    ns = np.zeros((len(rows), len(cols)), int)
+    for r in grid.itertuples():
+        i, j = rows.index(r.row), cols.index(r.column)
+        val[i, j] = r.value
+        ns[i, j] = int(r.n)
+    width = min(12.0, 2.6 + 1.05 * len(cols))
+    fig = Figure(layout="constrained", figsize=(width, 1.2 + 0.5 * len(rows)))
+    ax = fig.subplots()
+    im = ax.imshow(np.ma.masked_invalid(val), vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+    size = 8 if len(cols) <= 8 else 6.5
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            if np.isfinite(val[i, j]):
+                ax.text(j, i, f"{val[i, j]:.2f}\nn={ns[i, j]}", ha="center", va="center", fontsize=size,
+                        color="black")
+            else:
+                ax.text(j, i, "–", ha="center", va="center", fontsize=size, color="#777777")
+    ax.set_xticks(range(len(cols)))
+    ax.set_xticklabels([textwrap.fill(str(c), 14) for c in cols], fontsize=size)
+    ax.xaxis.tick_top()
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([textwrap.fill(str(r), 34) for r in rows], fontsize=size)
+    ax.tick_params(length=0)
+    for j in range(1, len(cols)):
+        if j % 2 == 0:  # a line between the sources (two genders each)
+            ax.axvline(j - 0.5, color="white", lw=3)
+    cb = fig.colorbar(im, ax=ax, fraction=0.035, pad=0.015)
+    cb.ax.tick_params(labelsize=7)
+    cb.set_label("robust accuracy", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def perturbation_profiles(profiles: pd.DataFrame, path: Path, *, title: str) -> Path:
+    """Mean ``|delta|`` per Mel band (left) and over time (right), one line per source (colour)
+    and gender (solid: male, dashed: female); the legend (with n) below the panels.
+    ``profiles``: rows of :func:`seradv.report.analysis.perturbation_profiles` of one attack."""
+    fig = Figure(layout="constrained", figsize=(11.0, 4.4))
+    band_ax, time_ax = fig.subplots(1, 2)
+    cmap = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
+    sources = list(dict.fromkeys(profiles["source"]))
+    for (source, gender), part in profiles.groupby(["source", "gender"], sort=False):
+        colour = cmap[sources.index(source) % len(cmap)]
+        ls = "-" if gender == "m" else "--"
+        b = part[part["axis"] == "band"].sort_values("index")
+        t = part[part["axis"] == "time"].sort_values("index")
+        label = f"{source} {'male' if gender == 'm' else 'female'} (n={int(part['n'].iloc[0])})"
+        band_ax.plot(b["index"], b["mean_abs_delta"], color=colour, ls=ls, lw=1.3, label=label)
+        x = t["seconds"] if t["seconds"].notna().all() else t["index"]
+        time_ax.plot(x, t["mean_abs_delta"], color=colour, ls=ls, lw=1.1)
+    band_ax.set_xlabel("Mel band (low → high frequency)", fontsize=8)
+    band_ax.set_ylabel("mean |δ| (standardized log-Mel)", fontsize=8)
+    band_ax.set_title("per Mel band (mean over time)", fontsize=9)
+    t_all = profiles[profiles["axis"] == "time"]
+    time_ax.set_xlabel("time (s)" if len(t_all) and t_all["seconds"].notna().all() else "frame", fontsize=8)
+    time_ax.set_title("over the segment (mean over bands)", fontsize=9)
+    for ax in (band_ax, time_ax):
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.set_ylim(bottom=0)
+    fig.legend(*band_ax.get_legend_handles_labels(), loc="outside lower center", fontsize=7,
+               ncol=min(3, max(1, len(sources))), frameon=False)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)

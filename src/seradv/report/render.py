@@ -183,7 +183,8 @@ def to_html(blocks: list[Block], *, title: str, root: Path, embed_images: bool =
     nav = ("<nav><strong>Contents</strong><ul>" + "".join(
         f'<li><a href="#{_e(h.anchor)}">{_e(h.text)}</a></li>' for h in toc) + "</ul></nav>") if toc else ""
     for i, b in enumerate(blocks):
-        if nav and (isinstance(b, Heading) and b.level == 2):  # contents after the title and intro
+        # contents after the title, the summary and the intro
+        if nav and (isinstance(b, Heading) and b.level == 2 and b.anchor != "summary"):
             body.append(nav)
             nav = ""
         if isinstance(b, Heading):

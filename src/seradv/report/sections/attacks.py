@@ -152,16 +152,16 @@ def attack_sections(runs: list[RunData], table: pd.DataFrame, gaps_g: pd.DataFra
             sentences = [s for s in (_not_attacked_sentence(name, rows), _effect_sentence(name, rows),
                                      gender_sentence(name, g), corpus_sentence(name, c)) if s]
             blocks.append(Bullets(sentences))
-            pj = analysis.strongest(rows)
-            if pj is None:
+            best = analysis.strongest_rows(rows)
+            if best.empty:
                 blocks.append(Para(f"{name}: the robust accuracy is unavailable (results without robust_accuracy "
                                    f"and without per-sample files), so no strongest setting is chosen; the study's "
                                    f"accuracy on adversarial examples is not used in its place.", kind="warning"))
                 continue
-            best = rows[(rows["params_json"] == pj) & (rows["group"] == "All")]
             for r in best.itertuples():
                 strongest.append({"attack": attack, "series": series, "run": r.run, "source": r.source,
-                                  "params": r.params, "cell_id": r.cell_id, "corpus": r.corpus,
+                                  "params": r.params, "params_json": r.params_json, "cell_id": r.cell_id,
+                                  "corpus": r.corpus,
                                   "language": r.language, "n": int(r.n), "robust_accuracy": r.robust_accuracy,
                                   "robust_lo": r.robust_lo, "robust_hi": r.robust_hi, "ci_unit": r.ci_unit,
                                   "n_clusters": r.n_clusters, "n_not_attacked": r.n_not_attacked,
@@ -190,12 +190,12 @@ def _confusion_part(runs: list[RunData], attack: str, series: str, best: pd.Data
             (r.source, confusion_matrix(part["label"], part["pred_clean"], labels=labels),
              confusion_matrix(part["label"], part["pred_adv"], labels=labels)))
     section = Section([])
-    params = best["params"].iloc[0] if len(best) else ""
+    params = "; ".join(dict.fromkeys(str(p) for p in best["params"]))
     for i, (classes, pairs) in enumerate(groups.items()):
         rel = f"figures/confusion-{slug(attack)}-{slug(series)}" + (f"-{i}" if i else "") + ".png"
         section.figures.append(Figure(rel, plots.confusion_pairs, (pairs, list(classes)),
                                       {"title": f"{attack} {params} ({series})"}))
         section.blocks.append(Image(rel, f"Per-class confusion on the attacked samples, clean versus {attack} at "
-                                         f"its strongest setting ({params}, by robust accuracy), one row per corpus "
+                                         f"its strongest setting ({params}; lowest robust accuracy of each run), one row per corpus "
                                          f"(predictions at the end of the attack); {series}; {n_of(best)}."))
     return section

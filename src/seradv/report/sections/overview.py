@@ -22,11 +22,17 @@ def overview_section(runs: list[RunData], strongest: pd.DataFrame) -> Section:
         blocks.append(Para("No attack results in this report (run `seradv attack RUN_DIR`)."))
         return Section(blocks)
     rel = "figures/strongest.png"
-    bars = strongest.assign(label=[f"{lab}\nn={n}" for lab, n in zip(strongest["label"], strongest["n"])])
+    # one label per attack series (its samples summed over the corpora), so the corpora's bars group under it
+    key = strongest["attack"] + "|" + strongest["series"]
+    total = strongest.groupby(key)["n"].sum()
+    params = strongest.groupby(key)["params"].agg(lambda p: "; ".join(dict.fromkeys(map(str, p))))
+    bars = strongest.assign(label=[f"{a} {params[k]}\n{series_short(s)}; n={int(total[k])}"
+                                   for a, s, k in zip(strongest["attack"], strongest["series"], key)])
     figures.append(Figure(rel, plots.strongest_bars, (bars,),
                           {"title": "Robust accuracy at each attack's strongest setting"}))
     blocks.append(Image(rel, "Every attack (and series: backend, samples, early stop) at its strongest setting, "
-                             "the one with the lowest robust accuracy (All, averaged over the corpora shown), one "
+                             "the one with the lowest robust accuracy (All, averaged over the corpora of one run: "
+                             "the same setting as in that run's own report), one "
                              "bar per corpus with its 95 % CI (n under each label); black tick: clean accuracy of "
                              f"the same samples. Series are never pooled. n = {int(strongest['n'].sum())} samples "
                              f"in all, {len(strongest)} bar(s)."))
@@ -54,7 +60,7 @@ def overview_section(runs: list[RunData], strongest: pd.DataFrame) -> Section:
             if s is None:
                 continue
             p = analysis.group_samples(s, r.corpus, r.language, "All")
-            panels.append((f"{r.attack} {r.params}\n{series_short(r.series)}, n={len(p)}",
+            panels.append((f"{r.attack} {r.params}\n{series_short(r.series)}; {len(p)} samples",
                            p["conf_clean"].to_numpy(), p["conf_adv"].to_numpy()))
         if panels:
             rel = f"figures/confidence-{slug(source)}.png"

@@ -2,14 +2,52 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from seradv.report.data import RunData
+from seradv.report.format import DASH, fmt_time
 from seradv.report.render import Heading, Para, Table
 from seradv.report.sections import Section
 
-__all__ = ["runs_section"]
+__all__ = ["runs_section", "training_table"]
 
 
-def runs_section(runs: list[RunData]) -> Section:
+_DETAILS = (("model", "model"), ("parameters", "parameters"), ("split", "split"), ("folds", "speaker folds (CV)"),
+            ("epochs_budget", "epochs (budget)"), ("epochs_run", "epochs run"), ("best_epoch", "best epoch (kept)"),
+            ("stopped_early", "stopped early"), ("patience", "early-stopping patience"),
+            ("best_val_loss", "best validation loss"), ("n_train", "training segments"),
+            ("n_val", "validation segments"), ("batch_size", "batch size"), ("lr", "learning rate"),
+            ("dropout", "dropout"), ("train_seconds", "training time (s)"),
+            ("attacked_subsets", "attacked samples"), ("attack_cells", "attack cells"),
+            ("attacked_per_cell", "samples per cell"), ("not_attacked", "samples not attacked (all cells)"))
+
+
+def _detail(key: str, v) -> str:
+    if v is None or (isinstance(v, float) and not pd.notna(v)) or v == "":
+        return DASH
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if key == "parameters":
+        return f"{int(v):,}"
+    if key == "train_seconds":
+        return fmt_time(float(v))
+    if key == "best_val_loss":
+        return f"{float(v):.4f}"
+    return str(v)
+
+
+def training_table(details: pd.DataFrame) -> Table:
+    """How each model was trained and sampled (:func:`seradv.report.analysis.training_details`),
+    transposed: one row per fact, one column per run, so that it fits the page."""
+    rows = [[label] + [_detail(key, d.get(key)) for d in details.to_dict("records")] for key, label in _DETAILS]
+    return Table(["", *details["run"].astype(str)], rows,
+                 caption="Training and sampling details per model (model.json, history.csv, config.yaml, attack "
+                         "cells); a CV run shows its first fold's model",
+                 meta={"kind": "training"})
+
+
+def runs_section(runs: list[RunData], details: pd.DataFrame | None = None) -> Section:
+    """The data, split and models of every run; ``details``: the training table's rows."""
     blocks: list = [Heading(2, "Data, split and models")]
     for r in runs:
         info = r.info
@@ -26,6 +64,8 @@ def runs_section(runs: list[RunData]) -> Section:
                      f"{m.get('parameters', 0):,}" if m else "?", ", ".join(r.classes)])
     blocks.append(Table(["run", "corpus (language)", "split", "leaky", "test segments", "model", "parameters",
                          "classes"], rows, caption="Runs in this report", meta={"kind": "runs"}))
+    if details is not None and not details.empty:
+        blocks.append(training_table(details))
     if len(runs) > 1:
         blocks.append(Para("Each run has its own model, trained on its own corpus: wherever corpora of "
                            "different runs are compared, the models differ too, so a gap mixes the "
