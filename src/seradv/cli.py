@@ -373,6 +373,9 @@ def attack(
     where: Optional[str] = typer.Option(None, "--where", help="Only the grid's parameter sets with these values, e.g. 'theta=1' or 'th=1,max_iter=20'."),
     params: Optional[str] = typer.Option(None, "--params", help="Instead of a grid: one parameter set for each chosen attack, e.g. 'eps=0.3,max_iter=50' (other parameters at their defaults)."),
     list_only: bool = typer.Option(False, "--list", help="List the registered attacks (parameters, defaults, backends, paper and quick grids), then exit; needs no run directory."),
+    executor: str = typer.Option("local", "--executor", help="local (cells one after another here) or ray (each cell a Ray task; needs the ray package, the extra seradv\\[ray])."),
+    address: Optional[str] = typer.Option(None, "--address", help="With --executor ray: the cluster to join ('auto' or ray://host:port); default: a local Ray instance."),
+    task_cpus: int = typer.Option(1, "--task-cpus", help="With --executor ray: CPUs (and torch threads) per cell."),
 ) -> None:
     """Run an attack grid on the test set; resumable (finished cells are reused)."""
     names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
@@ -397,12 +400,15 @@ def attack(
         if not _run_grid_takes("params"):
             raise ParameterError("--params is not supported by this version of seradv.grid.run.run_grid")
         extra["params"] = params
+    _at_least("--task-cpus", task_cpus, 1, "a positive integer")
+    from seradv.grid.executors import get_executor
     from seradv.grid.run import run_grid
     from seradv.rundir import RESULTS_CSV, TRUST_CSV, attacks_dir
 
+    runner = get_executor(executor, address=address, num_cpus=task_cpus)
     results = run_grid(run_dir, attacks=names, grid=grid, limit=limit, seed=seed, backend=backend,
                        batch_size=batch_size, device=dev, save_examples=not no_examples,
-                       early_stop=early_stop, where=where, **extra)
+                       early_stop=early_stop, where=where, executor=runner, **extra)
     _print_results(results)
     console.print(f"wrote {attacks_dir(run_dir) / RESULTS_CSV} (and .parquet), trust checks in "
                   f"{attacks_dir(run_dir) / TRUST_CSV}")
@@ -415,6 +421,36 @@ def _print_results(results) -> None:
     cols = ["attack", "params", "language", "group", "n", "clean_accuracy", "adv_accuracy", "mean_abs_delta", "seconds"]
     pivot = results[results["group"] == "All"][[c for c in cols if c in results.columns]]
     console.print(_table(pivot.drop(columns=["group"]), "accuracy under attack (All)"))
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="A run directory with a trained model (one fold's folder for a speaker_cv run)."),
+    files: list[Path] = typer.Argument(..., help="Audio files (any format libsndfile reads, mono or stereo, any sample rate)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the predictions: FILE.csv (per file; per segment in FILE.segments.csv) or FILE.json."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Segments per forward pass."),
+) -> None:
+    """The emotion the run's model assigns to each file: its 3 s segments cut as in training, per segment and per file (highest mean probability)."""
+    from seradv.predict import check_output, predict_files, write_prediction
+
+    _check_run_dir(run_dir)
+    _at_least("--batch-size", batch_size, 1, "a positive number of segments")
+    if output is not None:
+        check_output(output)
+        _check_parents(output, "--output")
+    pred = predict_files(run_dir, files, device=_resolve_device(device), batch_size=batch_size)
+    for _, message in pred.errors:
+        _error(message)
+    if len(pred.files):
+        console.print(_table(pred.segments, "per segment"))
+        console.print(_table(pred.files, "per file (class of the highest mean probability over its segments)"))
+    if output is not None:
+        written = write_prediction(pred, output, run_dir=run_dir)
+        console.print("wrote " + " and ".join(str(p) for p in written))
+    if pred.errors:
+        err_console.print(f"{len(pred.errors)} of {len(pred.errors) + len(pred.files)} files could not be used")
+        raise typer.Exit(1)
 
 
 @app.command()

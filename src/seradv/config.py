@@ -216,8 +216,17 @@ class AttackConfig:
     backend: str | None = None
     batch_size: int = 64
     device: str = "cpu"
+    executor: str = "local"
+    """``local`` (cells one after another) or ``ray`` (each cell a Ray task)."""
+    executor_address: str | None = None
+    """With ``executor: ray``: the cluster to join (``auto``, ``ray://host:port``); ``None``: a
+    local Ray instance."""
 
     def validate(self) -> None:
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"attack.executor={self.executor!r} must be 'local' or 'ray'")
+        if self.executor_address is not None and self.executor != "ray":
+            raise ConfigError("attack.executor_address needs attack.executor: ray")
         if self.grid not in ("paper", "quick"):
             raise ConfigError(f"attack.grid={self.grid!r} must be 'paper' or 'quick'")
         if self.limit is not None:

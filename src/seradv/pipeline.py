@@ -34,6 +34,7 @@ from seradv.config import AttackConfig, AugmentConfig, DataConfig, RunConfig, Tr
 from seradv.corpora import Manifest, get_corpus
 from seradv.evaluation import group_metrics, pooled_metrics, predict_logits
 from seradv.grid.plan import plan_grid
+from seradv.grid.executors import get_executor
 from seradv.grid.run import run_grid
 from seradv.models import build_model, check_model, count_parameters
 from seradv.prepare import CVPreparation, build_preparation, check_source, load_subset, write_preparation
@@ -354,7 +355,8 @@ def run(cfg: RunConfig | None = None, *, out: str | Path | None = None) -> Path:
     if a.enabled:
         with stage(f"attack ({a.grid} grid)", *step["attack"]):
             run_grid(run_dir, attacks=a.attacks, grid=a.grid, limit=a.limit, seed=a.seed, backend=a.backend,
-                     batch_size=a.batch_size, device=attack_device)
+                     batch_size=a.batch_size, device=attack_device,
+                     executor=get_executor(a.executor, address=a.executor_address))
     with stage("report", *step["report"]), run_logging(run_dir):
         report = build_report(run_dir)
     print(f"report: {report.resolve()}", flush=True)  # the run's last word: where to look

@@ -51,7 +51,7 @@ from seradv.fileio import atomic_write_json, atomic_write_text, save_npy
 from seradv.errors import AttackError, ParameterError
 from seradv.evaluation import predict_logits, softmax
 from seradv.grid.checks import trust_checks
-from seradv.grid.executors import CellTask, LocalExecutor
+from seradv.grid.executors import CellTask, Executor, LocalExecutor
 from seradv.grid.plan import Cell, plan_grid, select_subset
 from seradv.grid.results import (load_results, pool_folds, read_cell, read_samples, robust_flags, subset_fingerprint,
                                  summarise, write_results)
@@ -160,8 +160,12 @@ def run_grid(
     early_stop: bool = False,
     where: str | None = None,
     params: str | dict | None = None,
+    executor: Executor | None = None,
 ) -> pd.DataFrame:
     """Run the attack grid on the test set of a trained run; resumable. Returns the results table.
+
+    ``executor`` computes the cells (:mod:`seradv.grid.executors`; default: one after another
+    in this process); every executor writes the same cell files.
 
     ``where="theta=1"`` runs only the grid's parameter sets with those values;
     ``params="eps=0.3,max_iter=50"`` runs exactly that parameter set instead of the grid
@@ -184,7 +188,7 @@ def run_grid(
                 log.info("speaker_cv: attack grid on fold %d of %d (%s)", k, len(folds), d)
             run_grid(d, attacks=attacks, grid=grid, limit=limit, seed=seed, backend=backend, batch_size=batch_size,
                      device=device, save_examples=save_examples, trust=trust, early_stop=early_stop, where=where,
-                     params=params)
+                     params=params, executor=executor)
             if trust and (attacks_dir(d) / TRUST_CSV).is_file():
                 trust_frames.append(pd.read_csv(attacks_dir(d) / TRUST_CSV).assign(fold=k))
         with run_logging(run_dir):
@@ -267,7 +271,7 @@ def run_grid(
                          allr["adv_accuracy"], allr["n_not_attacked"], allr["mean_abs_delta"], facts["seconds"])
                 return True
 
-        LocalExecutor().run(todo, run_one)
+        (executor or LocalExecutor()).run(todo, run_one)
         results = load_results(run_dir)
         if trust:
             checks = trust_checks(results, model=model, data=data, clip=(lo, hi), device=device,

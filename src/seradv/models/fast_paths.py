@@ -64,8 +64,8 @@ class FastCNN:
 
     ``cnn`` (passed to every method) is the model's ``nn.Sequential`` CNN ending in a
     ``Flatten``; the maps are those of the layers before it. A plain object, not a submodule
-    (no ``state_dict`` entry); a deep copy starts with empty caches (oneDNN tensors cannot be
-    deep-copied; both caches are rebuilt on demand).
+    (no ``state_dict`` entry); a deep copy or an unpickled copy starts with empty caches
+    (oneDNN tensors can be neither deep-copied nor pickled; both caches are rebuilt on demand).
     """
 
     def __init__(self) -> None:
@@ -73,6 +73,14 @@ class FastCNN:
 
     def __deepcopy__(self, memo: dict) -> FastCNN:
         return type(self)()
+
+    def __getstate__(self) -> dict:
+        """Pickled (e.g. a model sent to a Ray worker) without its caches: oneDNN tensors cannot
+        be pickled, and the caches are rebuilt on demand."""
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self._caches = {}
 
     def maps(self, cnn: nn.Sequential, x: torch.Tensor, *, training: bool) -> torch.Tensor:
         """CNN feature maps ``[shape=(m, 64, 1, w)]`` of inputs ``[shape=(m, 1, chunk, w_in)]``,
