@@ -467,15 +467,17 @@ def corpus_gaps(runs: list[RunData], table: pd.DataFrame, *, n_boot: int = stats
 
 
 def summary_series(strongest_table: pd.DataFrame) -> pd.DataFrame:
-    """One series per attack for the summary: the one with the most attacked samples (group
-    All, summed over the sources), ties to the first in report order. ``strongest_table``: the
-    rows of ``stats/strongest.csv`` (one per attack series, run and source)."""
+    """One series per attack for the summary: the one that covers the most sources (corpora of
+    all runs), then the one with the most attacked samples (group All, summed over the sources),
+    ties to the first in report order. ``strongest_table``: the rows of ``stats/strongest.csv``
+    (one per attack series, run and source)."""
     if strongest_table.empty:
         return strongest_table
     keep = []
     for attack, part in strongest_table.groupby("attack", sort=False):
-        n = part.groupby("series", sort=False)["n"].sum()
-        keep.append(part[part["series"] == n.idxmax()])
+        score = part.groupby("series", sort=False).agg(sources=("source", "nunique"), n=("n", "sum"))
+        best = max(score.index, key=lambda s: (score.loc[s, "sources"], score.loc[s, "n"]))
+        keep.append(part[part["series"] == best])
     out = pd.concat(keep, ignore_index=True)
     order = {a: i for i, a in enumerate(attack_order(out["attack"]))}
     return out.assign(_o=out["attack"].map(order)).sort_values(["_o", "run", "source"], kind="stable") \
