@@ -491,6 +491,8 @@ def test_summary_comes_first_with_its_figure_and_sentences(report, combined):
         assert page.index('<h2 id="summary">') < page.index("<nav>")  # the contents come after the summary
     combined_md = (combined / "report.md").read_text()
     assert "Leaky (paper split) versus speaker-independent: clean accuracy" in _section(combined_md, "Summary")
+    # two runs of one corpus: no language comparison between them
+    assert "one corpus (" in _section(combined_md, "Summary") and "so no language comparison" in combined_md
 
 
 def test_summary_refuses_a_gender_claim_with_fewer_than_three_speakers():

@@ -174,7 +174,11 @@ def summary_sentences(runs: list[RunData], chosen: pd.DataFrame, gaps_g: pd.Data
                        lambda r: f"{r['attack']} on {r['source']}") if not g.empty else
                "Male versus female: no comparison (a gender is missing from the attacked samples).")
     c = _at_chosen_corpus(gaps_c, chosen)
-    if chosen["source"].nunique() > 1:
+    corpora = sorted({str(r.info.corpus) for r in runs})
+    if len(corpora) == 1 and len(runs) > 1:
+        out.append(f"Languages / corpora: one corpus ({corpora[0]}) in this report; its runs differ in split or "
+                   f"model, not in language, so no language comparison (leaky versus speaker-independent: below).")
+    elif chosen["source"].nunique() > 1:
         out.append(_claims(c, "Languages / corpora (robust accuracy, All)", "corpus",
                            lambda r: f"{r['attack']}: {r['source_a']} − {r['source_b']}") if not c.empty else
                    "Languages / corpora: the runs chose different strongest settings, so the All comparison is in "
