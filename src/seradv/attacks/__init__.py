@@ -39,6 +39,11 @@ The reference backend is ART 1.20.1 (the study's toolbox); most attacks also hav
 
 from __future__ import annotations
 
+from seradv.attacks._art_setup import ensure_art_config
+
+# Before the first ``import art``: ART's own creation of its config file races between processes.
+ensure_art_config()
+
 # Each module registers its attacks on import (registry order = import order; deepfool before
 # cw_l2 and cw_linf keeps the order of ATTACKS as it was when the C&W module imported deepfool).
 from seradv.attacks import boundary as boundary
