@@ -204,6 +204,38 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DefenceConfig:
+    """How the model is defended while it trains (:mod:`seradv.defences`).
+
+    ``kind: none`` is the study's plain training. ``kind: adversarial_training`` replaces
+    ``ceil(ratio * batch)`` rows of every batch by ``attack`` examples of the current model
+    (L-inf ``eps`` in standardized units): the study's defence is ``attack: fgsm, eps: 1.25,
+    ratio: 0.6`` with ``train.batch_size: 128, train.epochs: 30`` (SPEC.md); ``attack: pgd`` is
+    Madry et al.'s, ``steps`` steps of ``step_size`` (``null``: ``2.5 * eps / steps``) from a
+    random start.
+    """
+
+    kind: str = "none"
+    attack: str = "fgsm"
+    eps: float = 1.25
+    ratio: float = 0.6
+    steps: int = 10
+    step_size: float | None = None
+
+    def validate(self) -> None:
+        if not self.kind.strip():
+            raise ConfigError("defence.kind must name a defence: 'none' or 'adversarial_training'")
+        if self.attack not in ("fgsm", "pgd"):
+            raise ConfigError(f"defence.attack={self.attack!r} must be 'fgsm' or 'pgd'")
+        _positive("defence.eps", self.eps)
+        if not 0 < self.ratio <= 1:
+            raise ConfigError(f"defence.ratio={self.ratio} must be in (0, 1]")
+        _positive("defence.steps", self.steps)
+        if self.step_size is not None:
+            _positive("defence.step_size", self.step_size)
+
+
+@dataclass(frozen=True)
 class AttackConfig:
     """The attack stage of ``seradv run`` (``seradv attack`` takes the same as options)."""
 
@@ -281,6 +313,7 @@ class RunConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    defence: DefenceConfig = field(default_factory=DefenceConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     cache_dir: str | None = None
     n_jobs: int = 2
@@ -289,7 +322,8 @@ class RunConfig:
         if not self.name or any(c in self.name for c in "/\\") or self.name in (".", ".."):
             raise ConfigError(f"name={self.name!r} must be a plain folder name")
         _check_types(self, "")
-        for sub in (self.data, self.audio, self.augment, self.features, self.split, self.train, self.attack):
+        for sub in (self.data, self.audio, self.augment, self.features, self.split, self.train, self.defence,
+                    self.attack):
             sub.validate()
         if self.cache_dir is not None:
             _check_path("cache_dir", self.cache_dir)

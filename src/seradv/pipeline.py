@@ -32,6 +32,7 @@ from safetensors.torch import save
 from seradv.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from seradv.config import AttackConfig, AugmentConfig, DataConfig, RunConfig, TrainConfig, save_config
 from seradv.corpora import Manifest, get_corpus
+from seradv.defences import build_defence
 from seradv.evaluation import group_metrics, pooled_metrics, predict_logits
 from seradv.grid.plan import plan_grid
 from seradv.grid.executors import get_executor
@@ -115,7 +116,9 @@ def _resume_key(run_dir: Path, cfg: RunConfig, hyper: dict, model: torch.nn.Modu
     class and initial weights, and every training setting that changes the updates (not the
     epoch limit, threads or device)."""
     train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in ("epochs", "threads", "device")}
+    defence = dataclasses.asdict(cfg.defence)
     h = hashlib.sha256(json.dumps({"train": train, "hyper": hyper, "model": type(model).__qualname__,
+                                   **({"defence": defence} if cfg.defence.kind != "none" else {}),
                                    "data": run_fingerprints(run_dir)["preprocessing"]},
                                   sort_keys=True, default=str).encode())
     for v in model.state_dict().values():
@@ -160,9 +163,12 @@ def train_run(
         log.info("model %s: %d trainable parameters (%.2f M)", model_name, n_params, n_params / 1e6)
         log.info("training on %d segments, validating on %d; lr %g, batch %d, dropout %g/%g",
                  len(train), len(val), hyper["lr"], hyper["batch_size"], hyper["dropout"], hyper["lstm_dropout"])
+        defence = build_defence(cfg.defence, info.clip)
+        if defence is not None:
+            log.info("defence: %s", defence)
         result = fit(model, train.x, train.y, val.x, val.y, cfg.train, lr=hyper["lr"],
                      batch_size=hyper["batch_size"], state_path=run_dir / TRAIN_STATE,
-                     resume_key=_resume_key(run_dir, cfg, hyper, model))
+                     resume_key=_resume_key(run_dir, cfg, hyper, model), batch_transform=defence)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         weights = save(state)
         old_weights = run_dir / MODEL_WEIGHTS
@@ -181,6 +187,7 @@ def train_run(
             "input_shape": info.input_shape,
             "parameters": n_params,
             "hyperparameters": hyper,
+            "defence": dataclasses.asdict(cfg.defence),
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,
             "stopped_early": result.stopped_early,

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 import logging
 import math
 import random
@@ -101,6 +102,7 @@ def fit(
     batch_size: int,
     state_path: Path | None = None,
     resume_key: str = "",
+    batch_transform: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; the best validation-loss weights are loaded at the end.
 
@@ -114,6 +116,10 @@ def fit(
         What the checkpoint must have been saved by (e.g. a hash of the data, model and
         training settings): a checkpoint with another key is not resumed, training starts
         from scratch (with a warning).
+    batch_transform : callable, optional
+        ``batch_transform(model, xb, yb, gen) -> xb'``: the batch the update is taken on (a
+        defence, e.g. :class:`seradv.defences.AdversarialTraining`); it draws its randomness
+        from ``gen``, the training's generator, whose state the checkpoint keeps.
     """
     if len(y_train) == 0 or len(y_val) == 0:
         raise ParameterError("training and validation sets must not be empty")
@@ -162,6 +168,8 @@ def fit(
             for idx in _batches(len(y_train), batch_size, gen):
                 xb = torch.from_numpy(x_train[idx]).to(device)
                 yb = torch.from_numpy(y_train[idx]).to(device)
+                if batch_transform is not None:
+                    xb = batch_transform(model, xb, yb, gen)
                 opt.zero_grad(set_to_none=True)
                 out = model(xb)
                 loss = loss_fn(out, yb)
