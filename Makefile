@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+	# the reference APGD for tests/attacks/test_apgd.py; --no-deps: it asks for torchvision, unused
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps torchattacks==3.5.1
 	touch $(STAMP)
 
 install: $(STAMP)

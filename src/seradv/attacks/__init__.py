@@ -17,6 +17,8 @@ pixel          black-box    l0      :mod:`seradv.attacks.pixel`            yes
 boundary       black-box    l2      :mod:`seradv.attacks.boundary`         yes
 hopskipjump    black-box    l2      :mod:`seradv.attacks.hopskipjump`      no
 square         black-box    linf    :mod:`seradv.attacks.square`           no
+apgd_ce        white-box    linf    :mod:`seradv.attacks.apgd`             no
+apgd_dlr       white-box    linf    :mod:`seradv.attacks.apgd`             no
 =============  ===========  ======  =====================================  ========
 
 The rooms below the attacks: :mod:`~seradv.attacks.threat` (the clip box),
@@ -55,6 +57,7 @@ from seradv.attacks import hopskipjump as hopskipjump
 from seradv.attacks import jsma as jsma
 from seradv.attacks import pixel as pixel
 from seradv.attacks import square as square
+from seradv.attacks import apgd as apgd  # isort: skip
 from seradv.attacks.context import AttackContext, AttackResult, QueryCounter
 from seradv.attacks.metrics import (
     accuracy,
