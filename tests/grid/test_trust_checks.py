@@ -68,3 +68,24 @@ def test_monotone_never_mixes_robust_and_study_accuracy_or_other_settings():
     other = _row("bim", {"eps": 0.5, "max_iter": 3}, 0.9, 0.5)
     other["robust_accuracy"] = 0.9
     assert _status(trust_checks(pd.DataFrame(rows + [other])), "monotone", "bim") == ["pass"]
+
+
+def test_the_study_defence_table_is_flagged_as_masking():
+    """SPEC.md's EmoDB table after FGSM adversarial training: FGSM accuracy rising with eps to
+    .785 while BIM stays at .06 (study-style accuracies, n = the test set)."""
+    fgsm = [(0.25, 0.155), (0.5, 0.318), (0.75, 0.633), (1.0, 0.771), (1.25, 0.785)]
+    rows = [_row("fgsm", {"eps": e}, a, e, n=837) for e, a in fgsm] + [_row("bim", {"eps": 0.25}, 0.060, 0.25, n=837)]
+    out = trust_checks(pd.DataFrame(rows))
+    assert _status(out, "monotone", "fgsm") == ["warn"]
+    single = out[out["check"] == "single_vs_iterative"]
+    assert single["status"].tolist() == ["pass"]  # eps 0.25: .155 vs .060, a gap of .095
+    rows.append(_row("bim", {"eps": 1.25}, 0.050, 1.25, n=837))
+    single = trust_checks(pd.DataFrame(rows)).query("check == 'single_vs_iterative'")
+    assert single["status"].tolist() == ["pass", "warn"]
+    assert "0.785" in single["detail"].iloc[1] and "masking" in single["detail"].iloc[1]
+
+
+def test_fgsm_is_only_compared_on_the_same_samples_and_eps():
+    rows = [_row("fgsm", {"eps": 1.0}, 0.8, 1.0, n=64), _row("bim", {"eps": 1.0}, 0.0, 1.0, n=32),
+            _row("pgd", {"eps": 0.5}, 0.0, 0.5, n=64)]
+    assert _status(trust_checks(pd.DataFrame(rows)), "single_vs_iterative", "fgsm") == []
