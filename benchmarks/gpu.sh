@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark for a machine with one CUDA GPU: the whole paper grid of the study on the FULL test
-# set of a trained run (no training here), batch 256 as the study, every cell timed; then the
-# same first cells on the CPU for the speed ratio. The run directory comes with the working
-# tree (e.g. a device machine's `carry`), or is made by benchmarks/emodb_training.sh.
+# set of a trained run (no training here), batch 256 as the study, every cell timed. The run
+# directory comes with the working tree (e.g. a device machine's `carry`), or is made by
+# benchmarks/emodb_training.sh.
 # Usage: bash benchmarks/gpu.sh RUN_DIR [OUT_DIR]
 # Writes OUT_DIR/gpu-timings.txt (environment, per-cell lines) and the run's attacks/ cells
 # (copied to OUT_DIR/attacks). Results: docs/benchmarks.md.
