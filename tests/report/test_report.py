@@ -562,6 +562,17 @@ def test_training_details_table_reads_model_json(run, report):
     assert facts["training segments"] == str(meta["n_train"])
     assert facts["validation segments"] == str(meta["n_val"])
     assert "seeded subset of 10" in facts["attacked samples"] and "full test set" in facts["attacked samples"]
+    assert facts["defence (training)"] == "none"
+
+
+def test_defence_labels():
+    from seradv.report.analysis import defence_label
+
+    assert defence_label(None) == defence_label({"kind": "none"}) == "none"  # also models from before defences
+    assert defence_label({"kind": "adversarial_training", "attack": "fgsm", "eps": 1.25, "ratio": 0.6,
+                          "steps": 10}) == "adversarial training: fgsm, eps 1.25, ratio 0.6"
+    assert defence_label({"kind": "adversarial_training", "attack": "pgd", "eps": 0.5, "ratio": 1.0,
+                          "steps": 7}).endswith("ratio 1, 7 steps")
 
 
 def test_strongest_setting_is_the_same_in_the_own_and_the_combined_report(run, report, combined):

@@ -585,6 +585,17 @@ def _seconds_per_frame(run: RunData) -> float:
         return float("nan")
 
 
+def defence_label(d: dict | None) -> str:
+    """``model.json``'s ``defence`` record in words: ``"none"`` (also for models trained before
+    defences existed), or e.g. ``"adversarial training: fgsm, eps 1.25, ratio 0.6"``."""
+    if not d or d.get("kind", "none") == "none":
+        return "none"
+    if d.get("kind") == "adversarial_training":
+        extra = f", {d.get('steps')} steps" if d.get("attack") == "pgd" else ""
+        return f"adversarial training: {d.get('attack')}, eps {d.get('eps'):g}, ratio {d.get('ratio'):g}{extra}"
+    return str(d.get("kind"))
+
+
 def training_details(runs: list[RunData]) -> pd.DataFrame:
     """How each model was trained and which samples were attacked, one row per run.
 
@@ -617,6 +628,7 @@ def training_details(runs: list[RunData]) -> pd.DataFrame:
             "n_train": m.get("n_train"), "n_val": m.get("n_val"), "train_seconds": m.get("train_seconds"),
             "batch_size": hp.get("batch_size"), "lr": hp.get("lr"), "dropout": hp.get("dropout"),
             "folds": m.get("folds"), "split": r.info.split, "leaky": bool(r.info.leaky),
+            "defence": defence_label(m.get("defence")),
             "attacked_subsets": "; ".join(subsets), "attack_cells": int(len(n_att)),
             "attacked_per_cell": f"{int(n_att.min())}–{int(n_att.max())}" if len(n_att) else "",
             "not_attacked": int(np.nansum(not_att.to_numpy(float))) if len(not_att) else 0,

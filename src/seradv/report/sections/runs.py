@@ -12,7 +12,7 @@ from seradv.report.sections import Section
 __all__ = ["runs_section", "training_table"]
 
 
-_DETAILS = (("model", "model"), ("parameters", "parameters"), ("split", "split"), ("folds", "speaker folds (CV)"),
+_DETAILS = (("model", "model"), ("parameters", "parameters"), ("defence", "defence (training)"), ("split", "split"), ("folds", "speaker folds (CV)"),
             ("epochs_budget", "epochs (budget)"), ("epochs_run", "epochs run"), ("best_epoch", "best epoch (kept)"),
             ("stopped_early", "stopped early"), ("patience", "early-stopping patience"),
             ("best_val_loss", "best validation loss"), ("n_train", "training segments"),
