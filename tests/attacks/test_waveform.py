@@ -202,3 +202,23 @@ def test_segmental_snr_silent_frames():
     np.testing.assert_allclose(segmental_snr_db(x, x_adv), [expected], atol=1e-9)
     with pytest.raises(ParameterError):
         segmental_snr_db(x, x_adv[:, :10])
+
+
+# ----------------------------------------------------------------------------- a run's segment audio
+
+
+def test_segment_waveforms_are_the_prepared_test_segments(tmp_path):
+    from tests.helpers.corpus import make_tone_corpus, tone_config
+    from seradv import pipeline
+    from seradv.attacks.waveform.segments import segment_waveforms
+    from seradv.prepare import load_subset
+
+    data_dir = make_tone_corpus(tmp_path / "tones", n_per_gender=3, per=2)
+    run_dir = tmp_path / "run"
+    pipeline.prepare_run(tone_config(data_dir), run_dir)
+    test = load_subset(run_dir, "test")
+    wav = segment_waveforms(run_dir, test.meta)
+    assert wav.shape == (len(test), N) and np.abs(wav).max() <= 1.0
+    with torch.no_grad():
+        z = FrontEnd.from_run(run_dir)(torch.as_tensor(wav)).numpy()
+    assert np.abs(z - test.x).max() < 5e-4
