@@ -207,18 +207,45 @@ def test_segmental_snr_silent_frames():
 # ----------------------------------------------------------------------------- a run's segment audio
 
 
-def test_segment_waveforms_are_the_prepared_test_segments(tmp_path):
+@pytest.fixture(scope="module")
+def tone_run(tmp_path_factory):
     from tests.helpers.corpus import make_tone_corpus, tone_config
     from seradv import pipeline
+
+    root = tmp_path_factory.mktemp("waveform-run")
+    data_dir = make_tone_corpus(root / "tones", n_per_gender=3, per=2)
+    run_dir = root / "run"
+    pipeline.prepare_run(tone_config(data_dir), run_dir)
+    return run_dir
+
+
+def test_segment_waveforms_are_the_prepared_test_segments(tone_run):
     from seradv.attacks.waveform.segments import segment_waveforms
     from seradv.prepare import load_subset
 
-    data_dir = make_tone_corpus(tmp_path / "tones", n_per_gender=3, per=2)
-    run_dir = tmp_path / "run"
-    pipeline.prepare_run(tone_config(data_dir), run_dir)
-    test = load_subset(run_dir, "test")
-    wav = segment_waveforms(run_dir, test.meta)
+    test = load_subset(tone_run, "test")
+    wav = segment_waveforms(tone_run, test.meta)
     assert wav.shape == (len(test), N) and np.abs(wav).max() <= 1.0
     with torch.no_grad():
-        z = FrontEnd.from_run(run_dir)(torch.as_tensor(wav)).numpy()
+        z = FrontEnd.from_run(tone_run)(torch.as_tensor(wav)).numpy()
     assert np.abs(z - test.x).max() < 5e-4
+
+
+def test_waveform_cell_rows_come_from_the_written_files(tone_run, tmp_path):
+    from seradv.attacks.waveform.cell import WAVEFORM_GRIDS, waveform_attack_cell
+    from seradv.grid.results import robust_flags
+    from seradv.prepare import load_subset
+
+    test = load_subset(tone_run, "test")
+    torch.manual_seed(0)
+    model = TinyNet(len(test.classes)).eval()
+    params = WAVEFORM_GRIDS["pgd_snr_wave"]["quick"][0]
+    samples, facts = waveform_attack_cell(tone_run, model, test, "pgd_snr_wave", params, wav_dir=tmp_path / "wav")
+    assert len(samples) == len(test) and len(list((tmp_path / "wav").glob("*.wav"))) == len(test)
+    assert samples["snr_db"].min() >= params["snr_db"] - 0.01
+    assert (samples["segsnr_db"] > 0).all()
+    np.testing.assert_array_equal(samples["robust"], robust_flags(samples))
+    print(f"robust accuracy on the written files {samples['robust'].mean():.3f}; float-tensor and file "
+          f"predictions agree on {(samples['pred_adv'] == samples['pred_adv_float']).mean():.3f}")
+    assert (samples["pred_adv"] == samples["pred_adv_float"]).mean() >= 0.75
+    assert facts["input"] == "waveform"

@@ -79,8 +79,8 @@ def dbfs_to_amplitude(dbfs: float) -> float:
 
 def _check(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, step_frac: float, max_iter: int,
            batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().to(torch.float32).cpu()
-    yt = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).detach().to(torch.int64).cpu()
+    xt = (x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, np.float32))).to(torch.float32).cpu()
+    yt = (y.detach() if isinstance(y, torch.Tensor) else torch.from_numpy(np.array(y, np.int64))).to(torch.int64).cpu()
     if xt.ndim != 2 or xt.shape[0] < 1:
         raise ParameterError(f"waveforms must have shape (n, n_samples) with n >= 1, got {tuple(xt.shape)}")
     if yt.shape != (xt.shape[0],):
