@@ -14,7 +14,9 @@ Threat model: white-box (cross-entropy gradient with respect to the waveform thr
 pass on CUDA, :func:`~seradv.attacks.context.gradient_context`), untargeted (away from ``y``).
 Distance: L-inf on samples, ``max |delta| <= 10 ** (eps_dbfs / 20)`` (``pgd_linf_waveform``;
 full scale is 1.0), or the per-segment SNR ball above (``pgd_snr_waveform``), intersected with
-the sample box ``[-1, 1]``. Samples the model already gets wrong are attacked like the others
+the sample box ``[-1, 1]`` (both up to float32 rounding of ``x + delta``, ~1e-8, far below one
+16-bit step; the SNR radius is shrunk by 1e-6 relative so that the measured SNR is never below
+the budget). Samples the model already gets wrong are attacked like the others
 (towards any class but ``y``) and count as successes, as in the feature-space attacks, whose
 robust accuracy is the accuracy on ``x_adv`` against the true labels.
 
@@ -79,7 +81,8 @@ def dbfs_to_amplitude(dbfs: float) -> float:
 
 def _check(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, step_frac: float, max_iter: int,
            batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    xt = (x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, np.float32))).to(torch.float32).cpu()
+    xt = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, np.float32))
+    xt = xt.to(torch.float32).cpu()
     yt = (y.detach() if isinstance(y, torch.Tensor) else torch.from_numpy(np.array(y, np.int64))).to(torch.int64).cpu()
     if xt.ndim != 2 or xt.shape[0] < 1:
         raise ParameterError(f"waveforms must have shape (n, n_samples) with n >= 1, got {tuple(xt.shape)}")
