@@ -214,7 +214,7 @@ def _single_vs_iterative(allr: pd.DataFrame) -> list[dict]:
     """The ``single_vs_iterative`` rows: FGSM against the iterative L-inf attacks, eps by eps."""
     out = []
     keys = [k for k in ("corpus", "language", "n", "seed", "subset") if k in allr]
-    fgsm = allr[allr["attack"] == "fgsm"]
+    fgsm = allr[allr["attack"] == "fgsm"].sort_values("eps_", kind="stable")
     iters = allr[allr["attack"].isin(ITERATIVE_LINF)]
     for r in fgsm.itertuples():
         comp = iters[np.isclose(iters["eps_"].astype(float), float(r.eps_))] if r.eps_ is not None else iters.iloc[:0]
