@@ -194,14 +194,9 @@ def test_gradcheck_through_the_min_reference_and_top_db_floor_directions():
 
 @pytest.fixture(scope="module")
 def prepared_run(tmp_path_factory):
-    from tests.helpers.corpus import make_tone_corpus, tone_config
-    from seradv import pipeline
+    from tests.helpers.corpus import prepared_tone_run
 
-    root = tmp_path_factory.mktemp("frontend")
-    data = make_tone_corpus(root / "tones", n_per_gender=3, per=2)
-    run_dir = root / "run"
-    pipeline.prepare_run(tone_config(data), run_dir)
-    return run_dir
+    return prepared_tone_run(tmp_path_factory.mktemp("frontend"))
 
 
 def test_from_run_gives_the_prepared_model_input(prepared_run):

@@ -209,14 +209,9 @@ def test_segmental_snr_silent_frames():
 
 @pytest.fixture(scope="module")
 def tone_run(tmp_path_factory):
-    from tests.helpers.corpus import make_tone_corpus, tone_config
-    from seradv import pipeline
+    from tests.helpers.corpus import prepared_tone_run
 
-    root = tmp_path_factory.mktemp("waveform-run")
-    data_dir = make_tone_corpus(root / "tones", n_per_gender=3, per=2)
-    run_dir = root / "run"
-    pipeline.prepare_run(tone_config(data_dir), run_dir)
-    return run_dir
+    return prepared_tone_run(tmp_path_factory.mktemp("waveform-run"))
 
 
 def test_segment_waveforms_are_the_prepared_test_segments(tone_run):

@@ -72,3 +72,13 @@ def tone_config(data_dir: Path, **train) -> RunConfig:
 
 
 
+
+
+def prepared_tone_run(root: Path) -> Path:
+    """A tone corpus under ``root`` prepared (not trained) into ``root / "run"``."""
+    from seradv import pipeline
+
+    data = make_tone_corpus(root / "tones", n_per_gender=3, per=2)
+    run_dir = root / "run"
+    pipeline.prepare_run(tone_config(data), run_dir)
+    return run_dir
