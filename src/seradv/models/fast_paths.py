@@ -5,7 +5,7 @@ numbers (bit for bit, or up to float round-off), and the one function that says 
 
 * ``"declared"``: the model is in training mode: the layers as declared.
 * ``"onednn"``: eval mode, autograd off, a non-empty float32 CPU batch, oneDNN available and
-  enabled (predictions, black-box queries): a oneDNN ("mkldnn") copy of the
+  enabled, CPU autocast off (predictions, black-box queries): a oneDNN ("mkldnn") copy of the
   :func:`pool_first` layers, cached and rebuilt when a weight or a layer's mode changes.
 * ``"input_grad"``: eval mode, a CPU input that requires grad, and the first convolution and
   max-pool (in :func:`pool_first` order) frozen -- no parameter requires grad, as while
@@ -13,8 +13,12 @@ numbers (bit for bit, or up to float round-off), and the one function that says 
   the convolution and pool differentiate the input only (:func:`conv2d_input_grad`), the rest
   runs in :func:`pool_first` order with channels-last maps.
 * ``"pool_first"``: any other eval-mode input (white-box gradients with trainable weights,
-  GPU, float64): :func:`pool_first` order, channels-last maps after the first convolution on
+  GPU, float64, CPU autocast): :func:`pool_first` order, channels-last maps after the first convolution on
   the CPU.
+
+Under ``torch.autocast`` (:mod:`seradv.precision`) the paths run in the autocast dtype where
+autocast casts (convolutions, matmuls); :class:`_ConvPoolInputGrad` casts its backward to the
+output gradient's dtype and returns the input gradient in the input's dtype (float32).
 
 Measured speed-ups: docs/benchmarks.md ("Model speed-ups", ``benchmarks/model_speed.py``).
 """
@@ -52,7 +56,8 @@ def cnn_path(x: torch.Tensor, *, training: bool, eval_layers: Callable[[], Seque
     if training:
         return DECLARED
     if (not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
-            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled and x.shape[0]):
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled and x.shape[0]
+            and not torch.is_autocast_enabled("cpu")):
         return ONEDNN
     if x.device.type == "cpu" and x.requires_grad and conv_pool_input_only(eval_layers()[:2]):
         return INPUT_GRAD
@@ -172,7 +177,10 @@ class _ConvPoolInputGrad(torch.autograd.Function):
     The backward's convolution input gradient is one batched matmul ``W^T g`` (``[C_in k k,
     H W]`` per sample) and ``k k`` shifted adds (col2im): a 1-channel input gradient (the
     CNN-LSTM's first convolution) is the worst case of oneDNN's and PyTorch's own backward.
-    Same numbers up to float round-off (tests/models/test_fast_paths.py).
+    Same numbers up to float round-off (tests/models/test_fast_paths.py). Under autocast the
+    forward's convolution runs in the autocast dtype; the backward (which may run outside the
+    autocast region) multiplies in the output gradient's dtype and returns the input gradient
+    in the input's dtype (tests/models/test_precision.py).
     """
 
     @staticmethod
@@ -182,6 +190,7 @@ class _ConvPoolInputGrad(torch.autograd.Function):
         z, idx = F.max_pool2d_with_indices(y, kernel, stride)
         ctx.save_for_backward(weight, idx)
         ctx.geometry = (tuple(y.shape), kernel, stride)
+        ctx.x_dtype = x.dtype
         return z
 
     @staticmethod
@@ -195,18 +204,27 @@ class _ConvPoolInputGrad(torch.autograd.Function):
         gy = torch.ops.aten.max_pool2d_with_indices_backward(
             gz.contiguous(memory_format=torch.channels_last), shell, list(k), list(s), [0, 0], [1, 1],
             False, idx)
-        return conv2d_input_grad(gy, weight), None, None, None, None
+        return conv2d_input_grad(gy, weight, out_dtype=ctx.x_dtype), None, None, None, None
 
 
-def conv2d_input_grad(gy: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def conv2d_input_grad(gy: torch.Tensor, weight: torch.Tensor, *,
+                      out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Gradient w.r.t. the input of a valid, stride-1 ``conv2d`` with ``weight`` ``[shape=(C_out,
     C_in, kh, kw)]``, given the output gradient ``gy`` ``[shape=(b, C_out, H, W)]``
-    (= ``torch.nn.grad.conv2d_input``): ``W^T g`` per sample, then col2im by ``kh kw`` shifted adds."""
+    (= ``torch.nn.grad.conv2d_input``): ``W^T g`` per sample, then col2im by ``kh kw`` shifted adds.
+
+    The matmul runs in ``gy``'s dtype (``weight`` is cast to it: a bfloat16 ``gy`` from an
+    autocast forward); the shifted adds accumulate in, and the result has, ``out_dtype``
+    (default ``gy``'s dtype): ``[shape=(b, C_in, H + kh - 1, W + kw - 1)]``."""
     b, c_out, h, w = gy.shape
     _, c_in, kh, kw = weight.shape
     g = gy.permute(0, 2, 3, 1).reshape(b, h * w, c_out)  # a view for channels-last ``gy``
-    cols = torch.matmul(weight.reshape(c_out, -1).t(), g.transpose(1, 2)).view(b, c_in, kh, kw, h, w)
-    out = gy.new_zeros(b, c_in, h + kh - 1, w + kw - 1)
+    w_t = weight.reshape(c_out, -1).t().to(gy.dtype)
+    cols = torch.matmul(w_t, g.transpose(1, 2)).view(b, c_in, kh, kw, h, w)
+    out_dtype = gy.dtype if out_dtype is None else out_dtype
+    if cols.dtype != out_dtype:
+        cols = cols.to(out_dtype)
+    out = gy.new_zeros(b, c_in, h + kh - 1, w + kw - 1, dtype=out_dtype)
     for i in range(kh):
         for j in range(kw):
             out[:, :, i : i + h, j : j + w] += cols[:, :, i, j]
