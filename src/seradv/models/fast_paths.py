@@ -16,7 +16,7 @@ numbers (bit for bit, or up to float round-off), and the one function that says 
   GPU, float64, CPU autocast): :func:`pool_first` order, channels-last maps after the first convolution on
   the CPU.
 
-Under ``torch.autocast`` (:mod:`seradv.precision`) the paths run in the autocast dtype where
+Under ``torch.autocast`` the paths run in the autocast dtype where
 autocast casts (convolutions, matmuls); :class:`_ConvPoolInputGrad` casts its backward to the
 output gradient's dtype and returns the input gradient in the input's dtype (float32).
 
