@@ -116,9 +116,9 @@ def _resume_key(run_dir: Path, cfg: RunConfig, hyper: dict, model: torch.nn.Modu
     class and initial weights, and every training setting that changes the updates (not the
     epoch limit, threads or device)."""
     train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in ("epochs", "threads", "device")}
-    defence = dataclasses.asdict(cfg.defence)
-    h = hashlib.sha256(json.dumps({"train": train, "hyper": hyper, "model": type(model).__qualname__,
-                                   **({"defence": defence} if cfg.defence.kind != "none" else {}),
+    # the defence joins the key only when there is one: undefended trainings keep their keys
+    defence = {"defence": dataclasses.asdict(cfg.defence)} if cfg.defence.kind != "none" else {}
+    h = hashlib.sha256(json.dumps({"train": train, "hyper": hyper, "model": type(model).__qualname__, **defence,
                                    "data": run_fingerprints(run_dir)["preprocessing"]},
                                   sort_keys=True, default=str).encode())
     for v in model.state_dict().values():
