@@ -364,6 +364,7 @@ def attack(
     grid: str = typer.Option("paper", "--grid", help="paper (the study's parameters) or quick (a small grid)."),
     attacks: Optional[str] = typer.Option(None, "--attacks", help="Comma-separated attack names (default: the study's eight); see --list."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Attack a seeded, stratified subset of N test segments."),
+    per_speaker: Optional[int] = typer.Option(None, "--per-speaker", help="Instead of --limit: N seeded segments of every test speaker (all of a speaker's where fewer; every fold of a speaker_cv run)."),
     seed: int = typer.Option(0, "--seed", help="Seed (>= 0) of the subset and of every random choice of the attacks."),
     backend: Optional[str] = typer.Option(None, "--backend", help="art (the study's toolbox) or torch (seradv's fast batched code); default: each attack's fastest backend that matches ART."),
     batch_size: int = typer.Option(64, "--batch-size", help="Samples per forward/backward pass."),
@@ -392,6 +393,9 @@ def attack(
     check_grid_name(grid, "--grid ")
     _at_least("--seed", seed, 0, "an integer >= 0")
     _at_least("--limit", limit, 1, "a positive number of test segments (or leave it out: all of them)")
+    _at_least("--per-speaker", per_speaker, 1, "a positive number of segments per test speaker")
+    if limit is not None and per_speaker is not None:
+        raise ParameterError("give --limit (segments in all) or --per-speaker (segments per speaker), not both")
     _at_least("--batch-size", batch_size, 1, "a positive integer")
     _check_run_dir(run_dir)
     dev = _resolve_device(device)
@@ -406,6 +410,8 @@ def attack(
     from seradv.rundir import RESULTS_CSV, TRUST_CSV, attacks_dir
 
     runner = get_executor(executor, address=address, num_cpus=task_cpus)
+    if per_speaker is not None:
+        extra["per_speaker"] = per_speaker
     results = run_grid(run_dir, attacks=names, grid=grid, limit=limit, seed=seed, backend=backend,
                        batch_size=batch_size, device=dev, save_examples=not no_examples,
                        early_stop=early_stop, where=where, executor=runner, **extra)

@@ -361,7 +361,7 @@ def run(cfg: RunConfig | None = None, *, out: str | Path | None = None) -> Path:
         evaluate_run(run_dir)
     if a.enabled:
         with stage(f"attack ({a.grid} grid)", *step["attack"]):
-            run_grid(run_dir, attacks=a.attacks, grid=a.grid, limit=a.limit, seed=a.seed, backend=a.backend,
+            run_grid(run_dir, attacks=a.attacks, grid=a.grid, limit=a.limit, seed=a.seed, per_speaker=a.per_speaker, backend=a.backend,
                      batch_size=a.batch_size, device=attack_device,
                      executor=get_executor(a.executor, address=a.executor_address))
     with stage("report", *step["report"]), run_logging(run_dir):
