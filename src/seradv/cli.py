@@ -460,6 +460,35 @@ def predict(
 
 
 @app.command()
+def realize(
+    run_dir: Path = typer.Argument(..., help="A run directory with finished feature-space attack cells (saved perturbations)."),
+    method: str = typer.Option("griffinlim", "--method", help="griffinlim (the report's rendering) or phase (the clean segment's phase kept)."),
+    attacks: Optional[str] = typer.Option(None, "--attacks", help="Comma-separated attack names (default: every attacked one)."),
+    limit: int = typer.Option(64, "--limit", help="At most N attacked, clean-correct segments per cell (seeded)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the segments and of Griffin-Lim's start."),
+    n_iter: int = typer.Option(32, "--n-iter", help="Griffin-Lim iterations."),
+) -> None:
+    """Realized fooling rates: each cell's adversarial log-Mel matrices rendered as audio, written as 16-bit WAVs, read back and classified again."""
+    from seradv.attacks.waveform.render import RENDER_METHODS
+    from seradv.grid.realized import REALIZED_CSV, realize_run
+    from seradv.rundir import attacks_dir
+
+    _check_run_dir(run_dir)
+    if method not in RENDER_METHODS:
+        raise ParameterError(f"--method {method!r} must be one of {', '.join(RENDER_METHODS)}")
+    _at_least("--limit", limit, 1, "a positive number of segments per cell")
+    _at_least("--seed", seed, 0, "an integer >= 0")
+    _at_least("--n-iter", n_iter, 1, "a positive integer")
+    names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
+    table = realize_run(run_dir, attacks=names, method=method, limit=limit, seed=seed, n_iter=n_iter)
+    if table.empty:
+        console.print("no cell with saved perturbations to realize")
+        return
+    console.print(_table(table, "feature-space vs realized fooling rates (on the written 16-bit files)"))
+    console.print(f"wrote {attacks_dir(run_dir) / REALIZED_CSV}")
+
+
+@app.command()
 def report(
     run_dirs: list[Path] = typer.Argument(..., help="One or more run directories; several make one cross-language report."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default RUN_DIR/report; for several runs <parent>/report-<a>+<b>)."),
