@@ -76,6 +76,12 @@ def test_grid_names_and_skipping():
     assert all(c.backend == "torch" for c in std)
     with pytest.raises(ParameterError, match="backend='art' not available"):
         plan_grid(["pgd_snr_wave"], "quick", backend="art")
+    from seradv.config import AttackConfig
+    from seradv.errors import ConfigError
+
+    AttackConfig(grid="standard", attacks=tuple(WAVE)).validate()  # `seradv run` takes it too
+    with pytest.raises(ConfigError, match="'standard'"):
+        AttackConfig(grid="huge").validate()
     one = plan_grid(["pgd_snr_wave"], "paper", params="snr_db=25,max_iter=3")  # --params needs no grid
     assert one[0].params == {"snr_db": 25.0, "step_frac": 0.1, "max_iter": 3, "random_start": True}
     with pytest.raises(ParameterError, match="snr_db"):
