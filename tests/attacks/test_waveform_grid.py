@@ -74,6 +74,8 @@ def test_grid_names_and_skipping():
         ("pgd_linf_wave", -60.0), ("pgd_linf_wave", -50.0), ("pgd_linf_wave", -40.0),
         ("pgd_snr_wave", 20.0), ("pgd_snr_wave", 30.0), ("pgd_snr_wave", 40.0)]
     assert all(c.backend == "torch" for c in std)
+    mixed = plan_grid(["fgsm", "pgd_snr_wave"], "quick", early_stop=True)  # no early stop on the waveform
+    assert {c.attack: c.early_stop for c in mixed} == {"fgsm": True, "pgd_snr_wave": False}
     with pytest.raises(ParameterError, match="backend='art' not available"):
         plan_grid(["pgd_snr_wave"], "quick", backend="art")
     from seradv.config import AttackConfig

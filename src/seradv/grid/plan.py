@@ -175,9 +175,9 @@ def plan_grid(attacks: Iterable[str] | None, grid: str = "paper", backend: str |
         if be not in spec.backends:
             raise ParameterError(f"{name}: backend={backend!r} not available; choose one of {', '.join(spec.backends)}")
         sets = [parse_params(params, spec)] if params is not None else spec.grid(grid)
+        stops = bool(early_stop) and spec.input == "features"  # the waveform attacks have no early stop
         for ps in sets:
-            cells.append(Cell(attack=spec.name, params=spec.validate(ps), backend=be,
-                              early_stop=bool(early_stop)))
+            cells.append(Cell(attack=spec.name, params=spec.validate(ps), backend=be, early_stop=stops))
     if skipped:
         have = "; ".join(f"{s.name} ({', '.join(s.grid_names)})" for s in skipped)
         if not cells:
