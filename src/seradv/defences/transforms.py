@@ -65,6 +65,7 @@ from seradv.errors import ConfigError, ParameterError, check_int
 
 __all__ = [
     "TRANSFORMS",
+    "Chain",
     "Codec",
     "DefendedModel",
     "GaussianNoise",
@@ -292,7 +293,7 @@ class LowPass(WaveTransform):
         h_np, r_np = _lowpass_kernels(self.order, float(self.cutoff_hz), int(self.sample_rate), m)
         h = torch.as_tensor(h_np, dtype=torch.float64, device=x.device)
         r = torch.as_tensor(r_np, dtype=torch.float64, device=x.device)
-        size = 2 * m
+        size = 1 << (2 * m - 1).bit_length()  # a power of two >= 2m - 1: no wrap-around, a fast FFT
         hf = torch.fft.rfft(h, size)
 
         def causal(s: torch.Tensor) -> torch.Tensor:
@@ -379,6 +380,40 @@ class Codec(WaveTransform):
         return f"{self.codec}(quality={self.quality})"
 
 
+class Chain(WaveTransform):
+    """Transformations applied in order (``steps``); random if any step is, differentiable if all are.
+
+    The attacker's forward chains the steps' own forwards (exact where a step has one, BPDA for
+    the others), so one chain can mix both; the numpy path chains the real ones with one ``rng``.
+    """
+
+    name: ClassVar[str] = "chain"
+
+    def __init__(self, steps: list[WaveTransform]) -> None:
+        if not steps or not all(isinstance(t, WaveTransform) for t in steps):
+            raise ConfigError("chain: steps must be a non-empty list of transformations")
+        self.steps = list(steps)
+        self.random = any(t.random for t in self.steps)  # type: ignore[misc]
+        self.differentiable = all(t.differentiable for t in self.steps)  # type: ignore[misc]
+
+    def apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        for t in self.steps:
+            x = t(x, rng).astype(np.float64)
+        return x
+
+    def torch_forward(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        for t in self.steps:
+            x = t.torch_forward(x, gen)
+        return x
+
+    def describe(self) -> str:
+        return " -> ".join(t.describe() for t in self.steps)
+
+
+def _chain(sample_rate: int, steps: list[tuple[str, dict[str, Any]]]) -> Chain:
+    return Chain([build_transform(n, sample_rate=sample_rate, **dict(p)) for n, p in steps])
+
+
 # ----------------------------------------------------------------------------- registry
 
 Factory = Callable[..., WaveTransform]
@@ -410,6 +445,7 @@ register_transform("lowpass", LowPass)
 register_transform("noise", GaussianNoise)
 register_transform("vorbis", lambda sample_rate, **p: Codec(sample_rate, "vorbis", **p))
 register_transform("mp3", lambda sample_rate, **p: Codec(sample_rate, "mp3", **p))
+register_transform("chain", _chain)
 
 
 # ----------------------------------------------------------------------------- the defended classifier
