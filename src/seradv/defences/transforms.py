@@ -365,10 +365,14 @@ class Codec(WaveTransform):
     def _round_trip(self, y: np.ndarray) -> np.ndarray:
         fmt, sub = CODECS[self.codec]
         buf = io.BytesIO()
-        sf.write(buf, y.astype(np.float32), int(self.sample_rate), format=fmt, subtype=sub,
-                 compression_level=float(self.quality))
-        buf.seek(0)
-        out, sr = sf.read(buf, dtype="float32")
+        try:
+            sf.write(buf, y.astype(np.float32), int(self.sample_rate), format=fmt, subtype=sub,
+                     compression_level=float(self.quality))
+            buf.seek(0)
+            out, sr = sf.read(buf, dtype="float32")
+        except sf.LibsndfileError as e:  # e.g. libsndfile 1.2's MP3 refuses compression level 1.0
+            raise ParameterError(f"{self.codec}: libsndfile cannot encode at quality={self.quality} "
+                                 f"at {self.sample_rate} Hz; try a lower quality") from None
         if sr != self.sample_rate or out.shape != y.shape:
             raise ParameterError(f"{self.codec}: decoded {out.shape} at {sr} Hz from {y.shape} at {self.sample_rate} Hz")
         return out
