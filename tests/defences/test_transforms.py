@@ -246,3 +246,38 @@ def test_defended_model_predicts_on_the_real_transform(toy) -> None:
     np.testing.assert_array_equal(noisy.predict(x, seed=1), noisy.predict(x, seed=1))
     with pytest.raises(ParameterError, match="labels"):
         defended_accuracy(d, x, toy["y"][:5])
+
+
+# ----------------------------------------------------------------------------- adaptive vs non-adaptive
+
+SETUPS = {
+    # name: (transform, params, SNR budget, PGD steps, step_frac); measured on 24 held-out tones,
+    # correct segments out of 24 (undefended robust / defended non-adaptive / defended adaptive):
+    "eot_noise": ("noise", {"snr_db": 15.0}, 23.0, 10, 0.25),  # 10 / 13-14 / 8-9 (EOT 4)
+    "eot_bpda_chain": ("chain", {"steps": [("noise", {"snr_db": 15.0}), ("quantize", {"bits": 8})]},
+                       23.0, 10, 0.25),  # 10 / 13-14 / 9
+    "bpda_resample": ("resample", {"target_rate": 4000}, 20.0, 30, 0.1),  # 5 / 7 / 5
+}
+
+
+def _mean_acc(d: DefendedModel, x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of the deployed defence, averaged over 3 draws of a random one."""
+    return float(np.mean([defended_accuracy(d, x, y, seed=s) for s in range(3)]))
+
+
+@pytest.mark.parametrize("setup", list(SETUPS))
+def test_adaptive_attack_is_at_least_as_strong_as_the_non_adaptive_one_the_transform_weakens(toy, setup) -> None:
+    name, params, snr, steps, frac = SETUPS[setup]
+    d = DefendedModel(build_transform(name, **params), toy["wm"], seed=0)
+    x, y = toy["x"], toy["y"]
+    pgd = {"snr_db": snr, "max_iter": steps, "step_frac": frac, "seed": 0}
+    na = non_adaptive_attack(d, x, y, **pgd)
+    ad = adaptive_attack(d, x, y, eot_samples=4 if d.transform.random else None, **pgd)
+    for res in (na, ad):  # both within the SNR budget and the box
+        assert (snr_db(x, res.x_adv) >= snr - 1e-3).all() and np.abs(res.x_adv).max() <= 1.0
+    clean = _mean_acc(d, x, y)
+    undefended = float(np.mean(~na.success))  # the undefended model's robust accuracy
+    non_adaptive, adaptive = _mean_acc(d, na.x_adv, y), _mean_acc(d, ad.x_adv, y)
+    assert clean >= 0.9
+    assert non_adaptive >= undefended + 1.5 / 24  # the transformation weakens the non-adaptive attack
+    assert adaptive <= non_adaptive  # the adaptive attack gives that back
