@@ -85,10 +85,10 @@ def main() -> None:
     clean0, rob0 = correct(none, x, y, args.seed), correct(none, x_na, y, args.seed)
     print(f"n={len(y)} segments, SNR-PGD at {args.snr:g} dB, {args.max_iter} steps of {args.step_frac:g}, "
           f"EOT {args.eot} draws for random transformations; attacks delivered as 16-bit PCM")
-    print("| defence | kind | clean | robust non-adaptive | robust adaptive | robust worst case | s (adaptive) |")
+    print("| defence | kind | clean | robust non-adaptive | robust adaptive | robust worst case | s (attack) |")
     print("|---|---|---|---|---|---|---|")
-    print(f"| none | - | {clean0.mean():.3f} | {rob0.mean():.3f} | {rob0.mean():.3f} | {rob0.mean():.3f} | {s_na:.0f} |",
-          flush=True)
+    r0 = f"{rob0.mean():.3f}"
+    print(f"| none | - | {clean0.mean():.3f} | {r0} | {r0} | {r0} | {s_na:.0f} |", flush=True)
     for name, params in DEFAULTS:
         if name in ("vorbis", "mp3") and not codec_available(name):
             print(f"| {name} | skipped: this libsndfile cannot write it | | | | | |", flush=True)

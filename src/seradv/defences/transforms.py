@@ -194,7 +194,8 @@ class Resample(WaveTransform):
 
     def __post_init__(self) -> None:
         if not (0 < int(self.target_rate) < int(self.sample_rate)):
-            raise ConfigError(f"resample: target_rate={self.target_rate} must be in (0, sample_rate={self.sample_rate})")
+            raise ConfigError(f"resample: target_rate={self.target_rate} must be in "
+                              f"(0, sample_rate={self.sample_rate})")
 
     def apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         g = math.gcd(int(self.sample_rate), int(self.target_rate))
@@ -374,7 +375,8 @@ class Codec(WaveTransform):
             raise ParameterError(f"{self.codec}: libsndfile cannot encode at quality={self.quality} "
                                  f"at {self.sample_rate} Hz; try a lower quality") from None
         if sr != self.sample_rate or out.shape != y.shape:
-            raise ParameterError(f"{self.codec}: decoded {out.shape} at {sr} Hz from {y.shape} at {self.sample_rate} Hz")
+            raise ParameterError(f"{self.codec}: decoded {out.shape} at {sr} Hz from {y.shape} "
+                                 f"at {self.sample_rate} Hz")
         return out
 
     def apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -487,7 +489,8 @@ class DefendedModel(nn.Module):
         """
         rng = np.random.default_rng(int(seed))
         z = self.transform(x, rng)
-        device = next((t.device for t in list(self.model.parameters()) + list(self.model.buffers())), torch.device("cpu"))
+        tensors = list(self.model.parameters()) + list(self.model.buffers())
+        device = tensors[0].device if tensors else torch.device("cpu")
         was = self.model.training
         self.model.eval()
         out = []
