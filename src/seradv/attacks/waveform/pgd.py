@@ -150,6 +150,7 @@ def _pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, radiu
          step: torch.Tensor, max_iter: int, start: torch.Tensor | None,
          loss_gradient: LossGradient = cross_entropy_gradient) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch of PGD: ``radius``, ``step [shape=(b, 1)]`` (per-sample budgets)."""
+
     def project(x_new: torch.Tensor) -> torch.Tensor:
         d = x_new - x
         d = d.clamp(-radius, radius) if norm == "linf" else _project_l2(d, radius)
