@@ -48,6 +48,7 @@ from seradv.report.sections.clean import clean_section
 from seradv.report.sections.examples import examples_section
 from seradv.report.sections.methods import methods_section
 from seradv.report.sections.overview import overview_section
+from seradv.report.sections.defences import defence_section
 from seradv.report.sections.realized import realized_frame, realized_section
 from seradv.report.sections.runs import runs_section
 from seradv.report.sections.summary import (gender_languages_section, perturbation_section, summary_section,
@@ -145,7 +146,7 @@ def build_report(
     examples = compute_examples(runs, table, out, n_examples=n_examples, audio=audio, seed=seed)
     realized = realized_frame(runs)
     sections = [title_block, summary, intro, runs_section(runs, details, {r.name: analysis.fold_details(r) for r in runs}), clean, overview_section(runs, strongest),
-                gender_languages_section(gaps_cg), perturbation_section(profiles), attacks,
+                gender_languages_section(gaps_cg), perturbation_section(profiles), defence_section(runs, table), attacks,
                 examples_section(examples), realized_section(realized), trust_section(runs), methods_section(n_boot, seed)]
     for section in sections:
         for figure in section.figures:
