@@ -251,3 +251,31 @@ def test_monotone_trust_check_of_the_waveform_budgets():
     assert "eps_dbfs -60->-40" in out.loc[out["attack"] == "pgd_linf_wave", "detail"].iloc[0]
     other = snr_ok + [row("pgd_snr_wave", {"snr_db": 20.0, "max_iter": 2}, 0.9)]  # another series, not a rise
     assert status(other, "pgd_snr_wave") == ["pass"]
+
+
+def test_report_lets_one_listen_to_the_written_files(run, first, tmp_path):
+    import soundfile as sf
+
+    from seradv import pipeline
+    from seradv.report import build_report
+
+    pipeline.evaluate_run(run)
+    page = build_report(run, tmp_path / "report", n_examples=1, audio=True, n_boot=20)
+    text = page.with_suffix(".md").read_text()
+    if "no segment of the waveform attacks was classified correctly" in text:
+        pytest.skip("the tiny model got no test segment of the waveform cells right")
+    assert "attacks on the waveform, segment" in text and "predicted on the written file" in text
+    wavs = sorted((tmp_path / "report" / "audio").glob("*-wave-seg*"))
+    names = [w.name for w in wavs]
+    assert any(n.endswith("-original.wav") for n in names)
+    assert sum(n.endswith("-adversarial.wav") for n in names) == len(WAVE)
+    assert sum(n.endswith("-difference.wav") for n in names) == len(WAVE)
+    # the adversarial file in the report is the delivered file, sample for sample
+    sid = int(wavs[0].name.split("-wave-seg")[1].split("-")[0])
+    for attack in WAVE:
+        (cid,) = _cell_ids(first, attack)  # the quick grid: one cell per waveform attack
+        delivered, _ = sf.read(str(wav_dir(run, cid) / f"{sid}.wav"), dtype="int16")
+        (shown,) = [w for w in wavs if w.name.endswith(f"-{attack.replace('_', '-')}-adversarial.wav")
+                    or w.name.endswith(f"-{attack}-adversarial.wav")]
+        got, _ = sf.read(str(shown), dtype="int16")
+        np.testing.assert_array_equal(got, delivered)

@@ -40,7 +40,7 @@ from seradv.errors import RunDirError
 from seradv import stats
 from seradv.report import analysis
 from seradv.report.data import load_runs
-from seradv.report.examples import compute_examples
+from seradv.report.examples import compute_examples, compute_wave_examples
 from seradv.report.render import Heading, Para, to_html, to_markdown
 from seradv.report.sections import Section
 from seradv.report.sections.attacks import attack_sections
@@ -144,10 +144,11 @@ def build_report(
     details = analysis.training_details(runs)
     summary = summary_section(runs, grid, summary_sentences(runs, chosen, gaps_g, gaps_c, gaps_cg))
     examples = compute_examples(runs, table, out, n_examples=n_examples, audio=audio, seed=seed)
+    waves = compute_wave_examples(runs, table, out, audio=audio) if n_examples > 0 else []
     realized = realized_frame(runs)
     sections = [title_block, summary, intro, runs_section(runs, details, {r.name: analysis.fold_details(r) for r in runs}), clean, overview_section(runs, strongest),
                 gender_languages_section(gaps_cg), perturbation_section(profiles), defence_section(runs, table), attacks,
-                examples_section(examples), realized_section(realized), trust_section(runs), methods_section(n_boot, seed)]
+                examples_section(examples, waves), realized_section(realized), trust_section(runs), methods_section(n_boot, seed)]
     for section in sections:
         for figure in section.figures:
             figure.draw(out)

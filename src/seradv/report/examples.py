@@ -27,11 +27,13 @@ from seradv.features import Standardizer, features_to_audio
 from seradv.report import analysis, plots
 from seradv.report.data import RunData
 from seradv.report.render import slug
-from seradv.rundir import load_model, load_run_config
+from seradv.attacks.waveform.segments import segment_waveforms
+from seradv.rundir import load_model, load_run_config, wav_dir
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunExamples", "Spectrogram", "compute_examples", "clip_outliers", "write_wavs"]
+__all__ = ["RunExamples", "Spectrogram", "WaveExample", "compute_examples", "compute_wave_examples", "clip_outliers",
+           "write_wavs"]
 
 
 @dataclass(frozen=True)
@@ -205,3 +207,102 @@ def _predict(run: RunData, versions: dict[str, np.ndarray]) -> np.ndarray | None
         return None
     x = np.stack(list(versions.values())).astype(np.float32)
     return predict_logits(model, x).argmax(1)
+
+
+# ----------------------------------------------------------------------------- waveform attacks
+
+
+@dataclass
+class WaveExample:
+    """Listenable audio of one segment under the run's waveform attacks (what an attacker would
+    deliver: the written 16-bit files), or ``note``: why there is none."""
+
+    run: str
+    note: str = ""
+    segment: int = -1
+    facts: dict = field(default_factory=dict)
+    audio: list[tuple[str, str]] = field(default_factory=list)
+    """``(label, relative wav path)``: the original, then per attack the adversarial file as
+    written and the difference (amplified, gain in the label)."""
+    rows: list[list[str]] = field(default_factory=list)
+    """Per attack: attack and budget, predicted class on the written file, SNR, STOI."""
+
+
+def _pick_wave_cells(run: RunData, table: pd.DataFrame) -> list[dict]:
+    """Per waveform attack of the run, its strongest setting's cell with its WAVs on disk."""
+    rows = table[(table["run"] == run.name) & table["attack"].isin(
+        [a for a, s in ATTACKS.items() if getattr(s, "input", "features") == "waveform"])]
+    picks = []
+    for attack, series, part in analysis.series_rows(rows):
+        pj = analysis.strongest(part)
+        if pj is None:
+            continue
+        cid = part.loc[part["params_json"] == pj, "cell_id"].iloc[0]
+        if wav_dir(run.run_dir, cid).is_dir() and run.samples(cid) is not None:
+            picks.append({"attack": attack, "cell_id": cid, "params": part.loc[part["params_json"] == pj, "params"].iloc[0]})
+    return list({p["attack"]: p for p in picks}.values())
+
+
+def compute_wave_examples(runs: list[RunData], table: pd.DataFrame, out: Path, *, audio: bool) -> list[WaveExample]:
+    """One :class:`WaveExample` per run that has waveform cells with written files (``[]`` when
+    audio is not asked for or no run has any)."""
+    if not audio or table.empty:
+        return []
+    found = []
+    for run in runs:
+        picks = _pick_wave_cells(run, table)
+        if picks:
+            found.append(_wave_example(run, picks, out))
+    return found
+
+
+def _wave_example(run: RunData, picks: list[dict], out: Path) -> WaveExample:
+    samples = {p["cell_id"]: run.samples(p["cell_id"]) for p in picks}
+    common = set.intersection(*[set(s["segment_id"]) for s in samples.values()])
+    score: dict[int, int] = {}
+    for sid in sorted(common):
+        rows = [s[s["segment_id"] == sid].iloc[0] for s in samples.values()]
+        if all(r["pred_clean"] == r["label"] for r in rows):
+            score[sid] = sum(int(r["pred_adv"] != r["label"]) for r in rows)
+    if not score:
+        return WaveExample(run.name, note=f"{run.name}: no segment of the waveform attacks was classified correctly "
+                                          f"when clean; no audio example.")
+    sid = max(sorted(score), key=lambda k: score[k])
+    meta = next(iter(samples.values()))
+    meta = meta[meta["segment_id"] == sid].iloc[0]
+    cfg = load_run_config(run.run_dir)
+    sr = cfg.audio.sample_rate
+    try:
+        seg = load_subset(run.run_dir, "test").meta
+        seg = seg[seg["segment_id"] == sid]
+        clean = segment_waveforms(run.run_dir, seg)[0].astype(np.float64)
+    except (RunDirError, OSError) as exc:
+        return WaveExample(run.name, note=f"{run.name}: the clean audio of segment {sid} cannot be read ({exc}); "
+                                          f"no audio example.")
+    folder = out / "audio"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{slug(run.name)}-wave-seg{sid}"
+    ex = WaveExample(run.name, segment=int(sid),
+                     facts={k: meta[k] for k in ("utterance", "speaker", "gender", "emotion") if k in meta})
+    path = folder / f"{stem}-original.wav"
+    sf.write(path, np.clip(clean, -1, 1), sr, subtype="PCM_16")
+    ex.audio.append(("original (the segment as cut)", f"audio/{path.name}"))
+    classes = run.classes
+    for p in picks:
+        s = samples[p["cell_id"]]
+        row = s[s["segment_id"] == sid].iloc[0]
+        adv, _ = sf.read(str(wav_dir(run.run_dir, p["cell_id"]) / f"{sid}.wav"), dtype="float64")
+        key = slug(p["attack"])
+        a_path = folder / f"{stem}-{key}-adversarial.wav"
+        sf.write(a_path, adv, sr, subtype="PCM_16")  # the delivered file, unchanged level
+        diff = adv - clean[: len(adv)]
+        peak = float(np.abs(diff).max())
+        gain_db = 20 * np.log10(0.5 / peak) if peak > 0 else 0.0
+        d_path = folder / f"{stem}-{key}-difference.wav"
+        sf.write(d_path, np.clip(diff * (10 ** (gain_db / 20)), -1, 1), sr, subtype="PCM_16")
+        ex.audio.append((f"{p['attack']} {p['params']}: adversarial (as written)", f"audio/{a_path.name}"))
+        ex.audio.append((f"{p['attack']} {p['params']}: difference, amplified {gain_db:+.0f} dB", f"audio/{d_path.name}"))
+        fmt = lambda c: f"{float(row[c]):.1f}" if c in row and pd.notna(row[c]) else "–"  # noqa: E731
+        ex.rows.append([f"{p['attack']} {p['params']}", classes[int(row["pred_adv"])], fmt("snr_db"),
+                        f"{float(row['stoi']):.2f}" if "stoi" in row and pd.notna(row["stoi"]) else "–"])
+    return ex

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from seradv.report.examples import RunExamples
+from seradv.report.examples import RunExamples, WaveExample
 from seradv.report.format import khz
 from seradv.report.render import AudioSet, Heading, Image, Para, Table, slug
 from seradv.report.sections import Section
@@ -21,16 +21,36 @@ _INTRO = (
     "about three significant digits.")
 
 
-def examples_section(examples: list[RunExamples]) -> Section:
-    """``examples``: one per run; ``[]`` when none were asked for or there are no attack results."""
+def examples_section(examples: list[RunExamples], waves: list[WaveExample] | None = None) -> Section:
+    """``examples``: one per run; ``[]`` when none were asked for or there are no attack results;
+    ``waves``: the waveform attacks' audio, one per run that has any."""
     blocks: list = [Heading(2, "Examples: spectrograms and audio")]
-    if not examples:
+    if not examples and not waves:
         blocks.append(Para("No examples (none asked for, or no attack results)."))
         return Section(blocks)
-    blocks.append(Para(_INTRO))
+    if examples:
+        blocks.append(Para(_INTRO))
     for ex in examples:
         blocks += _run_blocks(ex)
+    for w in waves or []:
+        blocks += _wave_blocks(w)
     return Section(blocks)
+
+
+def _wave_blocks(w: WaveExample) -> list:
+    if w.note:
+        return [Para(w.note, kind="note")]
+    f = w.facts
+    who = ", ".join(f"{k} {f[k]}" for k in ("utterance", "speaker", "gender", "emotion") if k in f)
+    return [Heading(3, f"{w.run}: attacks on the waveform, segment {w.segment} ({who})",
+                    anchor=f"wave-examples-{slug(w.run)}"),
+            Table(["attack", "predicted on the written file", "SNR (dB)", "STOI"], w.rows,
+                  caption=f"The files below are what the attacker delivers (16-bit PCM), classified through the "
+                          f"normal feature pipeline; true emotion {f.get('emotion', '?')}",
+                  meta={"kind": "wave_example", "run": w.run, "segment": int(w.segment)}),
+            AudioSet(f"Listen: segment {w.segment}, original and attacked waveforms", w.audio,
+                     caption="Original and adversarial at their real level; each difference amplified by the "
+                             "gain its label states (it is inaudible at its real level when the SNR is high).")]
 
 
 def _run_blocks(ex: RunExamples) -> list:
