@@ -383,3 +383,24 @@ def test_log_lines_in_a_pipe_are_plain_and_not_padded(tmp_path):
     assert any(ln.startswith("INFO ") for ln in lines), proc.stderr
     assert max(len(ln) for ln in lines) < 500
     assert all(ln == ln.rstrip() for ln in lines)
+
+
+def test_stage_reports_its_peak_memory(capsys):
+    import re
+    import sys
+
+    import numpy as np
+
+    with progress.stage("big", 1, 2):
+        block = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
+        del block
+    with progress.stage("small", 2, 2):
+        pass
+    err = capsys.readouterr().err.splitlines()
+    big = re.search(r"\[1/2\] big done in .* peak memory ([\d,]+) MiB", err[1])
+    small = re.search(r"\[2/2\] small done in .* peak memory ([\d,]+) MiB", err[3])
+    assert big and small, err
+    peak_big, peak_small = (float(m.group(1).replace(",", "")) for m in (big, small))
+    assert peak_big >= 300
+    if sys.platform.startswith("linux") and "(process so far)" not in err[3]:
+        assert peak_small < peak_big - 200  # the peak is reset per stage

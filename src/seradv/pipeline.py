@@ -39,7 +39,7 @@ from seradv.grid.executors import get_executor
 from seradv.grid.run import run_grid
 from seradv.models import build_model, check_model, count_parameters
 from seradv.prepare import CVPreparation, build_preparation, check_source, load_subset, write_preparation
-from seradv.progress import stage
+from seradv.progress import peak_memory_mb, reset_peak_memory, stage
 from seradv.report import build_report
 from seradv.rundir import (CONFIG, CONFUSION, FOLDS_CSV, FOLDS_DIR, HISTORY, METRICS_CSV, METRICS_JSON, MODEL_META,
                            MODEL_WEIGHTS, PREDICTIONS, PREPARATION_FILES, PREPARE_DOWNSTREAM, TRAIN_DOWNSTREAM,
@@ -166,9 +166,12 @@ def train_run(
         defence = build_defence(cfg.defence, info.clip)
         if defence is not None:
             log.info("defence: %s", defence)
+        fresh = reset_peak_memory()
         result = fit(model, train.x, train.y, val.x, val.y, cfg.train, lr=hyper["lr"],
                      batch_size=hyper["batch_size"], state_path=run_dir / TRAIN_STATE,
                      resume_key=_resume_key(run_dir, cfg, hyper, model), batch_transform=defence)
+        peak = peak_memory_mb() if fresh else None  # resident peak of the training (None: unknown)
+        peak = round(peak, 1) if peak is not None else None
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         weights = save(state)
         old_weights = run_dir / MODEL_WEIGHTS
@@ -192,6 +195,7 @@ def train_run(
             "epochs_run": result.epochs_run,
             "stopped_early": result.stopped_early,
             "train_seconds": round(result.seconds, 2),
+            "peak_memory_mib": peak,
             "n_train": len(train),
             "n_val": len(val),
             "weights_sha256": hashlib.sha256(weights).hexdigest(),

@@ -154,15 +154,48 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
             prog.advance(task)
 
 
+def reset_peak_memory() -> bool:
+    """Reset this process's peak resident memory (Linux: ``5`` into ``/proc/self/clear_refs``);
+    ``False`` where the system cannot (then :func:`peak_memory_mb` is the process's peak so far)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory_mb() -> float | None:
+    """Peak resident memory of this process in MiB since the last :func:`reset_peak_memory`
+    (``VmHWM``; ``getrusage``'s lifetime peak where ``/proc`` is missing; ``None`` if neither)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    except (ImportError, OSError):
+        return None
+
+
 @contextlib.contextmanager
 def stage(name: str, index: int | None = None, count: int | None = None) -> Iterator[None]:
-    """Print ``[i/n] name ...`` to stderr, then ``[i/n] name done in 12 s`` (or ``failed``)."""
+    """Print ``[i/n] name ...`` to stderr, then ``[i/n] name done in 12 s, peak memory 812 MiB``
+    (or ``stopped after``). The peak is this process's resident memory during the stage."""
     tag = f"[{index}/{count}] " if index is not None and count is not None else ""
     _emit(f"{tag}{name} ...")
+    fresh = reset_peak_memory()
     t0 = time.monotonic()
     try:
         yield
     except BaseException:
         _emit(f"{tag}{name} stopped after {_seconds(time.monotonic() - t0)}")
         raise
-    _emit(f"{tag}{name} done in {_seconds(time.monotonic() - t0)}")
+    peak = peak_memory_mb()
+    mem = "" if peak is None else f", peak memory {peak:,.0f} MiB" + ("" if fresh else " (process so far)")
+    _emit(f"{tag}{name} done in {_seconds(time.monotonic() - t0)}{mem}")

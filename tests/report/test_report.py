@@ -563,6 +563,9 @@ def test_training_details_table_reads_model_json(run, report):
     assert facts["validation segments"] == str(meta["n_val"])
     assert "seeded subset of 10" in facts["attacked samples"] and "full test set" in facts["attacked samples"]
     assert facts["defence (training)"] == "none"
+    if meta.get("peak_memory_mib") is not None:  # Linux: the training's resident peak, reset at its start
+        assert meta["peak_memory_mib"] > 50
+        assert facts["peak memory, training (MiB)"] == f"{meta['peak_memory_mib']:,.0f}"
 
 
 def test_defence_labels():

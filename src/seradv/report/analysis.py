@@ -625,7 +625,7 @@ def training_details(runs: list[RunData]) -> pd.DataFrame:
             "run": r.name, "model": m.get("model"), "parameters": m.get("parameters"),
             "epochs_budget": budget, "epochs_run": m.get("epochs_run"), "best_epoch": m.get("best_epoch"),
             "stopped_early": m.get("stopped_early"), "patience": patience, "best_val_loss": best_val,
-            "n_train": m.get("n_train"), "n_val": m.get("n_val"), "train_seconds": m.get("train_seconds"),
+            "n_train": m.get("n_train"), "n_val": m.get("n_val"), "train_seconds": m.get("train_seconds"), "peak_memory_mib": m.get("peak_memory_mib"),
             "batch_size": hp.get("batch_size"), "lr": hp.get("lr"), "dropout": hp.get("dropout"),
             "folds": m.get("folds"), "split": r.info.split, "leaky": bool(r.info.leaky),
             "defence": defence_label(m.get("defence")),

@@ -18,6 +18,7 @@ _DETAILS = (("model", "model"), ("parameters", "parameters"), ("defence", "defen
             ("best_val_loss", "best validation loss"), ("n_train", "training segments"),
             ("n_val", "validation segments"), ("batch_size", "batch size"), ("lr", "learning rate"),
             ("dropout", "dropout"), ("train_seconds", "training time (s)"),
+            ("peak_memory_mib", "peak memory, training (MiB)"),
             ("attacked_subsets", "attacked samples"), ("attack_cells", "attack cells"),
             ("attacked_per_cell", "samples per cell"), ("not_attacked", "samples not attacked (all cells)"))
 
@@ -29,6 +30,8 @@ def _detail(key: str, v) -> str:
         return "yes" if v else "no"
     if key == "parameters":
         return f"{int(v):,}"
+    if key == "peak_memory_mib":
+        return f"{float(v):,.0f}"
     if key == "train_seconds":
         return fmt_time(float(v))
     if key == "best_val_loss":
