@@ -110,14 +110,19 @@ class AutocastModel(nn.Module):
 
     def __init__(self, model: nn.Module, precision: str, device: str | torch.device) -> None:
         super().__init__()
-        precision_dtype(precision, device)  # a device that cannot run it: an error now
+        self.dtype = precision_dtype(precision, device)  # a device that cannot run it: an error now
         self.inner = model
         self.precision = precision
         self.device_type = torch.device(device).type
         self.train(model.training)
 
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        with autocast(self.precision, self.device_type):
+        with self._autocast():
             out = self.inner(*args, **kwargs)
         return to_float(out)
 
@@ -137,7 +142,7 @@ class AutocastModel(nn.Module):
     def _autocast_call(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def call(*args: Any, **kwargs: Any) -> Any:
-            with autocast(self.precision, self.device_type):
+            with self._autocast():
                 out = fn(*args, **kwargs)
             return to_float(out)
 
