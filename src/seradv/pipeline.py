@@ -272,8 +272,8 @@ def evaluate_run(run_dir: str | Path, *, model: torch.nn.Module | None = None,
     (:func:`seradv.evaluation.pooled_metrics`), then one row per fold (group All).
     """
     run_dir = Path(run_dir)
-    if precision is None:
-        precision = load_run_config(run_dir).train.precision
+    if precision is None:  # no config.yaml: not a run directory, which _evaluate says
+        precision = load_run_config(run_dir).train.precision if (run_dir / CONFIG).is_file() else "fp32"
     precision_dtype(precision, device)  # e.g. fp16 on the CPU: an error before any work
     if is_cv_run(run_dir):
         return _evaluate_folds(run_dir, model=model, device=device, precision=precision)
