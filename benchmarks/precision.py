@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +66,13 @@ def run_one(model: torch.nn.Module, data: SplitData, cell: Cell, clip: tuple[flo
     return samples, data.x + delta, float(facts["seconds"])
 
 
+def markdown(table: pd.DataFrame) -> str:
+    """``table`` as a Markdown table (no tabulate needed)."""
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="run or fold directory (test segments, clip values)")
@@ -78,6 +84,7 @@ def main() -> None:
     ap.add_argument("--params", default=None, help="one parameter set for every attack (default: first paper cell)")
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each cell per precision, interleaved; median seconds")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -93,14 +100,16 @@ def main() -> None:
           f"{len(data)} segments (seed {args.seed}) of {args.run}, batch {args.batch_size}")
     rows = []
     for name in [a.strip() for a in args.attacks.split(",") if a.strip()]:
-        out = {}
-        for p in precisions:
-            cell = cell_of(name, args.params, p)
-            t = time.perf_counter()
-            samples, x_adv, seconds = run_one(model, data, cell, (lo, hi), args.seed, args.batch_size)
-            out[p] = (samples, x_adv, seconds)
-            print(f"  {name} {cell.label} {p}: {seconds:.2f} s (wall {time.perf_counter() - t:.2f} s), "
-                  f"robust {samples['robust'].mean():.3f}", flush=True)
+        out, times = {}, {p: [] for p in precisions}
+        for _ in range(args.repeats):  # interleaved: a change of load hits both precisions
+            for p in precisions:
+                cell = cell_of(name, args.params, p)
+                samples, x_adv, seconds = run_one(model, data, cell, (lo, hi), args.seed, args.batch_size)
+                out.setdefault(p, (samples, x_adv))
+                times[p].append(seconds)
+                print(f"  {name} {cell.label} {p}: {seconds:.2f} s, robust {samples['robust'].mean():.3f}",
+                      flush=True)
+        out = {p: (*out[p], float(np.median(times[p]))) for p in precisions}
         s32, x32, t32 = out[precisions[0]]
         row = {"attack": name, "params": cell_of(name, args.params, "fp32").label,
                "n": len(data), "clean_fp32": float((s32["pred_clean"] == s32["label"]).mean())}
@@ -122,7 +131,7 @@ def main() -> None:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out / "precision.csv", index=False)
-        (args.out / "precision.md").write_text(table.round(3).to_markdown(index=False) + "\n")
+        (args.out / "precision.md").write_text(markdown(table.round(3)))
         print(f"wrote {args.out / 'precision.csv'} and precision.md")
 
 
