@@ -86,6 +86,8 @@ def test_missing_config_file_is_one_line(tmp_path):
 def test_attack_seed_and_numbers_are_checked(run_dir):
     assert_one_line_error(invoke("attack", run_dir, "--seed", "-1"), "--seed -1 must be an integer >= 0")
     assert_one_line_error(invoke("attack", run_dir, "--limit", "0"), "--limit 0 must be a positive")
+    assert_one_line_error(invoke("attack", run_dir, "--per-speaker", "0"), "--per-speaker 0 must be a positive")
+    assert_one_line_error(invoke("attack", run_dir, "--limit", "8", "--per-speaker", "4"), "not both")
     assert_one_line_error(invoke("attack", run_dir, "--batch-size", "0"), "--batch-size 0 must be a positive integer")
     assert_one_line_error(invoke("attack", run_dir, "--grid", "big"), "--grid 'big' must be 'paper' or 'quick'")
     assert_one_line_error(invoke("attack", run_dir, "--attacks", " , "), "names no attack", "seradv attack --list")

@@ -214,6 +214,10 @@ def test_train_evaluate_pool_resume_attack_report(cv_run, tmp_path):
     page = build_report(cv_run, tmp_path / "report", n_examples=0, audio=False, n_boot=50)
     text = page.with_suffix(".md").read_text()
     assert "3-fold speaker cross-validation" in text and "limit 4 per fold" in text
+    assert "the speaker folds" in text  # one row per fold: its test speakers, epochs, clean accuracy
+    plan = pd.read_csv(cv_run / FOLDS_CSV, dtype={"speaker": str})
+    for spk in plan["speaker"]:
+        assert f"{spk} (" in text
 
 
 def test_cli_prepare_speaker_cv_errors_and_folds(tmp_path, one_thread):

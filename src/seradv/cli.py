@@ -370,6 +370,7 @@ def attack(
     grid: str = typer.Option("paper", "--grid", help="paper (the study's parameters) or quick (a small grid)."),
     attacks: Optional[str] = typer.Option(None, "--attacks", help="Comma-separated attack names (default: the study's eight); see --list."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Attack a seeded, stratified subset of N test segments."),
+    per_speaker: Optional[int] = typer.Option(None, "--per-speaker", help="Instead of --limit: N seeded segments of every test speaker (all of a speaker's where fewer; every fold of a speaker_cv run)."),
     seed: int = typer.Option(0, "--seed", help="Seed (>= 0) of the subset and of every random choice of the attacks."),
     backend: Optional[str] = typer.Option(None, "--backend", help="art (the study's toolbox) or torch (seradv's fast batched code); default: each attack's fastest backend that matches ART."),
     batch_size: int = typer.Option(64, "--batch-size", help="Samples per forward/backward pass."),
@@ -399,6 +400,9 @@ def attack(
     check_grid_name(grid, "--grid ")
     _at_least("--seed", seed, 0, "an integer >= 0")
     _at_least("--limit", limit, 1, "a positive number of test segments (or leave it out: all of them)")
+    _at_least("--per-speaker", per_speaker, 1, "a positive number of segments per test speaker")
+    if limit is not None and per_speaker is not None:
+        raise ParameterError("give --limit (segments in all) or --per-speaker (segments per speaker), not both")
     _at_least("--batch-size", batch_size, 1, "a positive integer")
     _check_run_dir(run_dir)
     dev = _resolve_device(device)
@@ -413,6 +417,8 @@ def attack(
     from seradv.rundir import RESULTS_CSV, TRUST_CSV, attacks_dir
 
     runner = get_executor(executor, address=address, num_cpus=task_cpus)
+    if per_speaker is not None:
+        extra["per_speaker"] = per_speaker
     results = run_grid(run_dir, attacks=names, grid=grid, limit=limit, seed=seed, backend=backend,
                        batch_size=batch_size, device=dev, save_examples=not no_examples,
                        early_stop=early_stop, where=where, executor=runner, precision=precision, **extra)
@@ -458,6 +464,35 @@ def predict(
     if pred.errors:
         err_console.print(f"{len(pred.errors)} of {len(pred.errors) + len(pred.files)} files could not be used")
         raise typer.Exit(1)
+
+
+@app.command()
+def realize(
+    run_dir: Path = typer.Argument(..., help="A run directory with finished feature-space attack cells (saved perturbations)."),
+    method: str = typer.Option("griffinlim", "--method", help="griffinlim (the report's rendering) or phase (the clean segment's phase kept)."),
+    attacks: Optional[str] = typer.Option(None, "--attacks", help="Comma-separated attack names (default: every attacked one)."),
+    limit: int = typer.Option(64, "--limit", help="At most N attacked, clean-correct segments per cell (seeded)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the segments and of Griffin-Lim's start."),
+    n_iter: int = typer.Option(32, "--n-iter", help="Griffin-Lim iterations."),
+) -> None:
+    """Realized fooling rates: each cell's adversarial log-Mel matrices rendered as audio, written as 16-bit WAVs, read back and classified again."""
+    from seradv.attacks.waveform.render import RENDER_METHODS
+    from seradv.grid.realized import REALIZED_CSV, realize_run
+    from seradv.rundir import attacks_dir
+
+    _check_run_dir(run_dir)
+    if method not in RENDER_METHODS:
+        raise ParameterError(f"--method {method!r} must be one of {', '.join(RENDER_METHODS)}")
+    _at_least("--limit", limit, 1, "a positive number of segments per cell")
+    _at_least("--seed", seed, 0, "an integer >= 0")
+    _at_least("--n-iter", n_iter, 1, "a positive integer")
+    names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
+    table = realize_run(run_dir, attacks=names, method=method, limit=limit, seed=seed, n_iter=n_iter)
+    if table.empty:
+        console.print("no cell with saved perturbations to realize")
+        return
+    console.print(_table(table, "feature-space vs realized fooling rates (on the written 16-bit files)"))
+    console.print(f"wrote {attacks_dir(run_dir) / REALIZED_CSV}")
 
 
 @app.command()

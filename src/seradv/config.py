@@ -253,6 +253,8 @@ class AttackConfig:
     attacks: tuple[str, ...] | None = None
     """``None``: the study's eight attacks."""
     limit: int | None = None
+    per_speaker: int | None = None
+    """Instead of ``limit``: this many seeded segments of every test speaker."""
     seed: int = 0
     backend: str | None = None
     batch_size: int = 64
@@ -275,6 +277,10 @@ class AttackConfig:
             raise ConfigError(f"attack.grid={self.grid!r} must be 'paper' or 'quick'")
         if self.limit is not None:
             _positive("attack.limit", self.limit)
+        if self.per_speaker is not None:
+            _positive("attack.per_speaker", self.per_speaker)
+            if self.limit is not None:
+                raise ConfigError("attack.limit and attack.per_speaker exclude each other: set one to null")
         _positive("attack.batch_size", self.batch_size)
         _seed("attack.seed", self.seed)
         _check_device("attack.device", self.device)

@@ -119,9 +119,9 @@ def _resume_key(run_dir: Path, cfg: RunConfig, hyper: dict, model: torch.nn.Modu
     train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in ("epochs", "threads", "device")}
     if train.get("precision") == "fp32":  # the key of fp32 trainings is the one they had before precision
         del train["precision"]
-    defence = dataclasses.asdict(cfg.defence)
-    h = hashlib.sha256(json.dumps({"train": train, "hyper": hyper, "model": type(model).__qualname__,
-                                   **({"defence": defence} if cfg.defence.kind != "none" else {}),
+    # the defence joins the key only when there is one: undefended trainings keep their keys
+    defence = {"defence": dataclasses.asdict(cfg.defence)} if cfg.defence.kind != "none" else {}
+    h = hashlib.sha256(json.dumps({"train": train, "hyper": hyper, "model": type(model).__qualname__, **defence,
                                    "data": run_fingerprints(run_dir)["preprocessing"]},
                                   sort_keys=True, default=str).encode())
     for v in model.state_dict().values():
@@ -374,7 +374,7 @@ def run(cfg: RunConfig | None = None, *, out: str | Path | None = None) -> Path:
         evaluate_run(run_dir)
     if a.enabled:
         with stage(f"attack ({a.grid} grid)", *step["attack"]):
-            run_grid(run_dir, attacks=a.attacks, grid=a.grid, limit=a.limit, seed=a.seed, backend=a.backend,
+            run_grid(run_dir, attacks=a.attacks, grid=a.grid, limit=a.limit, seed=a.seed, per_speaker=a.per_speaker, backend=a.backend,
                      batch_size=a.batch_size, device=attack_device, precision=a.precision,
                      executor=get_executor(a.executor, address=a.executor_address))
     with stage("report", *step["report"]), run_logging(run_dir):

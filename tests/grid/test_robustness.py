@@ -80,6 +80,28 @@ def test_limit_selects_a_seeded_stratified_subset(trained_run, tmp_path):
     assert set(meta.iloc[a]["gender"]) == {"m", "f"}
 
 
+def test_per_speaker_takes_segments_of_every_test_speaker(trained_run, tmp_path):
+    meta = pd.read_csv(trained_run / "segments.csv").query("subset == 'test'").reset_index(drop=True)
+    counts = meta["speaker"].value_counts()
+    k = int(counts.min()) - 1
+    assert k >= 1, "the test run needs speakers with at least 2 test segments"
+    idx = plan.select_subset(meta, None, 5, per_speaker=k)
+    np.testing.assert_array_equal(idx, plan.select_subset(meta, None, 5, per_speaker=k))
+    picked = meta.iloc[idx]["speaker"].value_counts()
+    assert set(picked.index) == set(counts.index)  # every test speaker
+    assert (picked == k).all()
+    # more than a speaker has: all of that speaker's segments
+    big = int(counts.max()) + 1
+    np.testing.assert_array_equal(plan.select_subset(meta, None, 5, per_speaker=big), np.arange(len(meta)))
+    with pytest.raises(ParameterError, match="not both"):
+        plan.select_subset(meta, 4, 5, per_speaker=k)
+    with pytest.raises(ParameterError, match="per_speaker=0 must be a positive integer"):
+        plan.select_subset(meta, None, 5, per_speaker=0)
+    run = _copy_run(trained_run, tmp_path / "r")
+    res = grid_run.run_grid(run, attacks=["fgsm"], grid="quick", per_speaker=k, seed=5, backend="torch", trust=False)
+    assert (res[res.group == "All"]["n"] == k * len(counts)).all()
+
+
 def test_bad_requests_fail_before_any_work(trained_run, tmp_path):
     with pytest.raises(AttackError, match="unknown attack"):
         grid_run.run_grid(trained_run, attacks=["nope"])

@@ -58,7 +58,7 @@ from art.attacks.evasion import AutoProjectedGradientDescent
 
 from seradv.attacks._art import white_box_classifier
 from seradv.attacks.context import AttackContext, IterateWatch, gradient_context, map_batches_watched
-from seradv.attacks.spec import AttackSpec, ParamSpec, register_attack
+from seradv.attacks.spec import STUDY_EPS, AttackSpec, ParamSpec, register_attack
 from seradv.errors import ParameterError
 
 __all__ = ["apgd", "dlr_loss"]
@@ -227,7 +227,6 @@ def _apgd_ce_art(ctx: AttackContext, p: dict[str, Any]) -> np.ndarray:
     return atk.generate(ctx.x, y=ctx.y)
 
 
-_STUDY_EPS = (0.25, 0.5, 0.75, 1.0, 1.25)
 _PARAMS = (
     ParamSpec("eps", float, 0.25, low=0.0, low_open=True, doc="L-inf radius (standardized units)"),
     ParamSpec("n_iter", int, 100, low=1, doc="iterations per restart"),
@@ -240,7 +239,7 @@ for _loss, _title in (("ce", "cross-entropy"), ("dlr", "Difference of Logits Rat
         name=f"apgd_{_loss}", family="apgd", kind="white-box", norm="linf",
         title=f"Auto-PGD, {_title} loss (Croce & Hein 2020)",
         params=_PARAMS,
-        paper_grid=tuple({"eps": e, "n_iter": 100, "restarts": 1, "rho": 0.75} for e in _STUDY_EPS),
+        paper_grid=tuple({"eps": e, "n_iter": 100, "restarts": 1, "rho": 0.75} for e in STUDY_EPS),
         quick_grid=({"eps": 0.25, "n_iter": 10, "restarts": 1, "rho": 0.75},),
         # ART's DLR variant rebuilds its own estimator from a logits model (no softmax head, no
         # query counting): APGD-DLR runs on the torch backend only

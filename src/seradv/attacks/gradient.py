@@ -64,7 +64,7 @@ from torch import nn
 
 from seradv.attacks._art import white_box_classifier
 from seradv.attacks.context import AttackContext, IterateWatch, gradient_context, map_batches_watched
-from seradv.attacks.spec import AttackSpec, ParamSpec, register_attack
+from seradv.attacks.spec import STUDY_EPS, AttackSpec, ParamSpec, register_attack
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +274,6 @@ def _pgd_torch(norm: str):
 # --------------------------------------------------------------------------------------
 # Registry entries
 # --------------------------------------------------------------------------------------
-_STUDY_EPS = (0.25, 0.5, 0.75, 1.0, 1.25)
 
 
 def _eps(default: float, doc: str = "L-inf radius (standardized units)") -> ParamSpec:
@@ -298,7 +297,7 @@ FGSM = register_attack(AttackSpec(
     name="fgsm", family="gradient", kind="white-box", norm="linf",
     title="Fast Gradient Sign Method (Goodfellow et al. 2015)",
     params=(_eps(0.25),),
-    paper_grid=tuple({"eps": e} for e in _STUDY_EPS),
+    paper_grid=tuple({"eps": e} for e in STUDY_EPS),
     quick_grid=({"eps": 0.25}, {"eps": 1.0}),
     backends={"art": _fgsm_art, "torch": _fgsm_torch},
     default_backend="torch",  # benchmarks/results/emodb-paper: as fast as ART or faster, same output
@@ -308,7 +307,7 @@ BIM = register_attack(AttackSpec(
     name="bim", family="gradient", kind="white-box", norm="linf",
     title="Basic Iterative Method (Kurakin et al. 2017)",
     params=(_eps(0.25), _eps_step(0.1), _max_iter(100)),
-    paper_grid=tuple({"eps": e, "eps_step": 0.1, "max_iter": 100} for e in _STUDY_EPS),
+    paper_grid=tuple({"eps": e, "eps_step": 0.1, "max_iter": 100} for e in STUDY_EPS),
     quick_grid=({"eps": 0.25, "eps_step": 0.1, "max_iter": 10},),
     backends={"art": _bim_art, "torch": _bim_torch},
     default_backend="torch",  # 1.1x faster than ART on EmoDB (ART adds two forwards per call)
@@ -319,7 +318,7 @@ PGD = register_attack(AttackSpec(
     title="Projected Gradient Descent, L-inf, random start (Madry et al. 2018)",
     params=(_eps(0.25), _eps_step(0.1), _max_iter(100), _restarts(1)),
     paper_grid=tuple({"eps": e, "eps_step": 0.1, "max_iter": 100, "num_random_init": 1}
-                     for e in _STUDY_EPS),
+                     for e in STUDY_EPS),
     quick_grid=({"eps": 0.25, "eps_step": 0.1, "max_iter": 10, "num_random_init": 1},),
     backends={"art": _pgd_art("linf"), "torch": _pgd_torch("linf")},
     default_backend="torch",

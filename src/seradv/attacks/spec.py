@@ -27,6 +27,7 @@ __all__ = [
     "AttackSpec",
     "ParamSpec",
     "STUDY_ATTACKS",
+    "STUDY_EPS",
     "Runner",
     "get_attack",
     "list_attacks",
@@ -42,6 +43,10 @@ NORMS: tuple[str, ...] = ("l0", "l2", "linf")
 STUDY_ATTACKS: tuple[str, ...] = (
     "fgsm", "bim", "deepfool", "jsma", "cw_l2", "cw_linf", "pixel", "boundary",
 )
+
+#: The study's L-inf budgets (standardized feature units) of FGSM and BIM (SPEC.md), reused by the
+#: paper grids of the other L-inf attacks (PGD, APGD) so that they are compared at the same eps.
+STUDY_EPS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25)
 
 _TYPE_NAMES = {int: "integer", float: "float", str: "string", bool: "boolean"}
 

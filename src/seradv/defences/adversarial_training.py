@@ -30,7 +30,6 @@ from torch import nn
 from seradv.attacks.context import frozen_weights, preserve_model_state
 from seradv.attacks.gradient import iterative_gradient_attack
 from seradv.config import DefenceConfig
-from seradv.errors import ConfigError
 
 BatchTransform = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 """``transform(model, x, y, gen) -> x'``: the batch ``[shape=(b, 261, 128)]`` the update is
@@ -70,12 +69,9 @@ class AdversarialTraining:
         return cls("pgd", cfg.eps, cfg.ratio, tuple(clip), cfg.steps, step)
 
     def __post_init__(self) -> None:
-        if self.attack not in ("fgsm", "pgd"):
-            raise ConfigError(f"defence.attack={self.attack!r} must be 'fgsm' or 'pgd'")
-        if not (self.eps > 0 and math.isfinite(self.eps)):
-            raise ConfigError(f"defence.eps={self.eps} must be a positive number")
-        if not 0 < self.ratio <= 1:
-            raise ConfigError(f"defence.ratio={self.ratio} must be in (0, 1]")
+        # one set of rules: the ``defence:`` section's (the same messages from config and API)
+        DefenceConfig(kind="adversarial_training", attack=self.attack, eps=self.eps, ratio=self.ratio,
+                      steps=max(self.steps, 1), step_size=self.step_size if self.attack == "pgd" else None).validate()
 
     def n_adversarial(self, b: int) -> int:
         """Rows replaced in a batch of ``b`` (ART's ``ceil(ratio * b)``)."""

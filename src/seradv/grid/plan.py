@@ -189,14 +189,39 @@ def plan_grid(attacks: Iterable[str] | None, grid: str = "paper", backend: str |
     return cells
 
 
-def select_subset(meta: pd.DataFrame, limit: int | None, seed: int) -> np.ndarray:
-    """Row positions of a seeded subset of ``limit`` segments, stratified by gender x emotion."""
+def select_subset(meta: pd.DataFrame, limit: int | None, seed: int, *, per_speaker: int | None = None) -> np.ndarray:
+    """Row positions of a seeded subset of ``limit`` segments, stratified by gender x emotion.
+
+    ``per_speaker``: instead, ``per_speaker`` segments of every speaker (stratified by emotion
+    within the speaker; all of a speaker's segments where there are fewer), so that group
+    comparisons rest on every test speaker rather than on the segments of a few.
+    """
+    if per_speaker is not None:
+        if limit is not None:
+            raise ParameterError("give either limit (segments in all) or per_speaker (segments per speaker), not both")
+        if isinstance(per_speaker, bool) or not isinstance(per_speaker, (int, np.integer)) or per_speaker < 1:
+            raise ParameterError(f"per_speaker={per_speaker!r} must be a positive integer")
+        speakers = meta["speaker"].astype(str).to_numpy()
+        picked = []
+        for k, spk in enumerate(sorted(set(speakers))):
+            rows = np.flatnonzero(speakers == spk)
+            sub = _stratified(meta.iloc[rows].reset_index(drop=True), per_speaker, np.random.default_rng([seed, k]))
+            picked.append(rows[sub])
+        return np.sort(np.concatenate(picked)) if picked else np.arange(0)
     n = len(meta)
     if limit is None or limit >= n:
         return np.arange(n)
     if limit < 1:
         raise ParameterError(f"limit={limit} must be >= 1")
-    rng = np.random.default_rng(seed)
+    return _stratified(meta, limit, np.random.default_rng(seed))
+
+
+def _stratified(meta: pd.DataFrame, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted row positions of ``min(limit, len(meta))`` rows: proportional quotas per gender x
+    emotion in ``rng``'s random order, the remainder filled in that order."""
+    n = len(meta)
+    if limit >= n:
+        return np.arange(n)
     strata = (meta["gender"].astype(str) + "/" + meta["emotion"].astype(str)).to_numpy()
     order = rng.permutation(n)
     # round-robin over strata in a random order: proportional and deterministic

@@ -156,6 +156,7 @@ def run_grid(
     grid: str = "paper",
     limit: int | None = None,
     seed: int = 0,
+    per_speaker: int | None = None,
     backend: str | None = None,
     batch_size: int = 64,
     device: str = "cpu",
@@ -171,6 +172,9 @@ def run_grid(
 
     ``executor`` computes the cells (:mod:`seradv.grid.executors`; default: one after another
     in this process); every executor writes the same cell files.
+
+    ``per_speaker=N`` attacks N seeded segments of every test speaker instead of ``limit`` in
+    all (:func:`~seradv.grid.plan.select_subset`).
 
     ``where="theta=1"`` runs only the grid's parameter sets with those values;
     ``params="eps=0.3,max_iter=50"`` runs exactly that parameter set instead of the grid
@@ -194,7 +198,7 @@ def run_grid(
         for k, d in enumerate(folds, start=1):
             with run_logging(run_dir):
                 log.info("speaker_cv: attack grid on fold %d of %d (%s)", k, len(folds), d)
-            run_grid(d, attacks=attacks, grid=grid, limit=limit, seed=seed, backend=backend, batch_size=batch_size,
+            run_grid(d, attacks=attacks, grid=grid, limit=limit, seed=seed, per_speaker=per_speaker, backend=backend, batch_size=batch_size,
                      device=device, save_examples=save_examples, trust=trust, early_stop=early_stop, where=where,
                      params=params, executor=executor, precision=precision)
             if trust and (attacks_dir(d) / TRUST_CSV).is_file():
@@ -222,13 +226,14 @@ def run_grid(
     with run_logging(run_dir):
         fingerprint = run_fingerprints(run_dir)
         test = load_subset(run_dir, "test")
-        idx = select_subset(test.meta, limit, seed)
+        idx = select_subset(test.meta, limit, seed, per_speaker=per_speaker)
         subset_key = "all" if len(idx) == len(test) else hashlib.sha256(idx.tobytes()).hexdigest()[:10]
         segment_ids = test.meta["segment_id"].iloc[idx].tolist()
         fingerprint = {**fingerprint, "subset": subset_fingerprint(segment_ids)}
         if subset_key != "all":
             atomic_write_json(subset_file(run_dir, subset_key),
-                              {"limit": limit, "seed": seed, "segment_ids": segment_ids})
+                              {"limit": limit, "seed": seed, "segment_ids": segment_ids,
+                               **({"per_speaker": per_speaker} if per_speaker is not None else {})})
         lo, hi = info.clip_values
         x = test.x[idx]
         outside = float(np.mean((x < lo) | (x > hi)))
@@ -238,6 +243,7 @@ def run_grid(
                          meta=test.meta.iloc[idx].reset_index(drop=True), classes=test.classes)
         atomic_write_text(out / GRID_YAML, yaml.safe_dump({
             "grid": grid, "attacks": sorted({c.attack for c in cells}), "limit": limit, "seed": seed,
+            **({"per_speaker": per_speaker} if per_speaker is not None else {}),
             "backend": backend, "early_stop": bool(early_stop), "precision": precision, "where": where,
             "params": params if not isinstance(params, dict) else json.dumps(params, sort_keys=True),
             "batch_size": batch_size, "device": device, "n_samples": len(data),

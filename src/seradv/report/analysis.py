@@ -26,14 +26,14 @@ from seradv.evaluation import GROUPS
 from seradv import stats
 from seradv.report.data import RunData, attack_order
 from seradv.grid.results import robust_flags
-from seradv.rundir import HISTORY, fold_run_dirs, load_run_config
+from seradv.rundir import FOLDS_CSV, HISTORY, METRICS_CSV, MODEL_META, fold_run_dirs, load_run_config
 
 log = logging.getLogger(__name__)
 
 __all__ = ["clean_stats", "clean_gender_gaps", "clean_corpus_gaps", "attack_stats", "gender_gaps", "corpus_gaps",
            "strength_key", "strongest", "strongest_by_run", "strongest_rows", "ordered_settings", "series_rows", "group_samples", "ci_units",
            "choose_unit", "speaker_gap", "summary_series", "summary_grid", "gender_corpus_gaps", "perturbation_profiles",
-           "training_details"]
+           "training_details", "fold_details"]
 
 _PREFERRED = ("eps", "th", "theta", "max_iter", "binary_search_steps", "initial_const")
 
@@ -632,5 +632,36 @@ def training_details(runs: list[RunData]) -> pd.DataFrame:
             "attacked_subsets": "; ".join(subsets), "attack_cells": int(len(n_att)),
             "attacked_per_cell": f"{int(n_att.min())}–{int(n_att.max())}" if len(n_att) else "",
             "not_attacked": int(np.nansum(not_att.to_numpy(float))) if len(not_att) else 0,
+        })
+    return pd.DataFrame(rows)
+
+
+def fold_details(run: RunData) -> pd.DataFrame:
+    """One row per fold of a speaker-fold CV run (empty for other runs): its test speakers
+    (``folds.csv``), training facts (``model.json``, ``history.csv``) and clean test accuracy /
+    UAR (the fold's ``metrics.csv``, all its test segments)."""
+    if run.pooled is None or not (run.run_dir / FOLDS_CSV).is_file():
+        return pd.DataFrame()
+    plan = pd.read_csv(run.run_dir / FOLDS_CSV, dtype={"speaker": str})
+    rows = []
+    for k, d in enumerate(fold_run_dirs(run.run_dir), start=1):
+        spk = plan[plan["fold"] == k].sort_values(["gender", "speaker"])
+        m = json.loads((d / MODEL_META).read_text()) if (d / MODEL_META).is_file() else {}
+        hist = pd.read_csv(d / HISTORY) if (d / HISTORY).is_file() else None
+        met = pd.read_csv(d / METRICS_CSV) if (d / METRICS_CSV).is_file() else None
+        clean = met[met["group"] == "All"] if met is not None else None
+        one = clean is not None and len(clean) == 1
+        rows.append({
+            "fold": k,
+            "test_speakers": " ".join(f"{s} ({g})" for s, g in zip(spk["speaker"], spk["gender"])),
+            "n_train": m.get("n_train"), "n_val": m.get("n_val"),
+            "n_test": int(clean["n"].sum()) if clean is not None and len(clean) else None,
+            "epochs_run": m.get("epochs_run"), "best_epoch": m.get("best_epoch"),
+            "stopped_early": m.get("stopped_early"),
+            "best_val_loss": (float(hist["val_loss"].min()) if hist is not None and "val_loss" in hist and len(hist)
+                              else float("nan")),
+            "train_seconds": m.get("train_seconds"),
+            "accuracy": float(clean["accuracy"].iloc[0]) if one else float("nan"),
+            "uar": float(clean["uar"].iloc[0]) if one else float("nan"),
         })
     return pd.DataFrame(rows)

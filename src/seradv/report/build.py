@@ -142,7 +142,7 @@ def build_report(
     details = analysis.training_details(runs)
     summary = summary_section(runs, grid, summary_sentences(runs, chosen, gaps_g, gaps_c, gaps_cg))
     examples = compute_examples(runs, table, out, n_examples=n_examples, audio=audio, seed=seed)
-    sections = [title_block, summary, intro, runs_section(runs, details), clean, overview_section(runs, strongest),
+    sections = [title_block, summary, intro, runs_section(runs, details, {r.name: analysis.fold_details(r) for r in runs}), clean, overview_section(runs, strongest),
                 gender_languages_section(gaps_cg), perturbation_section(profiles), attacks,
                 examples_section(examples), trust_section(runs), methods_section(n_boot, seed)]
     for section in sections:

@@ -9,7 +9,7 @@ from seradv.report.format import DASH, fmt_time
 from seradv.report.render import Heading, Para, Table
 from seradv.report.sections import Section
 
-__all__ = ["runs_section", "training_table"]
+__all__ = ["fold_table", "runs_section", "training_table"]
 
 
 _DETAILS = (("model", "model"), ("parameters", "parameters"), ("defence", "defence (training)"), ("split", "split"), ("folds", "speaker folds (CV)"),
@@ -46,8 +46,30 @@ def training_table(details: pd.DataFrame) -> Table:
                  meta={"kind": "training"})
 
 
-def runs_section(runs: list[RunData], details: pd.DataFrame | None = None) -> Section:
-    """The data, split and models of every run; ``details``: the training table's rows."""
+_FOLD_COLUMNS = (("fold", "fold"), ("test_speakers", "test speakers"), ("n_train", "train"), ("n_val", "val"),
+                 ("n_test", "test"), ("epochs_run", "epochs"), ("best_epoch", "best"),
+                 ("stopped_early", "stopped early"), ("best_val_loss", "best val. loss"),
+                 ("train_seconds", "training time"), ("accuracy", "clean acc."), ("uar", "UAR"))
+
+
+def fold_table(name: str, folds: pd.DataFrame) -> Table:
+    """The folds of one CV run (:func:`seradv.report.analysis.fold_details`), one row each."""
+    def cell(key: str, v) -> str:
+        if key in ("accuracy", "uar"):
+            return f"{float(v):.3f}" if v is not None and pd.notna(v) else DASH
+        return _detail(key, v)
+
+    rows = [[cell(k, r.get(k)) for k, _ in _FOLD_COLUMNS] for r in folds.to_dict("records")]
+    return Table([label for _, label in _FOLD_COLUMNS], rows,
+                 caption=f"{name}: the speaker folds (segments per subset; clean accuracy on each fold's test "
+                         "speakers, their segments; the pooled figures weigh folds by their test segments)",
+                 meta={"kind": "folds"})
+
+
+def runs_section(runs: list[RunData], details: pd.DataFrame | None = None,
+                 folds: dict[str, pd.DataFrame] | None = None) -> Section:
+    """The data, split and models of every run; ``details``: the training table's rows;
+    ``folds``: per CV run (by name), its folds' rows."""
     blocks: list = [Heading(2, "Data, split and models")]
     for r in runs:
         info = r.info
@@ -66,6 +88,9 @@ def runs_section(runs: list[RunData], details: pd.DataFrame | None = None) -> Se
                          "classes"], rows, caption="Runs in this report", meta={"kind": "runs"}))
     if details is not None and not details.empty:
         blocks.append(training_table(details))
+    for name, f in (folds or {}).items():
+        if not f.empty:
+            blocks.append(fold_table(name, f))
     if len(runs) > 1:
         blocks.append(Para("Each run has its own model, trained on its own corpus: wherever corpora of "
                            "different runs are compared, the models differ too, so a gap mixes the "
