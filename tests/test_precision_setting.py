@@ -190,3 +190,32 @@ def test_bf16_grid_cell_is_its_own_cell(tmp_path):
     assert set(cells["precision"]) == {"fp32", "bf16"}  # both cells, each its own
     assert cells.groupby("precision")["cell_id"].nunique().to_dict() == {"bf16": 1, "fp32": 1}
     assert set(t32.loc[t32["attack"] == "fgsm", "cell_id"]) < set(cells["cell_id"])
+
+
+# --------------------------------------------------------------------------------------
+# CLI: the option is passed, bad values are one-line errors
+# --------------------------------------------------------------------------------------
+def test_cli_precision_is_passed_and_checked(tmp_path, monkeypatch):
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    import seradv.grid.run as grid_run
+    import seradv.pipeline as pipeline_mod
+    from seradv import cli
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    save_config(RunConfig(name="run"), run_dir / "config.yaml")
+    seen: dict = {}
+    monkeypatch.setattr(grid_run, "run_grid", lambda run_dir, **kw: seen.update(kw) or pd.DataFrame())
+    monkeypatch.setattr(pipeline_mod, "train_run", lambda run_dir, **kw: seen.update(kw) or {
+        "model": "m", "parameters": 1, "epochs_run": 1, "best_epoch": 1, "train_seconds": 0.0})
+    invoke = lambda *a: CliRunner().invoke(cli.app, [str(x) for x in a])  # noqa: E731
+    res = invoke("attack", run_dir, "--attacks", "fgsm", "--precision", "bf16")
+    assert res.exit_code == 0, res.output
+    assert seen["precision"] == "bf16"
+    res = invoke("train", run_dir, "--precision", "bf16")
+    assert res.exit_code == 0, res.output
+    assert seen["train_overrides"] == {"precision": "bf16"}
+    res = invoke("train", run_dir, "--precision", "fp64")
+    assert res.exit_code == 2 and "train.precision='fp64' must be one of fp32, bf16, fp16" in res.stderr
