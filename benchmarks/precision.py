@@ -9,7 +9,12 @@ trained model and the same seeded, stratified subset of its test segments, and p
   passes (clean and adversarial predictions, watched iterates at that precision);
 * ``robust@fp32``: the bf16 cell's examples judged by the float32 model (accuracy on the
   returned examples): does a bf16 attack find the study's model's adversarial examples?
-* ``agree``: share of samples whose robust flag is the same at both precisions.
+* ``agree``: share of samples whose robust flag is the same at both precisions;
+
+and first (``--passes N``) the model's per-input cost of a forward pass (no autograd) and of a
+forward+backward of the input gradient (frozen weights, as in an attack) at each precision:
+the fastest of ``N`` interleaved timings of a batch of ``--batch-size`` segments (the least
+disturbed by other load).
 
 The model: a run directory's ``model.safetensors`` (``RUN``), or with ``--state`` the best
 weights of a training checkpoint (``train_state.pt``, read only: a live training's), with the
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +42,7 @@ from seradv.attacks import get_attack
 from seradv.grid.plan import Cell, parse_params, select_subset
 from seradv.grid.run import attack_cell
 from seradv.models import build_model
+from seradv.precision import with_precision
 from seradv.prepare import SplitData, load_subset
 from seradv.rundir import load_model, read_preprocessing
 
@@ -73,6 +80,43 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pass_costs(model: torch.nn.Module, x: np.ndarray, precisions: list[str], repeats: int) -> pd.DataFrame:
+    """Milliseconds per input of a forward and of a forward+backward (input gradient of the
+    cross-entropy, frozen weights) on the batch ``x`` at each precision: the fastest of
+    ``repeats`` interleaved timings."""
+    xt = torch.from_numpy(x)
+    y = torch.zeros(len(x), dtype=torch.long)
+    frozen = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    def forward(net: torch.nn.Module) -> None:
+        with torch.inference_mode():
+            net(xt)
+
+    def forward_backward(net: torch.nn.Module) -> None:
+        xg = xt.clone().requires_grad_(True)
+        torch.nn.functional.cross_entropy(net(xg), y).backward()
+
+    best: dict[tuple[str, str], float] = {}
+    nets = {p: with_precision(model, p, "cpu") for p in precisions}
+    for _ in range(repeats + 1):  # the first round warms up
+        for p, net in nets.items():
+            for what, fn in (("forward", forward), ("forward+backward", forward_backward)):
+                t = time.perf_counter()
+                fn(net)
+                ms = (time.perf_counter() - t) * 1e3 / len(x)
+                if _:
+                    best[(what, p)] = min(best.get((what, p), float("inf")), ms)
+    for p, flag in zip(model.parameters(), frozen):
+        p.requires_grad_(flag)
+    rows = [{"pass": what, **{f"ms_{p}": best[(what, p)] for p in precisions}} for what in ("forward", "forward+backward")]
+    table = pd.DataFrame(rows)
+    for p in precisions[1:]:
+        table[f"speedup_{p}"] = table[f"ms_{precisions[0]}"] / table[f"ms_{p}"]
+    return table
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="run or fold directory (test segments, clip values)")
@@ -84,6 +128,7 @@ def main() -> None:
     ap.add_argument("--params", default=None, help="one parameter set for every attack (default: first paper cell)")
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--passes", type=int, default=0, help="time the model's passes N times per precision first")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each cell per precision, interleaved; median seconds")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -98,6 +143,13 @@ def main() -> None:
     precisions = [p.strip() for p in args.precisions.split(",")]
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
           f"{len(data)} segments (seed {args.seed}) of {args.run}, batch {args.batch_size}")
+    if args.passes:
+        passes = pass_costs(model, data.x[: args.batch_size], precisions, args.passes)
+        print(passes.round(3).to_string(index=False), flush=True)
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            passes.to_csv(args.out / "passes.csv", index=False)
+            (args.out / "passes.md").write_text(markdown(passes.round(3)))
     rows = []
     for name in [a.strip() for a in args.attacks.split(",") if a.strip()]:
         out, times = {}, {p: [] for p in precisions}
@@ -125,6 +177,8 @@ def main() -> None:
                 row[f"robust_{p}@fp32"] = float(np.mean(pred == data.y))
                 row[f"agree_{p}"] = float(np.mean(s["robust"].to_numpy() == s32["robust"].to_numpy()))
         rows.append(row)
+    if not rows:
+        return
     table = pd.DataFrame(rows)
     pd.set_option("display.width", 200)
     print(table.round(3).to_string(index=False))
