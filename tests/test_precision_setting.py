@@ -190,6 +190,10 @@ def test_bf16_grid_cell_is_its_own_cell(tmp_path):
     assert set(cells["precision"]) == {"fp32", "bf16"}  # both cells, each its own
     assert cells.groupby("precision")["cell_id"].nunique().to_dict() == {"bf16": 1, "fp32": 1}
     assert set(t32.loc[t32["attack"] == "fgsm", "cell_id"]) < set(cells["cell_id"])
+    # the worst case pools the fp32 cells only: the same rows as with the fp32 cell alone
+    w32, w16 = (t[t["attack"] == "worst_case"].reset_index(drop=True) for t in (t32, t16))
+    assert len(w32) and set(w16["precision"]) == {"fp32"}
+    assert w16["robust_accuracy"].tolist() == w32["robust_accuracy"].tolist()
 
 
 # --------------------------------------------------------------------------------------
