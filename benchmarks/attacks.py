@@ -424,7 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     names = [a.strip() for a in args.attacks.split(",") if a.strip()]
     for nm in names:
-        get_attack(nm)
+        if get_attack(nm).input != "features":
+            ap.error(f"{nm} attacks the waveform: benchmark it with benchmarks/waveform_first.py "
+                     f"(or seradv attack RUN --attacks {nm} --grid standard)")
     rows_dir = args.out / "rows"
     rows_dir.mkdir(parents=True, exist_ok=True)
     costs_path = args.out / f"pass_costs-{args.threads}threads.json"

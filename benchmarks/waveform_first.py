@@ -1,8 +1,11 @@
 """Benchmark: the waveform PGD attacks on a trained run's seeded test subset (issue 14).
 
 Robust accuracy measured on the written 16-bit WAVs read back through the numpy features (and
-on the float tensor the attack ended with), SNR / segmental SNR / peak dBFS of the written
-perturbation, seconds per cell. Usage:
+on the float tensor the attack ended with), SNR / segmental SNR / peak dBFS / STOI (and PESQ
+where the optional ``pesq`` package is installed) of the written perturbation, seconds per
+cell. The grids are the registry's (``pgd_linf_wave``, ``pgd_snr_wave``); the same cells, kept
+in the run, come from ``seradv attack RUN_DIR --attacks pgd_linf_wave,pgd_snr_wave --grid
+standard --limit 64``. Usage:
 ``.venv/bin/python benchmarks/waveform_first.py RUN_DIR --limit 32 --grid quick``
 """
 
@@ -33,8 +36,9 @@ def main() -> None:
     test = load_subset(args.run_dir, "test")
     rows = select_subset(test.meta, args.limit, args.seed)
     data = SplitData(test.x[rows], test.y[rows], test.meta.iloc[rows].reset_index(drop=True), test.classes)
-    print("| attack | params | n | clean | robust (written 16-bit files) | robust (float tensor) | mean SNR dB | mean segSNR dB | max peak dBFS | s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| attack | params | n | clean | robust (written 16-bit files) | robust (float tensor) | mean SNR dB | "
+          "mean segSNR dB | max peak dBFS | mean STOI | mean PESQ | s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for attack, grids in WAVEFORM_GRIDS.items():
         for params in grids[args.grid]:
             t = time.perf_counter()
@@ -45,7 +49,9 @@ def main() -> None:
             rob_f = ok & (samples["pred_adv_float"] == samples["label"])
             print(f"| {attack} | {params} | {len(samples)} | {ok.mean():.3f} | {rob.mean():.3f} | {rob_f.mean():.3f} | "
                   f"{samples['snr_db'].mean():.1f} | {samples['segsnr_db'].mean():.1f} | "
-                  f"{samples['linf_dbfs'].max():.1f} | {time.perf_counter() - t:.0f} |", flush=True)
+                  f"{samples['linf_dbfs'].max():.1f} | {samples['stoi'].mean():.3f} | "
+                  f"{samples['pesq'].mean() if 'pesq' in samples else float('nan'):.2f} | "
+                  f"{time.perf_counter() - t:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

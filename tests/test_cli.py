@@ -89,7 +89,7 @@ def test_attack_seed_and_numbers_are_checked(run_dir):
     assert_one_line_error(invoke("attack", run_dir, "--per-speaker", "0"), "--per-speaker 0 must be a positive")
     assert_one_line_error(invoke("attack", run_dir, "--limit", "8", "--per-speaker", "4"), "not both")
     assert_one_line_error(invoke("attack", run_dir, "--batch-size", "0"), "--batch-size 0 must be a positive integer")
-    assert_one_line_error(invoke("attack", run_dir, "--grid", "big"), "--grid 'big' must be 'paper' or 'quick'")
+    assert_one_line_error(invoke("attack", run_dir, "--grid", "big"), "--grid 'big' must be one of 'paper', 'quick', 'standard'")
     assert_one_line_error(invoke("attack", run_dir, "--attacks", " , "), "names no attack", "seradv attack --list")
     assert_one_line_error(invoke("report", run_dir, "--seed", "-3"), "--seed -3 must be an integer >= 0")
     assert_one_line_error(invoke("report", run_dir, "--boot", "0"), "--boot 0 must be a positive")
@@ -196,7 +196,10 @@ def test_attack_list_needs_no_run_dir_and_shows_grids():
         assert f"{spec.name}: {spec.title}" in out
         for p in spec.params:
             assert f"  {p.name} = {p.default!r}" in out
-    assert out.count("paper grid (") == len(ATTACKS) and out.count("quick grid (") == len(ATTACKS)
+    assert out.count("quick grid (") == len(ATTACKS)
+    assert out.count("paper grid (") == sum("paper" in s.grid_names for s in ATTACKS.values())
+    assert out.count("standard grid (3 parameter sets)") == 2  # the waveform attacks
+    assert "pgd_snr_wave: SNR-PGD on the waveform" in out and "[white-box, l2, on the waveform]" in out
     assert "backends: art, torch (default torch)" in out
     assert "\n    eps=0.25\n    eps=0.5\n" in out  # FGSM's paper grid, one set per line
     assert "theta=1, gamma=0.02" in out  # JSMA's quick grid

@@ -339,7 +339,8 @@ def _format_params(params: dict) -> str:
 
 def describe_attacks(names: Optional[list[str]] = None) -> str:
     """Every registered attack (or ``names``): paper, kind, norm, parameters with defaults and
-    ranges, backends (and the default one), and its ``paper`` and ``quick`` grids."""
+    ranges, backends (and the default one), and its grids (``paper`` and ``quick`` for the
+    feature-space attacks, ``quick`` and ``standard`` for the waveform attacks)."""
     from seradv.attacks import ATTACKS, STUDY_ATTACKS, get_attack
 
     specs = [get_attack(n) for n in names] if names else list(ATTACKS.values())
@@ -348,7 +349,7 @@ def describe_attacks(names: Optional[list[str]] = None) -> str:
         lines = spec.describe().splitlines()
         lines[0] += "  (in the study)" if spec.name in STUDY_ATTACKS else "  (not in the study)"
         lines = [ln if not ln.startswith("  backends:") else f"{ln} (default {spec.default_backend})" for ln in lines]
-        for which in ("paper", "quick"):
+        for which in spec.grid_names:
             grid = spec.grid(which)
             lines.append(f"  {which} grid ({len(grid)} parameter set{'s' if len(grid) != 1 else ''}):")
             lines += [f"    {_format_params(ps)}" for ps in grid]
@@ -367,7 +368,7 @@ def _run_grid_takes(name: str) -> bool:
 @app.command()
 def attack(
     run_dir: Optional[Path] = typer.Argument(None, help="A run directory with a trained model (not needed with --list)."),
-    grid: str = typer.Option("paper", "--grid", help="paper (the study's parameters) or quick (a small grid)."),
+    grid: str = typer.Option("paper", "--grid", help="paper (the study's parameters), quick (a small grid) or standard (the waveform attacks' budgets); attacks without that grid are skipped."),
     attacks: Optional[str] = typer.Option(None, "--attacks", help="Comma-separated attack names (default: the study's eight); see --list."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Attack a seeded, stratified subset of N test segments."),
     per_speaker: Optional[int] = typer.Option(None, "--per-speaker", help="Instead of --limit: N seeded segments of every test speaker (all of a speaker's where fewer; every fold of a speaker_cv run)."),

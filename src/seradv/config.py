@@ -273,8 +273,8 @@ class AttackConfig:
             raise ConfigError(f"attack.executor={self.executor!r} must be 'local' or 'ray'")
         if self.executor_address is not None and self.executor != "ray":
             raise ConfigError("attack.executor_address needs attack.executor: ray")
-        if self.grid not in ("paper", "quick"):
-            raise ConfigError(f"attack.grid={self.grid!r} must be 'paper' or 'quick'")
+        if self.grid not in ("paper", "quick", "standard"):  # seradv.attacks.GRID_NAMES
+            raise ConfigError(f"attack.grid={self.grid!r} must be 'paper', 'quick' or 'standard'")
         if self.limit is not None:
             _positive("attack.limit", self.limit)
         if self.per_speaker is not None:

@@ -99,6 +99,7 @@ FOLDS_DIR = "folds"
 # inside attacks/ (see :mod:`seradv.grid.run`)
 CELLS_DIR = "cells"
 ADV_DIR = "adv"
+WAV_DIR = "wav"
 SUBSETS_DIR = "subsets"
 CELL_SUFFIX = ".json"
 SAMPLES_SUFFIX = ".samples.csv"
@@ -152,6 +153,11 @@ def samples_file_of(cell_json: Path) -> Path:
 def adv_file(run_dir: str | Path, cell_id: str) -> Path:
     """``attacks/adv/<cell_id>.npy``: a cell's perturbations (float16)."""
     return attacks_dir(run_dir) / ADV_DIR / f"{cell_id}.npy"
+
+
+def wav_dir(run_dir: str | Path, cell_id: str) -> Path:
+    """``attacks/wav/<cell_id>/``: a waveform cell's adversarial segments as 16-bit WAVs."""
+    return attacks_dir(run_dir) / WAV_DIR / cell_id
 
 
 def subset_file(run_dir: str | Path, key: str) -> Path:

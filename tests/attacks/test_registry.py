@@ -87,7 +87,11 @@ def test_registry_holds_the_study_and_beyond():
     assert set(list_attacks(in_study=True)) == set(STUDY_ATTACKS)
     assert set(list_attacks(kind="black-box")) == {"pixel", "boundary", "hopskipjump", "square"}
     for name, spec in ATTACKS.items():  # ART is the reference backend (APGD-DLR: see its module)
-        assert spec.name == name and ("art" in spec.backends or name == "apgd_dlr") and spec.quick_grid
+        # (the waveform attacks have no ART counterpart: torch only)
+        assert spec.name == name and ("art" in spec.backends or name == "apgd_dlr" or spec.input == "waveform")
+        assert spec.quick_grid
+    assert set(list_attacks(input="waveform")) == {"pgd_linf_wave", "pgd_snr_wave"}
+    assert set(list_attacks(input="features")) == set(ATTACKS) - {"pgd_linf_wave", "pgd_snr_wave"}
     for name in ("fgsm", "bim", "pgd", "pgd_l2"):
         assert "torch" in ATTACKS[name].backends
 
@@ -212,7 +216,24 @@ def _check_budget(name: str, params: dict[str, Any], x: np.ndarray, x_adv: np.nd
         assert (norms["l0"] <= params["gamma"] * x[0].size + 2).all()
 
 
-@pytest.mark.parametrize("name", sorted(ATTACKS))
+#: Attacks run_attack can run: those on the log-Mel features (the waveform ones: test_waveform*.py).
+FEATURE_ATTACKS = sorted(list_attacks(input="features"))
+
+
+def test_waveform_attacks_are_refused_by_run_attack_before_any_model_call(trained):
+    guarded = GuardedModel(trained["model"])
+    for name in list_attacks(input="waveform"):
+        spec = get_attack(name)
+        assert spec.grid("paper") == [] and "paper" not in spec.grid_names
+        assert spec.grid_names == ("quick", "standard") and len(spec.grid("standard")) == 3
+        with pytest.raises(AttackError, match=f"{name} attacks the waveform.*seradv attack"):
+            run_attack(name, guarded, trained["x"][:2], trained["y"][:2], {}, clip=CLIP)
+    assert guarded.forwards == 0
+    with pytest.raises(ParameterError, match="'paper', 'quick', 'standard'"):
+        get_attack("fgsm").grid("huge")
+
+
+@pytest.mark.parametrize("name", FEATURE_ATTACKS)
 def test_quick_grid_attacks(trained, name, monkeypatch):
     spec = get_attack(name)
     n = 8 if name in SLOW else 16

@@ -103,3 +103,14 @@ def test_cli_realize(attacked):
     assert "realized" in res.output and (attacks_dir(attacked) / realized.REALIZED_CSV).is_file()
     assert_one_line_error(invoke("realize", attacked, "--method", "mp3"), "--method 'mp3' must be one of")
     assert_one_line_error(invoke("realize", attacked, "--limit", "0"), "--limit 0 must be a positive")
+
+
+def test_report_shows_realized_rates(attacked, tmp_path):
+    from seradv.report import build_report
+
+    table = realized.realize_run(attacked, method="griffinlim", limit=4, n_iter=8)
+    page = build_report(attacked, tmp_path / "report", n_examples=0, audio=False, n_boot=20)
+    text = page.with_suffix(".md").read_text()
+    assert "Realized as audio" in text and "fooling (audio)" in text
+    assert (tmp_path / "report" / "stats" / "realized.csv").is_file()
+    assert f"{table['attack'].iloc[0]} {table['params'].iloc[0]}" in text

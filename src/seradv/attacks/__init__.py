@@ -19,7 +19,13 @@ hopskipjump    black-box    l2      :mod:`seradv.attacks.hopskipjump`      no
 square         black-box    linf    :mod:`seradv.attacks.square`           no
 apgd_ce        white-box    linf    :mod:`seradv.attacks.apgd`             no
 apgd_dlr       white-box    linf    :mod:`seradv.attacks.apgd`             no
+pgd_linf_wave  white-box    linf    :mod:`seradv.attacks.waveform.specs`   no
+pgd_snr_wave   white-box    l2      :mod:`seradv.attacks.waveform.specs`   no
 =============  ===========  ======  =====================================  ========
+
+The last two perturb the 16 kHz waveform (``input="waveform"``), not the log-Mel matrix: they
+run through the grid (:func:`seradv.attacks.waveform.cell.waveform_attack_cell`), not
+:func:`run_attack`.
 
 The rooms below the attacks: :mod:`~seradv.attacks.threat` (the clip box),
 :mod:`~seradv.attacks.context` (what a runner gets, counters, the held state),
@@ -58,6 +64,7 @@ from seradv.attacks import jsma as jsma
 from seradv.attacks import pixel as pixel
 from seradv.attacks import square as square
 from seradv.attacks import apgd as apgd  # isort: skip
+from seradv.attacks.waveform import specs as _waveform_specs  # isort: skip  (input="waveform")
 from seradv.attacks.context import AttackContext, AttackResult, QueryCounter
 from seradv.attacks.metrics import (
     accuracy,
@@ -72,6 +79,8 @@ from seradv.attacks.metrics import (
 from seradv.attacks.run import run_attack
 from seradv.attacks.spec import (
     ATTACKS,
+    GRID_NAMES,
+    INPUTS,
     STUDY_ATTACKS,
     AttackSpec,
     ParamSpec,
@@ -84,6 +93,8 @@ from seradv.attacks.threat import STUDY_CLIPS, ThreatModel
 
 __all__ = [
     "ATTACKS",
+    "GRID_NAMES",
+    "INPUTS",
     "STUDY_ATTACKS",
     "STUDY_CLIPS",
     "AttackContext",

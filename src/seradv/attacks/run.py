@@ -117,6 +117,9 @@ def run_attack(
             f"{spec.name}: backend={backend!r} is not available; choose one of {', '.join(spec.backends)}"
         )
     check_backend(precision, backend, spec.name)
+    if spec.input != "features":
+        raise AttackError(f"{spec.name} attacks the {spec.input}, not log-Mel features: run it through the grid "
+                          f"(`seradv attack RUN --attacks {spec.name}`, seradv.grid.run.run_grid)")
     batch_size = _check_int("batch_size", batch_size, 1)
     seed = _check_int("seed", seed, 0)
     threat = clip if isinstance(clip, ThreatModel) else _threat_from_tuple(clip)

@@ -1,9 +1,12 @@
 """Attack descriptions and the registry: parameter schemas, specs, grids, look-up.
 
 An attack is described by an :class:`AttackSpec` (name, family, white- or black-box, norm,
-parameter schema, the study's "paper" grid, a small "quick" grid, and one runner per backend)
-and registered once in :data:`ATTACKS`; tests are parametrised over that registry. Its grids
-are checked against its own schema at registration.
+parameter schema, the study's "paper" grid, a small "quick" grid, optionally a "standard" grid,
+what it perturbs (``input``: the log-Mel ``"features"`` or the ``"waveform"``), and one runner
+per backend) and registered once in :data:`ATTACKS`; tests are parametrised over that registry.
+Its grids are checked against its own schema at registration. An attack has a grid when that
+grid has parameter sets: the feature-space attacks have ``paper`` and ``quick``, the waveform
+attacks ``quick`` and ``standard`` (the study never attacked the waveform: no ``paper`` grid).
 
 Parameters are validated against the schema *before* any work starts (no model call, no
 estimator construction): an unknown name, a wrong type or a value out of range raises
@@ -24,6 +27,8 @@ from seradv.errors import AttackError, ParameterError
 
 __all__ = [
     "ATTACKS",
+    "GRID_NAMES",
+    "INPUTS",
     "AttackSpec",
     "ParamSpec",
     "STUDY_ATTACKS",
@@ -38,6 +43,12 @@ __all__ = [
 Kind = Literal["white-box", "black-box"]
 KINDS: tuple[str, ...] = ("white-box", "black-box")
 NORMS: tuple[str, ...] = ("l0", "l2", "linf")
+
+#: What an attack perturbs: the standardized log-Mel matrix, or the 16 kHz waveform.
+INPUTS: tuple[str, ...] = ("features", "waveform")
+
+#: The grids an attack can declare (:meth:`AttackSpec.grid`), in this order.
+GRID_NAMES: tuple[str, ...] = ("paper", "quick", "standard")
 
 #: The study's eight attacks, in SPEC.md order (:attr:`AttackSpec.in_study` is read from it).
 STUDY_ATTACKS: tuple[str, ...] = (
@@ -143,6 +154,9 @@ class ParamSpec:
 
 
 Runner = Callable[[AttackContext, dict[str, Any]], np.ndarray]
+"""A feature-space backend: ``runner(ctx, params) -> x_adv``. The backends of a waveform attack
+(``input="waveform"``) are instead ``fn(wave_model, x, y, *, seed, batch_size, **params)`` ->
+:class:`~seradv.attacks.waveform.pgd.WaveformAttackResult` (see :mod:`seradv.attacks.waveform`)."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +195,13 @@ class AttackSpec:
     check_input : callable or None
         ``check_input(params, input_shape)``: validation that needs the per-sample shape (run by
         :func:`~seradv.attacks.run.run_attack` after the input checks, still before any model call).
+    standard_grid : tuple of dict
+        A further named grid (``--grid standard``), empty for attacks without one.
+    input : {"features", "waveform"}
+        What the attack perturbs. Feature attacks run through
+        :func:`~seradv.attacks.run.run_attack`; waveform attacks through the grid
+        (:func:`seradv.attacks.waveform.cell.waveform_attack_cell`), their backends being
+        waveform attack functions (:data:`Runner`).
     """
 
     name: str
@@ -198,6 +219,8 @@ class AttackSpec:
     check_input: Callable[[dict[str, Any], tuple[int, ...]], None] | None = field(
         default=None, hash=False, compare=False
     )
+    standard_grid: tuple[dict[str, Any], ...] = ()
+    input: str = "features"
 
     @property
     def in_study(self) -> bool:
@@ -242,17 +265,26 @@ class AttackSpec:
             self.check(out)
         return out
 
-    def grid(self, which: Literal["paper", "quick"] = "paper") -> list[dict[str, Any]]:
-        """Copies of the study's (``"paper"``) or the quick parameter sets."""
-        if which == "paper":
-            return [dict(g) for g in self.paper_grid]
-        if which == "quick":
-            return [dict(g) for g in self.quick_grid]
-        raise ParameterError(f"grid which={which!r} must be 'paper' or 'quick'")
+    def _grids(self) -> dict[str, tuple[dict[str, Any], ...]]:
+        return {"paper": self.paper_grid, "quick": self.quick_grid, "standard": self.standard_grid}
+
+    @property
+    def grid_names(self) -> tuple[str, ...]:
+        """The grids this attack has (those of :data:`GRID_NAMES` with parameter sets)."""
+        return tuple(w for w, g in self._grids().items() if g)
+
+    def grid(self, which: Literal["paper", "quick", "standard"] = "paper") -> list[dict[str, Any]]:
+        """Copies of the study's (``"paper"``), the quick or the standard parameter sets
+        (``[]`` when the attack has no such grid)."""
+        grids = self._grids()
+        if which not in grids:
+            raise ParameterError(f"grid which={which!r} must be one of {', '.join(repr(g) for g in GRID_NAMES)}")
+        return [dict(g) for g in grids[which]]
 
     def describe(self) -> str:
         """Multi-line description: title, kind, norm, parameters with defaults and ranges."""
-        lines = [f"{self.name}: {self.title} [{self.kind}, {self.norm}]"]
+        on = "" if self.input == "features" else f", on the {self.input}"
+        lines = [f"{self.name}: {self.title} [{self.kind}, {self.norm}{on}]"]
         for p in self.params:
             lines.append(f"  {p.name} = {p.default!r}  ({p.allowed()}) {p.doc}".rstrip())
         lines.append(f"  backends: {', '.join(self.backends)}")
@@ -282,6 +314,10 @@ def register_attack(spec: AttackSpec, *, overwrite: bool = False) -> AttackSpec:
         raise AttackError(f"{spec.name}: kind={spec.kind!r} must be one of {KINDS}")
     if spec.norm not in NORMS:
         raise AttackError(f"{spec.name}: norm={spec.norm!r} must be one of {NORMS}")
+    if spec.input not in INPUTS:
+        raise AttackError(f"{spec.name}: input={spec.input!r} must be one of {INPUTS}")
+    if not spec.quick_grid:
+        raise AttackError(f"{spec.name}: a quick grid (at least one parameter set) is needed")
     if not spec.backends:
         raise AttackError(f"{spec.name}: at least one backend is needed")
     if spec.default_backend not in spec.backends:
@@ -294,7 +330,7 @@ def register_attack(spec: AttackSpec, *, overwrite: bool = False) -> AttackSpec:
         raise AttackError(f"{spec.name}: duplicate parameter names in {names}")
     for p in spec.params:
         p.check(spec.name, p.default)
-    for which, grid in (("paper", spec.paper_grid), ("quick", spec.quick_grid)):
+    for which, grid in spec._grids().items():
         for entry in grid:
             try:
                 spec.validate(entry)
@@ -319,14 +355,16 @@ def get_attack(name: str) -> AttackSpec:
 
 
 def list_attacks(
-    *, kind: str | None = None, in_study: bool | None = None
+    *, kind: str | None = None, in_study: bool | None = None, input: str | None = None
 ) -> list[str]:
-    """Registered attack names, optionally filtered by ``kind`` and by ``in_study``."""
+    """Registered attack names, optionally filtered by ``kind``, ``in_study`` and ``input``."""
     out = []
     for nm, spec in ATTACKS.items():
         if kind is not None and spec.kind != kind:
             continue
         if in_study is not None and spec.in_study != in_study:
+            continue
+        if input is not None and spec.input != input:
             continue
         out.append(nm)
     return out

@@ -21,8 +21,10 @@ from seradv.prepare import SplitData
 
 __all__ = ["trust_checks", "MONOTONE"]
 
-#: Linf gradient attacks whose accuracy must not rise with the budget.
-MONOTONE = {"fgsm": "eps", "bim": "eps", "pgd": "eps", "pgd_l2": "eps", "apgd_ce": "eps", "apgd_dlr": "eps"}
+#: Gradient attacks whose accuracy must not rise with the budget: attack -> its budget parameter
+#: (a leading ``-``: the budget grows as the value falls, e.g. a lower SNR is a larger perturbation).
+MONOTONE = {"fgsm": "eps", "bim": "eps", "pgd": "eps", "pgd_l2": "eps", "apgd_ce": "eps", "apgd_dlr": "eps",
+            "pgd_linf_wave": "eps_dbfs", "pgd_snr_wave": "-snr_db"}
 
 #: Iterative L-inf attacks FGSM is compared with at the same eps (``single_vs_iterative``).
 ITERATIVE_LINF = ("bim", "pgd", "apgd_ce", "apgd_dlr")
@@ -41,11 +43,17 @@ def _metric(rows: pd.DataFrame) -> pd.Series:
     return pd.Series(np.nan, index=rows.index)
 
 
-def _setting(pj: str) -> str:
-    """``params_json`` without ``eps``: the settings one monotone series must share."""
+def _setting(pj: str, budget: str = "eps") -> str:
+    """``params_json`` without the budget parameter: the settings one monotone series must share."""
     d = json.loads(pj) if isinstance(pj, str) and pj else {}
-    d.pop("eps", None)
+    d.pop(budget, None)
     return json.dumps(d, sort_keys=True)
+
+
+def _budget_value(pj: str, budget: str) -> float | None:
+    """The budget parameter's value in ``params_json`` (``None`` when absent)."""
+    v = (json.loads(pj) if isinstance(pj, str) and pj else {}).get(budget)
+    return None if v is None else float(v)
 
 
 def _where(r) -> dict:
@@ -67,7 +75,8 @@ def trust_checks(
     """Checks that a careful reviewer would run; each row says pass / warn / fail, why, and for
     which corpus, language and group (All).
 
-    * ``monotone``: robust accuracy must not rise with the declared budget ``eps`` by more than
+    * ``monotone``: robust accuracy must not rise with the declared budget (``eps``; the waveform
+      attacks' ``eps_dbfs``, and ``snr_db`` falling, :data:`MONOTONE`) by more than
       ``tolerance`` (FGSM: warn, a single step can overshoot; BIM/PGD: fail, a sign of gradient
       masking or a bug).
     * ``budget_used``: FGSM / BIM whose per-sample Linf stays far below the declared eps
@@ -103,21 +112,25 @@ def trust_checks(
         part = allr[allr["attack"] == attack]
         if len(part) < 2:
             continue
+        name, sign = (key[1:], -1.0) if key.startswith("-") else (key, 1.0)
+        part = part.assign(budget_=part["params_json"].map(lambda s: _budget_value(s, name)),
+                           setting_=part["params_json"].map(lambda s: _setting(s, name)))
         for _, p in part.groupby(keys, dropna=False):
-            p = p.drop_duplicates("eps_", keep="last")
+            p = p.drop_duplicates("budget_", keep="last")
             if len(p) < 2:
                 continue
-            p = p.assign(metric_=_metric(p)).sort_values("eps_", kind="stable")
+            p = p.assign(metric_=_metric(p), order_=sign * p["budget_"]).sort_values("order_", kind="stable")
             acc = p["metric_"].to_numpy()
             if np.isnan(acc).any():
                 rows.append({"check": "monotone", "attack": attack, **_where(p.iloc[0]), "status": "warn",
-                             "detail": "robust accuracy unavailable for some eps: not checked"})
+                             "detail": f"robust accuracy unavailable for some {name}: not checked"})
                 continue
-            rises = [(p["eps_"].iloc[i], p["eps_"].iloc[i + 1], acc[i], acc[i + 1])
+            rises = [(p["budget_"].iloc[i], p["budget_"].iloc[i + 1], acc[i], acc[i + 1])
                      for i in range(len(acc) - 1) if acc[i + 1] > acc[i] + tolerance]
             status = "pass" if not rises else ("warn" if attack == "fgsm" else "fail")
-            detail = ("robust accuracy never rises with eps" if not rises else
-                      "; ".join(f"eps {a:g}->{b:g}: {x:.3f}->{y:.3f}" for a, b, x, y in rises)
+            grows = f"{name}" if sign > 0 else f"falling {name}"
+            detail = (f"robust accuracy never rises with {grows}" if not rises else
+                      "; ".join(f"{name} {a:g}->{b:g}: {x:.3f}->{y:.3f}" for a, b, x, y in rises)
                       + (" (FGSM's single step can overshoot; iterative attacks should not)"
                          if attack == "fgsm" else " (possible gradient masking or implementation fault)"))
             rows.append({"check": "monotone", "attack": attack, **_where(p.iloc[0]), "status": status, "detail": detail})

@@ -1,8 +1,10 @@
 """Planning a grid: which cells (attack x parameter set x backend) run on which samples.
 
 A :class:`Cell` is one attack with one validated parameter set; :func:`plan_grid` expands the
-``paper`` or ``quick`` grid of the chosen attacks (filtered by ``--where``, or replaced by one
-``--params`` set), and :func:`select_subset` picks the seeded, stratified samples of ``--limit``.
+``paper``, ``quick`` or ``standard`` grid of the chosen attacks (filtered by ``--where``, or
+replaced by one ``--params`` set; an attack without the grid asked for is skipped, e.g. the
+waveform attacks under ``paper``), and :func:`select_subset` picks the seeded, stratified
+samples of ``--limit``.
 Everything here is checked before any work starts.
 """
 
@@ -10,27 +12,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
-from seradv.attacks import STUDY_ATTACKS, get_attack
+from seradv.attacks import GRID_NAMES, STUDY_ATTACKS, get_attack
 from seradv.errors import ParameterError
 from seradv.precision import check_backend, check_precision
 
+log = logging.getLogger(__name__)
+
 __all__ = ["Cell", "GRIDS", "check_grid_name", "plan_grid", "parse_where", "parse_params", "select_subset"]
 
-GRIDS = ("paper", "quick")
-"""The grids every attack declares: the study's parameters and a small one."""
+GRIDS = GRID_NAMES
+"""The grid names: the study's parameters (``paper``, the feature-space attacks), a small one
+(``quick``, every attack) and ``standard`` (the waveform attacks' budgets)."""
 
 
 def check_grid_name(grid: str, option: str = "grid=") -> None:
     """A one-line error unless ``grid`` is one of :data:`GRIDS`; ``option`` names it in the
     message (``"grid="`` for the API, ``"--grid "`` for the CLI)."""
     if grid not in GRIDS:
-        raise ParameterError(f"{option}{grid!r} must be 'paper' or 'quick'")
+        raise ParameterError(f"{option}{grid!r} must be one of {', '.join(repr(g) for g in GRIDS)}")
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,7 @@ class Cell:
 
 
 def _varying(spec) -> set[str]:
-    grid = list(spec.paper_grid) + list(spec.quick_grid)
+    grid = list(spec.paper_grid) + list(spec.quick_grid) + list(spec.standard_grid)
     keys = set().union(*[g.keys() for g in grid]) if grid else set()
     return {k for k in keys if len({json.dumps(g.get(k), default=str) for g in grid}) > 1}
 
@@ -146,7 +152,9 @@ def _grid_values(cells: list[Cell], names: list[str]) -> str:
 def plan_grid(attacks: Iterable[str] | None, grid: str = "paper", backend: str | None = None,
               early_stop: bool = False, where: str | None = None,
               params: str | dict | None = None, precision: str = "fp32") -> list[Cell]:
-    """The cells of ``grid`` ("paper" or "quick") for ``attacks`` (default: the study's eight).
+    """The cells of ``grid`` ("paper", "quick" or "standard") for ``attacks`` (default: the
+    study's eight). An attack without that grid (:attr:`AttackSpec.grid_names`) is skipped with
+    a log line; none left is an error naming the attacks' grids.
 
     ``backend=None`` takes each attack's ``default_backend``; a named backend that an attack
     lacks is an error. ``where="theta=1"`` keeps only the parameter sets with those values
@@ -163,16 +171,30 @@ def plan_grid(attacks: Iterable[str] | None, grid: str = "paper", backend: str |
                              "(a filter of the grid), not both")
     names = list(attacks) if attacks else list(STUDY_ATTACKS)
     cells = []
+    skipped = []
     for name in names:
         spec = get_attack(name)
+        if params is None and grid not in spec.grid_names:
+            skipped.append(spec)
+            continue
         be = backend or spec.default_backend
         if be not in spec.backends:
             raise ParameterError(f"{name}: backend={backend!r} not available; choose one of {', '.join(spec.backends)}")
         check_backend(precision, be, spec.name)
-        sets = [parse_params(params, spec)] if params is not None else (spec.grid(grid) or [{}])
+        if precision != "fp32" and spec.input != "features":
+            raise ParameterError(f"{spec.name}: precision={precision!r} applies to the feature-space attacks only "
+                                 f"({spec.name} attacks the {spec.input}); leave it out or use precision fp32")
+        sets = [parse_params(params, spec)] if params is not None else spec.grid(grid)
+        stops = bool(early_stop) and spec.input == "features"  # the waveform attacks have no early stop
         for ps in sets:
-            cells.append(Cell(attack=spec.name, params=spec.validate(ps), backend=be,
-                              early_stop=bool(early_stop), precision=precision))
+            cells.append(Cell(attack=spec.name, params=spec.validate(ps), backend=be, early_stop=stops,
+                              precision=precision))
+    if skipped:
+        have = "; ".join(f"{s.name} ({', '.join(s.grid_names)})" for s in skipped)
+        if not cells:
+            raise ParameterError(f"grid={grid!r}: no chosen attack has this grid; their grids: {have}")
+        log.info("grid %r: skipped %s (no such grid; their grids: %s)", grid,
+                 ", ".join(s.name for s in skipped), have)
     cond = parse_where(where)
     if cond:
         names = [get_attack(n).name for n in names]

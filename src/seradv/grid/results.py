@@ -33,6 +33,12 @@ __all__ = ["robust_flags", "summarise", "read_samples", "read_cell", "subset_fin
            "budget_attacks", "budget_tol", "worst_case_frames", "worst_case", "pool_folds", "write_results",
            "with_precision_column"]
 
+PER_CELL_MEANS = {"snr_db": "mean_snr_db", "segsnr_db": "mean_segsnr_db", "linf_dbfs": "mean_linf_dbfs",
+                  "stoi": "mean_stoi", "pesq": "mean_pesq"}
+"""Per-sample columns (of the waveform cells) summarised as per-cell means where present:
+``{sample column: results column}``; the mean is over the samples where the value is finite
+(an unperturbed segment's SNR is ``inf``, a segment PESQ could not score NaN)."""
+
 SAMPLE_DTYPES = {"utterance": str, "speaker": str}
 """The one dtype rule of per-sample files: ids as text, ``segment_id`` an integer (as in
 ``segments.csv``)."""
@@ -63,6 +69,24 @@ def robust_flags(samples: pd.DataFrame) -> np.ndarray:
     return clean_ok & attacked & adv_ok & ~fooled
 
 
+def _finite_mean(values: pd.Series) -> float:
+    """Mean of the finite values (NaN when there are none)."""
+    v = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
+
+
+def _extra_columns(part: pd.DataFrame) -> dict:
+    """The per-cell columns of the optional per-sample columns: :data:`PER_CELL_MEANS`, and
+    ``robust_accuracy_float`` (robust on the attack's float tensor, ``pred_adv_float``, rather
+    than on the written files) where a waveform cell has it."""
+    out = {name: _finite_mean(part[col]) for col, name in PER_CELL_MEANS.items() if col in part}
+    if "pred_adv_float" in part:
+        float_view = part.assign(pred_adv=part["pred_adv_float"], fooled_any=part["pred_adv_float"] != part["label"])
+        out["robust_accuracy_float"] = float(robust_flags(float_view).mean())
+    return out
+
+
 def summarise(samples: pd.DataFrame, cell: Cell, facts: dict, *, cell_id: str, n_total: int) -> list[dict]:
     """Rows (corpus x language x group) of one cell's results.
 
@@ -70,7 +94,9 @@ def summarise(samples: pd.DataFrame, cell: Cell, facts: dict, *, cell_id: str, n
     ``success_rate``: share of the clean-correct samples the attack *attacked* that it fooled
     (the ``n_not_attacked`` are neither fooled nor robust, so ``robust_accuracy`` equals
     ``n_clean_correct / n * (1 - success_rate)`` only when ``n_not_attacked`` is 0);
-    ``adv_accuracy``: the study's accuracy on adversarial examples."""
+    ``adv_accuracy``: the study's accuracy on adversarial examples. Waveform cells add the
+    columns of :func:`_extra_columns` (mean SNR, segmental SNR, peak dBFS, STOI, PESQ, and the
+    float-tensor robust accuracy)."""
     rows = []
     for (corpus, language), part0 in samples.groupby(["corpus", "language"], sort=True):
         for group, g in GROUPS.items():
@@ -105,6 +131,7 @@ def summarise(samples: pd.DataFrame, cell: Cell, facts: dict, *, cell_id: str, n
                 "seconds": float(facts["seconds"]),
                 "samples_per_s": float(n_total / facts["seconds"]) if facts["seconds"] > 0 else float("nan"),
                 "n_queries": facts["n_queries"], "n_grads": facts["n_grads"],
+                **_extra_columns(part),
             })
     return rows
 
@@ -206,7 +233,12 @@ def budget_tol(eps: float) -> float:
 
 def budget_attacks() -> set[str]:
     """Attacks with a declared Linf budget ``eps`` (FGSM, BIM, PGD, Square, ...)."""
-    return {n for n, s in ATTACKS.items() if s.norm == "linf" and "eps" in s.param_names}
+    return {n for n, s in ATTACKS.items() if s.norm == "linf" and "eps" in s.param_names and s.input == "features"}
+
+
+def _feature_space(name: str) -> bool:
+    """Whether ``name``'s cells perturb the log-Mel features (unregistered names: assumed so)."""
+    return name not in ATTACKS or ATTACKS[name].input == "features"
 
 
 def worst_case_frames(run_dir: str | Path, table: pd.DataFrame) -> dict[str, tuple[dict, pd.DataFrame]]:
@@ -217,13 +249,15 @@ def worst_case_frames(run_dir: str | Path, table: pd.DataFrame) -> dict[str, tup
     it with a perturbation inside the budget: every cell of any attack on the same samples
     counts for the samples it attacked whose per-sample Linf is ``<= eps`` (cells of smaller
     budgets included; minimal-perturbation attacks where their Linf falls inside). A budget
-    cell whose per-sample Linf exceeds its own declared eps is left out with a warning.
+    cell whose per-sample Linf exceeds its own declared eps is left out with a warning. Cells
+    of waveform attacks are not members: their features are those of re-read audio, outside
+    the feature-space threat model (the clip box) the budgets are declared in.
 
     Returns ``{worst_cell_id: (facts, samples)}``; ``samples`` has the columns of a cell's
     per-sample file with ``robust`` (and ``pred_adv`` -1 where some attack fooled the sample).
     Only fp32 cells count (the clean predictions of a bf16 / fp16 cell are its own).
     """
-    res = table[table["attack"] != "worst_case"]
+    res = table[(table["attack"] != "worst_case") & table["attack"].map(_feature_space)]
     if "precision" in res:
         res = res[res["precision"].fillna("fp32") == "fp32"]
     if res.empty:

@@ -11,7 +11,9 @@ Layout inside ``RUN_DIR/attacks/``::
                                   preprocessing and samples it was computed on (written atomically, last)
     cells/<cell_id>.samples.csv   per-sample results of the cell (``attacked``, ``fooled_any``, ``robust``)
     cells/<cell_id>.lock          taken while a process computes the cell
-    adv/<cell_id>.npy             the perturbations delta = x_adv - x (float16), optional
+    adv/<cell_id>.npy             the perturbations delta = x_adv - x (float16), optional (feature attacks)
+    wav/<cell_id>/<segment>.wav   a waveform attack's adversarial segments, 16-bit PCM: what its
+                                  robust accuracy is measured on (always written)
     subsets/<key>.json            segment ids of a seeded subset (``--limit``)
     results.csv, results.parquet  one row per cell x group (all finished cells)
     trust.csv, trust.json         trust checks (monotonicity, unbounded attack, black vs white)
@@ -21,6 +23,12 @@ A finished cell (its JSON and per-sample file are intact and its fingerprint mat
 run's current model weights, preprocessing and attacked samples) is never recomputed, so an
 interrupted grid continues where it stopped and gives the same table; a cell computed on an
 earlier model or preparation is recomputed, never reused, and left out of ``results.csv``.
+
+Attacks with ``input="waveform"`` (:mod:`seradv.attacks.waveform.specs`) run the same way
+through :func:`~seradv.attacks.waveform.cell.waveform_attack_cell` (:data:`CELL_RUNNERS`): the
+adversarial waveforms are written under ``wav/<cell_id>/`` and the per-sample results are
+those of the written files read back through the numpy features, with the perceptual columns
+(``snr_db``, ``segsnr_db``, ``linf_dbfs``, ``stoi``, ``pesq`` where installed).
 
 The headline of every row is ``robust_accuracy`` (:func:`robust_flags`: correct before the
 attack, attacked, and correct at every watched iterate and at the end); ``adv_accuracy`` is the
@@ -36,6 +44,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,7 +55,8 @@ import pandas as pd
 import torch
 import yaml
 
-from seradv.attacks import perturbation_norms, run_attack
+from seradv.attacks import get_attack, perturbation_norms, run_attack
+from seradv.attacks.waveform.cell import waveform_attack_cell
 from seradv.fileio import atomic_write_json, atomic_write_text, save_npy
 from seradv.errors import AttackError, ParameterError
 from seradv.evaluation import predict_logits, softmax
@@ -59,11 +69,11 @@ from seradv.models import check_model
 from seradv.prepare import SplitData, load_subset
 from seradv.rundir import (GRID_YAML, LOCK_SUFFIX, SAMPLES_SUFFIX, TRUST_CSV, TRUST_JSON, adv_file, attacks_dir,
                            cell_file, cells_dir, fold_run_dirs, is_cv_run, load_model, read_preprocessing,
-                           run_fingerprints, run_logging, subset_file)
+                           run_fingerprints, run_logging, subset_file, wav_dir)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_grid", "attack_cell"]
+__all__ = ["CELL_RUNNERS", "run_grid", "attack_cell"]
 
 
 def _check_int(name: str, value: object, low: int) -> None:
@@ -121,6 +131,31 @@ def attack_cell(
              "n_grads": res.n_grads, "n_backward": res.n_backward, "backend": res.backend,
              "early_stop": cell.early_stop, "precision": cell.precision}
     return samples.reset_index(drop=True), (res.x_adv - x), facts
+
+
+def _feature_cell(run_dir: Path, model: torch.nn.Module, data: SplitData, cell: Cell, cell_id: str, *,
+                  clip: tuple[float, float], seed: int, batch_size: int, device: str,
+                  clean_logits: np.ndarray) -> tuple[pd.DataFrame, np.ndarray | None, dict]:
+    """A feature-space cell (:func:`attack_cell`): per-sample results, delta, facts."""
+    return attack_cell(model, data, cell, clip=clip, seed=seed, batch_size=batch_size, device=device,
+                       clean_logits=clean_logits)
+
+
+def _waveform_cell(run_dir: Path, model: torch.nn.Module, data: SplitData, cell: Cell, cell_id: str, *,
+                   clip: tuple[float, float], seed: int, batch_size: int, device: str,
+                   clean_logits: np.ndarray) -> tuple[pd.DataFrame, np.ndarray | None, dict]:
+    """A waveform cell: its files under ``attacks/wav/<cell_id>/`` (a cell being recomputed
+    starts from an empty folder); no feature delta (``None``: the WAVs are its examples)."""
+    out = wav_dir(run_dir, cell_id)
+    shutil.rmtree(out, ignore_errors=True)
+    samples, facts = waveform_attack_cell(run_dir, model, data, cell.attack, cell.params, wav_dir=out, seed=seed,
+                                          batch_size=batch_size, device=device, backend=cell.backend,
+                                          clean_logits=clean_logits)
+    return samples, None, facts
+
+
+CELL_RUNNERS = {"features": _feature_cell, "waveform": _waveform_cell}
+"""How a cell is computed, by what its attack perturbs (:attr:`AttackSpec.input`)."""
 
 
 @contextlib.contextmanager
@@ -266,13 +301,13 @@ def run_grid(
                     return True
                 if why != "not computed":
                     log.warning("cell %s (%s %s) %s: recomputed", cid, cell.attack, cell.label, why)
-                samples, delta, facts = attack_cell(model, data, cell, clip=(lo, hi), seed=seed,
-                                                    batch_size=batch_size, device=device,
-                                                    clean_logits=clean_logits)
+                compute = CELL_RUNNERS[get_attack(cell.attack).input]
+                samples, delta, facts = compute(run_dir, model, data, cell, cid, clip=(lo, hi), seed=seed,
+                                                batch_size=batch_size, device=device, clean_logits=clean_logits)
                 rows = [{**r, "seed": seed, "subset": subset_key}
                         for r in summarise(samples, cell, facts, cell_id=cid, n_total=len(data))]
                 atomic_write_text(cell_file(run_dir, cid, SAMPLES_SUFFIX), samples.to_csv(index=False))
-                if save_examples:
+                if save_examples and delta is not None:
                     save_npy(adv_file(run_dir, cid), delta.astype(np.float16))
                 atomic_write_json(path, {"cell_id": cid, "attack": cell.attack, "params": cell.params,
                                          "label": cell.label, "backend": cell.backend, "seed": seed,

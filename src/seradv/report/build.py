@@ -48,6 +48,8 @@ from seradv.report.sections.clean import clean_section
 from seradv.report.sections.examples import examples_section
 from seradv.report.sections.methods import methods_section
 from seradv.report.sections.overview import overview_section
+from seradv.report.sections.defences import defence_section
+from seradv.report.sections.realized import realized_frame, realized_section
 from seradv.report.sections.runs import runs_section
 from seradv.report.sections.summary import (gender_languages_section, perturbation_section, summary_section,
                                             summary_sentences)
@@ -142,9 +144,10 @@ def build_report(
     details = analysis.training_details(runs)
     summary = summary_section(runs, grid, summary_sentences(runs, chosen, gaps_g, gaps_c, gaps_cg))
     examples = compute_examples(runs, table, out, n_examples=n_examples, audio=audio, seed=seed)
+    realized = realized_frame(runs)
     sections = [title_block, summary, intro, runs_section(runs, details, {r.name: analysis.fold_details(r) for r in runs}), clean, overview_section(runs, strongest),
-                gender_languages_section(gaps_cg), perturbation_section(profiles), attacks,
-                examples_section(examples), trust_section(runs), methods_section(n_boot, seed)]
+                gender_languages_section(gaps_cg), perturbation_section(profiles), defence_section(runs, table), attacks,
+                examples_section(examples), realized_section(realized), trust_section(runs), methods_section(n_boot, seed)]
     for section in sections:
         for figure in section.figures:
             figure.draw(out)
@@ -153,7 +156,7 @@ def build_report(
     pd.concat(clean_frames, ignore_index=True).to_csv(out / "stats" / "clean.csv", index=False)
     for name, frame in (("attacks", table), ("gender_gaps", gaps_g), ("corpus_gaps", gaps_c),
                         ("strongest", strongest), ("summary", grid), ("gender_corpus_gaps", gaps_cg),
-                        ("perturbation_profiles", profiles), ("training", details)):
+                        ("perturbation_profiles", profiles), ("training", details), ("realized", realized)):
         if not frame.empty:
             frame.drop(columns=[c for c in ("members",) if c in frame]).to_csv(out / "stats" / f"{name}.csv",
                                                                                 index=False)

@@ -154,7 +154,8 @@ def attack_kind(name: str) -> str:
     """``white-box, Linf``, ``black-box, L2; not in the study`` ..."""
     if name in ATTACKS:
         s = ATTACKS[name]
-        return f"{s.kind}, {s.norm}" + ("" if s.in_study else "; not in the study")
+        on = "" if s.input == "features" else f", on the {s.input} (measured on the written 16-bit files)"
+        return f"{s.kind}, {s.norm}{on}" + ("" if s.in_study else "; not in the study")
     return "per sample: robust only if every Linf attack at that eps failed"
 
 

@@ -41,6 +41,10 @@ Shapes: ``x`` ``[shape=(n, 48000)]`` float32 in ``[-1, 1]``, ``y`` ``[shape=(n,)
 Backends: plain batched torch only (no ART counterpart on this input). The returned waveform of
 a sample is the last iterate that fooled the model (each iterate is checked on the next step's
 forward pass, the last one by one extra forward pass), else the last iterate. Losses in float32.
+Each step's logits and gradient come from the ``loss_gradient`` hook (:data:`LossGradient`;
+default :func:`cross_entropy_gradient`, one forward/backward pass), so that an adaptive attack
+on a defended model (EOT's gradient averaged over draws of a random transformation,
+:mod:`seradv.attacks.waveform.adaptive`) runs this same loop.
 
 Example:
 
@@ -51,6 +55,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,7 +65,8 @@ from torch import nn
 from seradv.attacks.context import gradient_context
 from seradv.errors import ParameterError
 
-__all__ = ["WaveformAttackResult", "dbfs_to_amplitude", "pgd_linf_waveform", "pgd_snr_waveform"]
+__all__ = ["LossGradient", "WaveformAttackResult", "cross_entropy_gradient", "dbfs_to_amplitude", "pgd_linf_waveform",
+           "pgd_snr_waveform"]
 
 
 @dataclass
@@ -114,10 +120,36 @@ def _l2_direction(grad: torch.Tensor) -> torch.Tensor:
     return torch.where(nrm > 0, grad / nrm.clamp_min(1e-30), torch.zeros_like(grad))
 
 
+LossGradient = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+"""``loss_gradient(model, x, y) -> (logits [shape=(b, n_classes)], grad [shape=(b, n_samples)])``: the
+logits that decide whether an iterate fools the model, and the gradient PGD steps along."""
+
+
+def cross_entropy_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """PGD's default :data:`LossGradient`: one forward pass and the gradient of the summed cross-entropy.
+
+    Parameters
+    ----------
+    model : nn.Module, waveforms ``[shape=(b, n_samples)]`` -> logits
+    x : Tensor ``[shape=(b, n_samples)]`` (detached here)
+    y : Tensor ``[shape=(b,)]`` int64
+
+    Returns
+    -------
+    (float32 logits ``[shape=(b, n_classes)]`` detached, ``d sum CE / d x [shape=(b, n_samples)]``)
+    """
+    xa = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(xa).float()
+        loss = nn.functional.cross_entropy(logits, y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, xa)
+    return logits.detach(), grad
+
+
 def _pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, radius: torch.Tensor,
-         step: torch.Tensor, max_iter: int, start: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+         step: torch.Tensor, max_iter: int, start: torch.Tensor | None,
+         loss_gradient: LossGradient = cross_entropy_gradient) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch of PGD: ``radius``, ``step [shape=(b, 1)]`` (per-sample budgets)."""
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
 
     def project(x_new: torch.Tensor) -> torch.Tensor:
         d = x_new - x
@@ -129,11 +161,7 @@ def _pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, radiu
     fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     with gradient_context(x.device):
         for _ in range(max_iter):
-            xa = x_adv.detach().requires_grad_(True)
-            with torch.enable_grad():
-                logits = model(xa).float()
-                loss = loss_fn(logits, y)
-                (grad,) = torch.autograd.grad(loss, xa)
+            logits, grad = loss_gradient(model, x_adv, y)
             with torch.no_grad():
                 hit = logits.argmax(1) != y  # this iterate fools the model
                 best[hit] = x_adv[hit]
@@ -149,7 +177,8 @@ def _pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, radiu
 
 
 def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, radius: torch.Tensor,
-         step_frac: float, max_iter: int, random_start: bool, seed: int, batch_size: int) -> WaveformAttackResult:
+         step_frac: float, max_iter: int, random_start: bool, seed: int, batch_size: int,
+         loss_gradient: LossGradient | None = None) -> WaveformAttackResult:
     device = _model_device(model)
     gen = torch.Generator().manual_seed(int(seed))
     was_training = model.training
@@ -168,7 +197,8 @@ def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, radiu
                     start = _l2_direction(g) * u * rb
                 start = start.to(device)
             adv, ok = _pgd(model, xb.to(device), yb.to(device), norm=norm, radius=rb.to(device),
-                           step=(step_frac * rb).to(device), max_iter=int(max_iter), start=start)
+                           step=(step_frac * rb).to(device), max_iter=int(max_iter), start=start,
+                           loss_gradient=loss_gradient or cross_entropy_gradient)
             outs.append(adv.cpu())
             oks.append(ok.cpu())
     finally:
@@ -179,7 +209,8 @@ def _run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, radiu
 
 def pgd_linf_waveform(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *,
                       eps_dbfs: float = -50.0, step_frac: float = 0.1, max_iter: int = 50,
-                      random_start: bool = True, seed: int = 0, batch_size: int = 16) -> WaveformAttackResult:
+                      random_start: bool = True, seed: int = 0, batch_size: int = 16,
+                      loss_gradient: LossGradient | None = None) -> WaveformAttackResult:
     """PGD in the L-inf ball ``max |delta| <= 10 ** (eps_dbfs / 20)`` around each waveform, in ``[-1, 1]``.
 
     Parameters
@@ -194,6 +225,9 @@ def pgd_linf_waveform(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndar
         Seed of the random starts (a CPU generator, so the same on every device).
     batch_size : int
         Waveforms per forward/backward pass.
+    loss_gradient : LossGradient or None
+        The hook that gives each step's logits and gradient (default :func:`cross_entropy_gradient`;
+        :mod:`seradv.attacks.waveform.adaptive` passes EOT's averaged gradient).
 
     Returns
     -------
@@ -203,12 +237,13 @@ def pgd_linf_waveform(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndar
     xt, yt = _check(x, y, step_frac, max_iter, batch_size)
     radius = torch.full((xt.shape[0],), eps, dtype=torch.float32)
     return _run(model, xt, yt, norm="linf", radius=radius, step_frac=step_frac, max_iter=max_iter,
-                random_start=random_start, seed=seed, batch_size=int(batch_size))
+                random_start=random_start, seed=seed, batch_size=int(batch_size), loss_gradient=loss_gradient)
 
 
 def pgd_snr_waveform(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, *,
                      snr_db: float = 30.0, step_frac: float = 0.1, max_iter: int = 50,
-                     random_start: bool = True, seed: int = 0, batch_size: int = 16) -> WaveformAttackResult:
+                     random_start: bool = True, seed: int = 0, batch_size: int = 16,
+                     loss_gradient: LossGradient | None = None) -> WaveformAttackResult:
     """PGD in the per-segment L2 ball ``||delta||_2 <= ||x||_2 * 10 ** (-snr_db / 20)``, in ``[-1, 1]``.
 
     Parameters
@@ -221,6 +256,8 @@ def pgd_snr_waveform(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarr
     seed : int
         Seed of the random starts (CPU generator).
     batch_size : int
+    loss_gradient : LossGradient or None
+        As :func:`pgd_linf_waveform`.
 
     Returns
     -------
@@ -235,4 +272,4 @@ def pgd_snr_waveform(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarr
     # float32 rounding of the projected delta could overshoot the ball by ~1e-7 relative: shrink by 1e-6
     radius = (energy * 10.0 ** (-snr_db / 20.0) * (1.0 - 1e-6)).to(torch.float32)
     return _run(model, xt, yt, norm="l2", radius=radius, step_frac=step_frac, max_iter=max_iter,
-                random_start=random_start, seed=seed, batch_size=int(batch_size))
+                random_start=random_start, seed=seed, batch_size=int(batch_size), loss_gradient=loss_gradient)
