@@ -147,6 +147,9 @@ def test_plan_grid_carries_precision_and_rejects_art_only_attacks():
     assert {c.precision for c in plan_grid(["fgsm"], "quick")} == {"fp32"}
     with pytest.raises(ParameterError, match="square: precision='bf16' needs the torch backend"):
         plan_grid(["square"], "quick", precision="bf16")
+    with pytest.raises(ParameterError, match="pgd_linf_wave: precision='bf16' applies to the feature-space"):
+        plan_grid(["fgsm", "pgd_linf_wave"], "quick", precision="bf16")
+    assert {c.precision for c in plan_grid(["pgd_linf_wave"], "quick")} == {"fp32"}
 
 
 # --------------------------------------------------------------------------------------
