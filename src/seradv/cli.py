@@ -32,6 +32,9 @@ LOG_WIDTH = 10_000
 """Console width when the output is not a terminal: tables and lines are never cut or wrapped."""
 
 
+PRECISION_HELP = "fp32 (the study's), bf16 or fp16 (CUDA only): the precision of the model's forward passes"
+
+
 def _console(stderr: bool = False) -> Console:
     """A console on stdout (or stderr): the terminal's width, or :data:`LOG_WIDTH` in a pipe or file."""
     stream = sys.stderr if stderr else sys.stdout
@@ -268,6 +271,7 @@ def train(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the maximum number of epochs (saved in config.yaml)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto (saved in config.yaml)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch CPU threads (saved in config.yaml)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " (saved in config.yaml)."),
 ) -> None:
     """Train the run's model (resumes an interrupted training). Options are checked before anything is written."""
     from seradv.pipeline import train_run
@@ -278,7 +282,8 @@ def train(
     _at_least("--threads", threads, 1, "a positive integer (or leave it out: torch's default)")
     if device is not None:
         _resolve_device(device)
-    overrides = {k: v for k, v in {"epochs": epochs, "device": device, "threads": threads}.items() if v is not None}
+    overrides = {k: v for k, v in {"epochs": epochs, "device": device, "threads": threads,
+                                   "precision": precision}.items() if v is not None}
     if overrides:  # the changed config must be valid before train_run saves it
         load_run_config(run_dir).replace(**{f"train.{k}": v for k, v in overrides.items()})
     else:
@@ -306,6 +311,7 @@ def train(
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run directory with a trained model."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + "; default: the run's train.precision."),
 ) -> None:
     """Clean test metrics (accuracy, UAR, macro-F1, confusion) per corpus/language and gender."""
     from seradv.pipeline import evaluate_run
@@ -313,7 +319,7 @@ def evaluate(
 
     _check_run_dir(run_dir)
     dev = _resolve_device(device)
-    table = evaluate_run(run_dir, device=dev)
+    table = evaluate_run(run_dir, device=dev, precision=precision)
     if is_cv_run(run_dir):
         shown = table.drop(columns=["leaky", "ci_method"], errors="ignore")
         console.print(_table(shown, "clean test metrics (speaker_cv: folds pooled, CIs over speakers; one row per fold)"))
@@ -378,6 +384,7 @@ def attack(
     executor: str = typer.Option("local", "--executor", help="local (cells one after another here) or ray (each cell a Ray task; needs the ray package, the extra seradv\\[ray])."),
     address: Optional[str] = typer.Option(None, "--address", help="With --executor ray: the cluster to join ('auto' or ray://host:port); default: a local Ray instance."),
     task_cpus: int = typer.Option(1, "--task-cpus", help="With --executor ray: CPUs (and torch threads) per cell."),
+    precision: str = typer.Option("fp32", "--precision", help=PRECISION_HELP + " (torch backends only; a non-fp32 cell is its own cell)."),
 ) -> None:
     """Run an attack grid on the test set; resumable (finished cells are reused)."""
     names = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
@@ -415,7 +422,7 @@ def attack(
         extra["per_speaker"] = per_speaker
     results = run_grid(run_dir, attacks=names, grid=grid, limit=limit, seed=seed, backend=backend,
                        batch_size=batch_size, device=dev, save_examples=not no_examples,
-                       early_stop=early_stop, where=where, executor=runner, **extra)
+                       early_stop=early_stop, where=where, executor=runner, precision=precision, **extra)
     _print_results(results)
     console.print(f"wrote {attacks_dir(run_dir) / RESULTS_CSV} (and .parquet), trust checks in "
                   f"{attacks_dir(run_dir) / TRUST_CSV}")
@@ -517,6 +524,7 @@ def report(
 def run(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; default: the small synthetic demo."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default ./runs/<name>)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=PRECISION_HELP + " of training, evaluation and attacks (sets train.precision and attack.precision)."),
 ) -> None:
     """Every stage end to end. With no arguments: the demo on the built-in synthetic corpus.
 
@@ -532,6 +540,8 @@ def run(
     if out is not None:
         _check_parents(out, "--out")
     cfg = load_config(config) if config else demo_config()
+    if precision is not None:
+        cfg = cfg.replace(**{"train.precision": precision, "attack.precision": precision})
     run_dir = run_all(cfg, out=out)
     import pandas as pd
 

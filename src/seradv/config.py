@@ -29,6 +29,7 @@ __all__ = [
     "FeatureConfig",
     "SplitConfig",
     "SPLIT_KINDS",
+    "PRECISION_NAMES",
     "TrainConfig",
     "AttackConfig",
     "DataConfig",
@@ -157,6 +158,10 @@ class SplitConfig:
         return self.kind == "paper"
 
 
+PRECISION_NAMES = ("fp32", "bf16", "fp16")
+"""The precisions of ``train.precision`` and ``attack.precision`` (:mod:`seradv.precision`)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Training (SPEC.md): Adam, early stopping and reduce-on-plateau on validation loss.
@@ -178,6 +183,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
+    precision: str = "fp32"
+    """Of the model's forward passes in training and in the clean evaluation: ``fp32`` (the
+    study's), ``bf16`` or ``fp16`` (:mod:`seradv.precision`)."""
 
     def validate(self) -> None:
         _positive("train.epochs", self.epochs)
@@ -201,6 +209,7 @@ class TrainConfig:
         _check_device("train.device", self.device)
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"train.threads={self.threads} must be a positive integer (or null: torch's default)")
+        _check_precision("train.precision", self.precision)
 
 
 @dataclass(frozen=True)
@@ -255,6 +264,9 @@ class AttackConfig:
     executor_address: str | None = None
     """With ``executor: ray``: the cluster to join (``auto``, ``ray://host:port``); ``None``: a
     local Ray instance."""
+    precision: str = "fp32"
+    """Of the model's forward passes in the torch attack backends: ``fp32`` (the study's),
+    ``bf16`` or ``fp16`` (:mod:`seradv.precision`; ART backends need ``fp32``)."""
 
     def validate(self) -> None:
         if self.executor not in ("local", "ray"):
@@ -278,6 +290,10 @@ class AttackConfig:
                                   "(or be null: the study's eight); see `seradv attack --list`")
         if self.backend is not None and not self.backend.strip():
             raise ConfigError("attack.backend must be 'art', 'torch' or null (each attack's default)")
+        _check_precision("attack.precision", self.precision)
+        if self.precision != "fp32" and self.backend not in ("torch", None):
+            raise ConfigError(f"attack.precision={self.precision!r} needs attack.backend torch (or null), "
+                              f"not {self.backend!r}: ART runs the model in float32")
 
 
 @dataclass(frozen=True)
@@ -520,6 +536,11 @@ _DEVICE = re.compile(r"(cpu|auto|mps|cuda(:\d+)?)")
 def _check_device(key: str, value: str) -> None:
     if not isinstance(value, str) or not _DEVICE.fullmatch(value):
         raise ConfigError(f"{key}={value!r} is not a device; use cpu, cuda, cuda:N (N = GPU index) or auto")
+
+
+def _check_precision(key: str, value: str) -> None:
+    if not isinstance(value, str) or value not in PRECISION_NAMES:
+        raise ConfigError(f"{key}={value!r} must be one of {', '.join(PRECISION_NAMES)}")
 
 
 def _check_path(key: str, value: str) -> None:

@@ -12,6 +12,7 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 from torch import nn
 
 from seradv import stats
+from seradv.precision import with_precision
 
 __all__ = ["predict_logits", "softmax", "group_metrics", "pooled_metrics", "GROUPS"]
 
@@ -19,15 +20,18 @@ GROUPS: dict[str, str | None] = {"All": None, "Male": "m", "Female": "f"}
 
 
 def predict_logits(
-    model: nn.Module, x: np.ndarray, *, batch_size: int = 128, device: str | torch.device = "cpu"
+    model: nn.Module, x: np.ndarray, *, batch_size: int = 128, device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> np.ndarray:
-    """Logits ``[shape=(n, n_classes)]`` of ``x [shape=(n, 261, 128)]`` (eval mode, no grad)."""
+    """Logits ``[shape=(n, n_classes)]`` float32 of ``x [shape=(n, 261, 128)]`` (eval mode, no
+    grad), the model's forward passes at ``precision`` (:mod:`seradv.precision`)."""
     model.eval()
     model.to(device)
+    net = with_precision(model, precision, device)
     outs = []
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):
-            outs.append(model(torch.as_tensor(x[i : i + batch_size], device=device)).float().cpu().numpy())
+            outs.append(net(torch.as_tensor(x[i : i + batch_size], device=device)).float().cpu().numpy())
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
 

@@ -46,6 +46,7 @@ from seradv.rundir import (CONFIG, CONFUSION, FOLDS_CSV, FOLDS_DIR, HISTORY, MET
                            TRAIN_STATE, Preprocessing, deferred_logging, fold_dir, fold_run_dirs, is_cv_run,
                            load_model, load_run_config, preparation_fingerprint, read_preprocessing,
                            remove_outputs, run_fingerprints, run_logging)
+from seradv.precision import precision_dtype
 from seradv.training import fit, resolve_hyperparameters, select_device, set_seed
 
 log = logging.getLogger("seradv")
@@ -114,8 +115,10 @@ def _clear_stale_cv(run_dir: Path, prep: CVPreparation) -> None:
 def _resume_key(run_dir: Path, cfg: RunConfig, hyper: dict, model: torch.nn.Module) -> str:
     """What a resumable training state must have been saved by: the preparation, the model's
     class and initial weights, and every training setting that changes the updates (not the
-    epoch limit, threads or device)."""
+    epoch limit, threads or device; the precision unless it is fp32)."""
     train = {k: v for k, v in dataclasses.asdict(cfg.train).items() if k not in ("epochs", "threads", "device")}
+    if train.get("precision") == "fp32":  # the key of fp32 trainings is the one they had before precision
+        del train["precision"]
     # the defence joins the key only when there is one: undefended trainings keep their keys
     defence = {"defence": dataclasses.asdict(cfg.defence)} if cfg.defence.kind != "none" else {}
     h = hashlib.sha256(json.dumps({"train": train, "hyper": hyper, "model": type(model).__qualname__, **defence,
@@ -227,14 +230,16 @@ def _train_folds(run_dir: Path, *, model: torch.nn.Module | None, train_override
     return {**metas[0], "folds": metas}
 
 
-def _evaluate(run_dir: Path, model: torch.nn.Module | None, device: str) -> tuple[pd.DataFrame, np.ndarray, object]:
-    """Clean evaluation of one ordinary run directory; writes its metrics, confusions and
-    predictions; returns the metrics table, the logits ``[shape=(n, n_classes)]`` and the test set."""
+def _evaluate(run_dir: Path, model: torch.nn.Module | None, device: str,
+              precision: str = "fp32") -> tuple[pd.DataFrame, np.ndarray, object]:
+    """Clean evaluation of one ordinary run directory at ``precision``; writes its metrics,
+    confusions and predictions; returns the metrics table, the logits ``[shape=(n,
+    n_classes)]`` and the test set."""
     info = read_preprocessing(run_dir)
     model = load_model(run_dir, model=model, device=device)
     with run_logging(run_dir):
         test = load_subset(run_dir, "test")
-        logits = predict_logits(model, test.x, device=device)
+        logits = predict_logits(model, test.x, device=device, precision=precision)
         table, confusions = group_metrics(test.y, logits, test.meta, test.classes)
         table.insert(0, "split", info.split)
         table.insert(1, "leaky", info.leaky)
@@ -247,7 +252,7 @@ def _evaluate(run_dir: Path, model: torch.nn.Module | None, device: str) -> tupl
         atomic_write_text(run_dir / PREDICTIONS, pred.to_csv(index=False))
         test_speakers = sorted(test.meta["speaker"].unique())
         atomic_write_json(run_dir / METRICS_JSON, {
-            "split": info.split, "leaky": info.leaky, "note": info.leak_note,
+            "split": info.split, "leaky": info.leaky, "note": info.leak_note, "precision": precision,
             "classes": test.classes, "test_speakers": test_speakers,
             "metrics": table.to_dict(orient="records"),
             "confusion": {k: v.tolist() for k, v in confusions.items()},
@@ -259,8 +264,11 @@ def _evaluate(run_dir: Path, model: torch.nn.Module | None, device: str) -> tupl
 
 
 def evaluate_run(run_dir: str | Path, *, model: torch.nn.Module | None = None,
-                 device: str = "cpu") -> pd.DataFrame:
+                 device: str = "cpu", precision: str | None = None) -> pd.DataFrame:
     """Clean test metrics per corpus/language and gender; writes metrics and confusions.
+
+    ``precision`` of the model's forward passes (:mod:`seradv.precision`; ``None``: the run's
+    ``train.precision``, the precision it was trained at); saved in ``metrics.json``.
 
     On a speaker-fold CV run every fold is evaluated, then the top-level ``metrics.csv`` /
     ``metrics.json``, ``confusion.csv`` and ``predictions.csv`` pool the folds' test
@@ -268,9 +276,12 @@ def evaluate_run(run_dir: str | Path, *, model: torch.nn.Module | None = None,
     (:func:`seradv.evaluation.pooled_metrics`), then one row per fold (group All).
     """
     run_dir = Path(run_dir)
+    if precision is None:  # no config.yaml: not a run directory, which _evaluate says
+        precision = load_run_config(run_dir).train.precision if (run_dir / CONFIG).is_file() else "fp32"
+    precision_dtype(precision, device)  # e.g. fp16 on the CPU: an error before any work
     if is_cv_run(run_dir):
-        return _evaluate_folds(run_dir, model=model, device=device)
-    return _evaluate(run_dir, model, device)[0]
+        return _evaluate_folds(run_dir, model=model, device=device, precision=precision)
+    return _evaluate(run_dir, model, device, precision)[0]
 
 
 def _confusion_rows(confusions: dict, classes: list[str]) -> list[dict]:
@@ -284,12 +295,13 @@ def _confusion_rows(confusions: dict, classes: list[str]) -> list[dict]:
     return rows
 
 
-def _evaluate_folds(run_dir: Path, *, model: torch.nn.Module | None, device: str) -> pd.DataFrame:
+def _evaluate_folds(run_dir: Path, *, model: torch.nn.Module | None, device: str,
+                    precision: str = "fp32") -> pd.DataFrame:
     folds = fold_run_dirs(run_dir)
     tables, logits, ys, metas = [], [], [], []
     info = None
     for k, d in enumerate(folds, start=1):
-        table, z, test = _evaluate(d, model, device)
+        table, z, test = _evaluate(d, model, device, precision)
         info = info or read_preprocessing(d)
         tables.append(table[table["group"] == "All"].assign(fold=str(k)))
         logits.append(z)
@@ -314,7 +326,7 @@ def _evaluate_folds(run_dir: Path, *, model: torch.nn.Module | None, device: str
         pred["correct"] = pred["predicted"] == pred["emotion"]
         atomic_write_text(run_dir / PREDICTIONS, pred.to_csv(index=False))
         atomic_write_json(run_dir / METRICS_JSON, {
-            "split": info.split, "leaky": info.leaky, "folds": len(folds),
+            "split": info.split, "leaky": info.leaky, "folds": len(folds), "precision": precision,
             "note": f"{len(folds)}-fold speaker cross-validation: the folds' test predictions pooled, every "
                     f"speaker tested once; CIs resample speakers",
             "classes": classes,
@@ -349,11 +361,12 @@ def run(cfg: RunConfig | None = None, *, out: str | Path | None = None) -> Path:
     (:func:`seradv.report.build_report`) and its path printed.
     """
     cfg = (cfg or demo_config()).validate()
-    select_device(cfg.train.device)  # e.g. cuda without CUDA: an error now, not after preparing
+    precision_dtype(cfg.train.precision, select_device(cfg.train.device))  # e.g. cuda without CUDA: an error now
     a = cfg.attack
     if a.enabled:
         attack_device = str(select_device(a.device))
-        plan_grid(a.attacks, a.grid, a.backend)  # unknown attack or backend: an error now
+        precision_dtype(a.precision, attack_device)
+        plan_grid(a.attacks, a.grid, a.backend, precision=a.precision)  # unknown attack or backend: an error now
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
     stages = ["prepare", "train", "evaluate"] + (["attack"] if a.enabled else []) + ["report"]
     step = {name: (i + 1, len(stages)) for i, name in enumerate(stages)}
@@ -366,7 +379,7 @@ def run(cfg: RunConfig | None = None, *, out: str | Path | None = None) -> Path:
     if a.enabled:
         with stage(f"attack ({a.grid} grid)", *step["attack"]):
             run_grid(run_dir, attacks=a.attacks, grid=a.grid, limit=a.limit, seed=a.seed, per_speaker=a.per_speaker, backend=a.backend,
-                     batch_size=a.batch_size, device=attack_device,
+                     batch_size=a.batch_size, device=attack_device, precision=a.precision,
                      executor=get_executor(a.executor, address=a.executor_address))
     with stage("report", *step["report"]), run_logging(run_dir):
         report = build_report(run_dir)

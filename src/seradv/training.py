@@ -26,6 +26,7 @@ from torch import nn
 from seradv.fileio import atomic_write_bytes
 from seradv.config import TrainConfig
 from seradv.errors import ParameterError
+from seradv.precision import grad_scaler, with_precision
 from seradv.progress import make_progress
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ def _batches(n: int, batch_size: int, gen: torch.Generator | None) -> list[np.nd
 
 
 def _evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int, device: torch.device) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` (at its precision: an
+    :class:`~seradv.precision.AutocastModel` returns float32 logits) on ``x``, ``y``."""
     model.eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     total, correct = 0.0, 0
@@ -106,6 +109,11 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` in place; the best validation-loss weights are loaded at the end.
 
+    ``cfg.precision`` (:mod:`seradv.precision`): the forward passes of training and validation
+    run under autocast at that precision (``fp32``: none), the loss and the weights stay
+    float32; ``fp16`` scales the loss (its scale is not part of the checkpoint: a resumed fp16
+    training starts from the initial scale).
+
     Parameters
     ----------
     x_train, x_val : np.ndarray [shape=(n, 261, 128), dtype=float32]
@@ -128,6 +136,8 @@ def fit(
     device = select_device(cfg.device)
     set_seed(cfg.seed)
     model.to(device)
+    net = with_precision(model, cfg.precision, device)  # the model itself for fp32
+    scaler = grad_scaler(cfg.precision, device)  # enabled for fp16 only
     opt = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-7)  # Keras' epsilon
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience,
@@ -163,22 +173,27 @@ def fit(
         for epoch in range(start_epoch, cfg.epochs + 1):
             if stopped_early:
                 break
-            model.train()
+            net.train()
             tl, tc, tn = 0.0, 0, 0
             for idx in _batches(len(y_train), batch_size, gen):
                 xb = torch.from_numpy(x_train[idx]).to(device)
                 yb = torch.from_numpy(y_train[idx]).to(device)
                 if batch_transform is not None:
-                    xb = batch_transform(model, xb, yb, gen)
+                    xb = batch_transform(net, xb, yb, gen)
                 opt.zero_grad(set_to_none=True)
-                out = model(xb)
+                out = net(xb)  # float32 logits: the loss is float32 at every precision
                 loss = loss_fn(out, yb)
-                loss.backward()
-                opt.step()
+                if scaler.is_enabled():
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    opt.step()
                 tl += loss.item() * len(idx)
                 tc += int((out.argmax(1) == yb).sum())
                 tn += len(idx)
-            vl, va = _evaluate(model, x_val, y_val, max(batch_size, 64), device)
+            vl, va = _evaluate(net, x_val, y_val, max(batch_size, 64), device)
             lr_now = opt.param_groups[0]["lr"]
             history.append({"epoch": epoch, "loss": tl / tn, "accuracy": tc / tn, "val_loss": vl,
                             "val_accuracy": va, "lr": lr_now,

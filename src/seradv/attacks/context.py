@@ -180,6 +180,8 @@ class AttackResult:
     fooled_any : np.ndarray ``[shape=(n,)]``, bool, or None
         ``True`` for samples misclassified at some iterate (:attr:`AttackContext.fooled_any`);
         ``None``: the runner does not watch its iterates.
+    precision : str
+        Of the model's forward passes (:mod:`seradv.precision`): ``"fp32"``, ``"bf16"``, ``"fp16"``.
     """
 
     name: str
@@ -194,7 +196,7 @@ class AttackResult:
     early_stop: bool = False
     attacked: np.ndarray | None = None
     fooled_any: np.ndarray | None = None
-
+    precision: str = "fp32"
 
 
 # --------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from seradv.attacks.context import (
 from seradv.attacks.spec import get_attack
 from seradv.attacks.threat import CLIP_TOL, ThreatModel, as_numpy
 from seradv.errors import AttackError, ParameterError
+from seradv.precision import check_backend, precision_dtype, with_precision
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def run_attack(
     seed: int = 0,
     device: str | torch.device = "cpu",
     early_stop: bool = False,
+    precision: str = "fp32",
 ) -> AttackResult:
     """Run the registered attack ``name`` on ``model``.
 
@@ -88,6 +90,10 @@ def run_attack(
         Opt-in AutoAttack-style early stopping of iterative attacks on samples that are already
         misclassified (only backends that support it; others ignore it). Smaller perturbations,
         same or nearly the same robust accuracy; recorded in the result.
+    precision : str
+        ``"fp32"`` (default, the study's), ``"bf16"`` or ``"fp16"``: the model's forward passes
+        run under autocast, everything after them in float32 (:mod:`seradv.precision`); torch
+        backends only (an ART backend with another precision is a :class:`ParameterError`).
 
     Returns
     -------
@@ -110,6 +116,7 @@ def run_attack(
         raise ParameterError(
             f"{spec.name}: backend={backend!r} is not available; choose one of {', '.join(spec.backends)}"
         )
+    check_backend(precision, backend, spec.name)
     if spec.input != "features":
         raise AttackError(f"{spec.name} attacks the {spec.input}, not log-Mel features: run it through the grid "
                           f"(`seradv attack RUN --attacks {spec.name}`, seradv.grid.run.run_grid)")
@@ -119,6 +126,7 @@ def run_attack(
     if not isinstance(model, nn.Module):
         raise ParameterError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     dev = _check_device(device)
+    precision_dtype(precision, dev)  # e.g. fp16 on the CPU: an error before any model call
     x_np = _check_x(x, threat)
     y_np = _check_y(y, x_np.shape[0])
     if spec.check_input is not None:
@@ -132,18 +140,19 @@ def run_attack(
           numpy_blas_single_thread(), cuda_ctx):
         model.to(dev)
         model.eval()
-        n_classes = _n_classes(model, x_np[:1], dev)
+        net = with_precision(model, precision, dev)  # the model itself for fp32
+        n_classes = _n_classes(net, x_np[:1], dev)
         if y_np is None:
-            y_np = predict_labels(model, x_np, dev, batch_size)
+            y_np = predict_labels(net, x_np, dev, batch_size)
         elif int(y_np.max()) >= n_classes:
             raise ParameterError(
                 f"y has label {int(y_np.max())} but the model has {n_classes} classes (0..{n_classes - 1})"
             )
         ctx = AttackContext(
-            model=model, x=x_np, y=y_np, clip=threat, n_classes=n_classes,
+            model=net, x=x_np, y=y_np, clip=threat, n_classes=n_classes,
             batch_size=batch_size, seed=seed, device=dev, early_stop=bool(early_stop),
         )
-        logger.info("%s (%s backend) on %d samples, params %s", spec.name, backend, ctx.n, resolved)
+        logger.info("%s (%s backend, %s) on %d samples, params %s", spec.name, backend, precision, ctx.n, resolved)
         t0 = time.perf_counter()
         x_adv = runner(ctx, dict(resolved))
         seconds = time.perf_counter() - t0
@@ -152,7 +161,7 @@ def run_attack(
     return AttackResult(
         name=spec.name, x_adv=x_adv, seconds=seconds, params=dict(resolved), backend=backend,
         n_queries=ctx.counter.n_queries, n_grads=ctx.counter.n_grads, seed=seed,
-        n_backward=ctx.counter.n_backward, early_stop=bool(early_stop),
+        n_backward=ctx.counter.n_backward, early_stop=bool(early_stop), precision=precision,
         attacked=None if ctx.attacked is None else ctx.attacked.copy(),
         fooled_any=None if ctx.fooled_any is None else ctx.fooled_any.copy(),
     )

@@ -107,7 +107,7 @@ def trust_checks(
     allr = res[res["group"] == "All"] if "group" in res else res
     allr = allr.assign(eps_=allr["params_json"].map(lambda s: json.loads(s).get("eps")),
                        setting_=allr["params_json"].map(_setting))
-    keys = [k for k in ("corpus", "language", "backend", "early_stop", "n", "seed", "subset", "setting_") if k in allr]
+    keys = [k for k in ("corpus", "language", "backend", "early_stop", "precision", "n", "seed", "subset", "setting_") if k in allr]
     for attack, key in MONOTONE.items():
         part = allr[allr["attack"] == attack]
         if len(part) < 2:

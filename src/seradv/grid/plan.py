@@ -21,6 +21,7 @@ import pandas as pd
 
 from seradv.attacks import GRID_NAMES, STUDY_ATTACKS, get_attack
 from seradv.errors import ParameterError
+from seradv.precision import check_backend, check_precision
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class Cell:
     params: dict
     backend: str
     early_stop: bool = False
+    precision: str = "fp32"
 
     @property
     def label(self) -> str:
@@ -58,6 +60,8 @@ class Cell:
         key: list = [self.attack, self.params, self.backend, subset_key, seed]
         if self.early_stop:  # appended only when set, so ids of existing cells do not change
             key.append("early_stop")
+        if self.precision != "fp32":  # likewise: fp32 cells keep the ids they had before precision
+            key.append(f"precision={self.precision}")
         blob = json.dumps(key, sort_keys=True, default=str)
         return f"{self.attack}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
@@ -147,7 +151,7 @@ def _grid_values(cells: list[Cell], names: list[str]) -> str:
 
 def plan_grid(attacks: Iterable[str] | None, grid: str = "paper", backend: str | None = None,
               early_stop: bool = False, where: str | None = None,
-              params: str | dict | None = None) -> list[Cell]:
+              params: str | dict | None = None, precision: str = "fp32") -> list[Cell]:
     """The cells of ``grid`` ("paper", "quick" or "standard") for ``attacks`` (default: the
     study's eight). An attack without that grid (:attr:`AttackSpec.grid_names`) is skipped with
     a log line; none left is an error naming the attacks' grids.
@@ -157,9 +161,11 @@ def plan_grid(attacks: Iterable[str] | None, grid: str = "paper", backend: str |
     (each name must be a parameter of some chosen attack; no cell left is an error that lists
     the grid's values). ``params="eps=0.3,max_iter=50"`` replaces the grid: one cell per
     attack with exactly these parameters (the others at their defaults). Every parameter set
-    is validated before any work starts.
+    is validated before any work starts. ``precision`` other than ``"fp32"``
+    (:mod:`seradv.precision`) needs every cell's backend to be torch.
     """
     check_grid_name(grid, "grid=")
+    check_precision(precision)
     if params is not None and where:
         raise ParameterError("give either params (one parameter set outside the grid) or where "
                              "(a filter of the grid), not both")
@@ -174,10 +180,15 @@ def plan_grid(attacks: Iterable[str] | None, grid: str = "paper", backend: str |
         be = backend or spec.default_backend
         if be not in spec.backends:
             raise ParameterError(f"{name}: backend={backend!r} not available; choose one of {', '.join(spec.backends)}")
+        check_backend(precision, be, spec.name)
+        if precision != "fp32" and spec.input != "features":
+            raise ParameterError(f"{spec.name}: precision={precision!r} applies to the feature-space attacks only "
+                                 f"({spec.name} attacks the {spec.input}); leave it out or use precision fp32")
         sets = [parse_params(params, spec)] if params is not None else spec.grid(grid)
         stops = bool(early_stop) and spec.input == "features"  # the waveform attacks have no early stop
         for ps in sets:
-            cells.append(Cell(attack=spec.name, params=spec.validate(ps), backend=be, early_stop=stops))
+            cells.append(Cell(attack=spec.name, params=spec.validate(ps), backend=be, early_stop=stops,
+                              precision=precision))
     if skipped:
         have = "; ".join(f"{s.name} ({', '.join(s.grid_names)})" for s in skipped)
         if not cells:

@@ -30,7 +30,8 @@ from seradv.rundir import (RESULTS_CSV, RESULTS_PARQUET, attacks_dir, cell_file,
 log = logging.getLogger(__name__)
 
 __all__ = ["robust_flags", "summarise", "read_samples", "read_cell", "subset_fingerprint", "load_results",
-           "budget_attacks", "budget_tol", "worst_case_frames", "worst_case", "pool_folds", "write_results"]
+           "budget_attacks", "budget_tol", "worst_case_frames", "worst_case", "pool_folds", "write_results",
+           "with_precision_column"]
 
 PER_CELL_MEANS = {"snr_db": "mean_snr_db", "segsnr_db": "mean_segsnr_db", "linf_dbfs": "mean_linf_dbfs",
                   "stoi": "mean_stoi", "pesq": "mean_pesq"}
@@ -110,7 +111,8 @@ def summarise(samples: pd.DataFrame, cell: Cell, facts: dict, *, cell_id: str, n
             rows.append({
                 "cell_id": cell_id, "attack": cell.attack, "params": cell.label,
                 "params_json": json.dumps(cell.params, sort_keys=True, default=str),
-                "backend": cell.backend, "early_stop": bool(cell.early_stop), "corpus": corpus, "language": language, "group": group,
+                "backend": cell.backend, "early_stop": bool(cell.early_stop),
+                "precision": getattr(cell, "precision", "fp32"), "corpus": corpus, "language": language, "group": group,
                 "n": int(len(part)),
                 "n_clean_correct": int(clean_ok.sum()),
                 "n_not_attacked": int((~attacked).sum()),
@@ -190,11 +192,22 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
     if skipped:
         log.warning("%d attack cell(s) left out of the results: %s; `seradv attack` recomputes them",
                     len(skipped), "; ".join(skipped))
-    table = pd.DataFrame(rows)
+    table = with_precision_column(pd.DataFrame(rows))
     if not table.empty:
         table = pd.concat([table, worst_case(run_dir, table)], ignore_index=True)
+        table = with_precision_column(table)
     write_results(run_dir, table)
     return table
+
+
+def with_precision_column(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its ``precision`` column filled in: ``fp32`` for rows of cells computed
+    before precision was a setting (and for worst-case rows, which pool fp32 cells only)."""
+    if table.empty:
+        return table
+    if "precision" not in table:
+        return table.assign(precision="fp32")
+    return table.assign(precision=table["precision"].fillna("fp32").astype(str))
 
 
 def write_results(run_dir: str | Path, table: pd.DataFrame) -> None:
@@ -242,8 +255,11 @@ def worst_case_frames(run_dir: str | Path, table: pd.DataFrame) -> dict[str, tup
 
     Returns ``{worst_cell_id: (facts, samples)}``; ``samples`` has the columns of a cell's
     per-sample file with ``robust`` (and ``pred_adv`` -1 where some attack fooled the sample).
+    Only fp32 cells count (the clean predictions of a bf16 / fp16 cell are its own).
     """
     res = table[(table["attack"] != "worst_case") & table["attack"].map(_feature_space)]
+    if "precision" in res:
+        res = res[res["precision"].fillna("fp32") == "fp32"]
     if res.empty:
         return {}
     budget = budget_attacks()
@@ -375,9 +391,12 @@ def pool_folds(fold_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, pd.DataFr
                 continue
             cells[cell["cell_id"]] = cell
             rows += cell["rows"]
+            precision = str((cell.get("facts") or {}).get("precision", "fp32"))
             key = (cell["attack"], json.dumps(cell["params"], sort_keys=True, default=str), cell["backend"],
                    bool((cell.get("facts") or {}).get("early_stop", False)), int(cell.get("seed", 0)),
                    _subset_limit(d, str(cell.get("subset", "all"))))
+            if precision != "fp32":  # appended only then: pooled ids of fp32 cells do not change
+                key += (precision,)
             groups.setdefault(key, []).append((k, cell["cell_id"], cell, frame))
         if skipped:
             log.warning("fold %d: %d attack cell(s) left out of the pooled results: %s", k, len(skipped),
@@ -391,13 +410,15 @@ def pool_folds(fold_dirs: list[Path]) -> tuple[pd.DataFrame, dict[str, pd.DataFr
     frames: dict[str, pd.DataFrame] = {}
     n_folds = len(fold_dirs)
     for key, members in groups.items():
-        attack, _, backend, early_stop, seed, limit = key
+        attack, _, backend, early_stop, seed, limit = key[:6]
+        precision = key[6] if len(key) > 6 else "fp32"
         pid = f"{attack}-cv-{hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:10]}"
         samples = pd.concat([f.assign(fold=k) for k, _, _, f in members], ignore_index=True)
         cell0 = members[0][2]
         facts = {name: _sum(c.get("facts", {}).get(name) for _, _, c, _ in members)
                  for name in ("seconds", "n_queries", "n_grads")}
-        cell = Cell(attack=attack, params=cell0["params"], backend=backend, early_stop=early_stop)
+        cell = Cell(attack=attack, params=cell0["params"], backend=backend, early_stop=early_stop,
+                    precision=precision)
         rows = summarise(samples, cell, facts, cell_id=pid, n_total=len(samples))
         table_rows += _pooled_extra(rows, samples, members, seed, limit, n_folds, pid)
         frames[pid] = samples

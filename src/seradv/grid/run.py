@@ -81,8 +81,8 @@ def _check_int(name: str, value: object, low: int) -> None:
         raise ParameterError(f"{name}={value!r} must be an integer >= {low}")
 
 
-def _logits(model: torch.nn.Module, x: np.ndarray, device: str) -> np.ndarray:
-    return predict_logits(model, x, device=device).astype(np.float64)
+def _logits(model: torch.nn.Module, x: np.ndarray, device: str, precision: str = "fp32") -> np.ndarray:
+    return predict_logits(model, x, device=device, precision=precision).astype(np.float64)
 
 
 def attack_cell(
@@ -96,15 +96,19 @@ def attack_cell(
     device: str = "cpu",
     clean_logits: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray, dict]:
-    """Run one cell; return per-sample results, the perturbation and run facts."""
+    """Run one cell; return per-sample results, the perturbation and run facts.
+
+    The attack and the adversarial predictions run at ``cell.precision``; ``clean_logits``
+    (computed here if not given) should be of the same precision."""
     x = data.x
     t0 = time.perf_counter()
     res = run_attack(cell.attack, model, x, data.y, cell.params, clip=clip, backend=cell.backend,
-                     batch_size=batch_size, seed=seed, device=device, early_stop=cell.early_stop)
+                     batch_size=batch_size, seed=seed, device=device, early_stop=cell.early_stop,
+                     precision=cell.precision)
     wall = time.perf_counter() - t0
     if clean_logits is None:
-        clean_logits = _logits(model, x, device)
-    adv_logits = _logits(model, res.x_adv, device)
+        clean_logits = _logits(model, x, device, cell.precision)
+    adv_logits = _logits(model, res.x_adv, device, cell.precision)
     pc, pa = softmax(clean_logits), softmax(adv_logits)
     y = data.y
     norms = perturbation_norms(x, res.x_adv)
@@ -125,7 +129,7 @@ def attack_cell(
     samples["robust"] = robust_flags(samples)
     facts = {"seconds": res.seconds, "wall_seconds": wall, "n_queries": res.n_queries,
              "n_grads": res.n_grads, "n_backward": res.n_backward, "backend": res.backend,
-             "early_stop": cell.early_stop}
+             "early_stop": cell.early_stop, "precision": cell.precision}
     return samples.reset_index(drop=True), (res.x_adv - x), facts
 
 
@@ -197,6 +201,7 @@ def run_grid(
     where: str | None = None,
     params: str | dict | None = None,
     executor: Executor | None = None,
+    precision: str = "fp32",
 ) -> pd.DataFrame:
     """Run the attack grid on the test set of a trained run; resumable. Returns the results table.
 
@@ -208,7 +213,10 @@ def run_grid(
 
     ``where="theta=1"`` runs only the grid's parameter sets with those values;
     ``params="eps=0.3,max_iter=50"`` runs exactly that parameter set instead of the grid
-    (:func:`plan_grid`). A cell is reused only when it is intact and was computed on the run's
+    (:func:`plan_grid`). ``precision`` (``fp32``, ``bf16``, ``fp16``; :mod:`seradv.precision`)
+    is that of the model's forward passes in the attacks and in the clean and adversarial
+    predictions of the cells (torch backends only); a non-fp32 cell is its own cell (its id
+    says so), fp32 cells keep their ids. A cell is reused only when it is intact and was computed on the run's
     current model weights, preprocessing and samples; two processes on one run directory
     never compute the same cell twice (a lock per cell).
 
@@ -227,7 +235,7 @@ def run_grid(
                 log.info("speaker_cv: attack grid on fold %d of %d (%s)", k, len(folds), d)
             run_grid(d, attacks=attacks, grid=grid, limit=limit, seed=seed, per_speaker=per_speaker, backend=backend, batch_size=batch_size,
                      device=device, save_examples=save_examples, trust=trust, early_stop=early_stop, where=where,
-                     params=params, executor=executor)
+                     params=params, executor=executor, precision=precision)
             if trust and (attacks_dir(d) / TRUST_CSV).is_file():
                 trust_frames.append(pd.read_csv(attacks_dir(d) / TRUST_CSV).assign(fold=k))
         with run_logging(run_dir):
@@ -240,7 +248,7 @@ def run_grid(
                 atomic_write_json(attacks_dir(run_dir) / TRUST_JSON, checks.to_dict(orient="records"))
         return table
     info = read_preprocessing(run_dir)
-    cells = plan_grid(attacks, grid, backend, early_stop, where, params)  # validates every parameter first
+    cells = plan_grid(attacks, grid, backend, early_stop, where, params, precision)  # validates every parameter first
     _check_int("batch_size", batch_size, 1)
     _check_int("seed", seed, 0)
     model = load_model(run_dir, device=device)
@@ -271,13 +279,13 @@ def run_grid(
         atomic_write_text(out / GRID_YAML, yaml.safe_dump({
             "grid": grid, "attacks": sorted({c.attack for c in cells}), "limit": limit, "seed": seed,
             **({"per_speaker": per_speaker} if per_speaker is not None else {}),
-            "backend": backend, "early_stop": bool(early_stop), "where": where,
+            "backend": backend, "early_stop": bool(early_stop), "precision": precision, "where": where,
             "params": params if not isinstance(params, dict) else json.dumps(params, sort_keys=True),
             "batch_size": batch_size, "device": device, "n_samples": len(data),
             "subset": subset_key, "clip_values": [lo, hi], "clean_cells_clipped_fraction": outside,
             "fingerprint": fingerprint,
         }, sort_keys=False))
-        clean_logits = _logits(model, data.x, device)
+        clean_logits = _logits(model, data.x, device, precision)
         todo = [CellTask(c, c.cell_id(subset_key, seed)) for c in cells]
 
         def run_one(task: CellTask, *, wait: bool) -> bool:

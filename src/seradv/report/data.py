@@ -29,7 +29,8 @@ from seradv.attacks import STUDY_ATTACKS
 from seradv.fileio import read_json
 from seradv.errors import RunDirError
 from seradv.evaluation import GROUPS
-from seradv.grid.results import pool_folds, read_cell, read_samples, worst_case, worst_case_frames
+from seradv.grid.results import (pool_folds, read_cell, read_samples, with_precision_column, worst_case,
+                                 worst_case_frames)
 from seradv.rundir import (CONFUSION, METRICS_CSV, MODEL_META, PREDICTIONS, RESULTS_CSV, SAMPLES_SUFFIX, TRUST_CSV,
                            Preprocessing, adv_file, attacks_dir, cell_file, cells_dir, fold_run_dirs, is_cv_run,
                            read_preprocessing, run_fingerprints, subset_file)
@@ -175,6 +176,7 @@ def _read_results(run_dir: Path) -> tuple[pd.DataFrame, dict[str, dict], list[st
     if "early_stop" not in table:
         table["early_stop"] = False
     table["early_stop"] = table["early_stop"].fillna(False).astype(bool)
+    table = with_precision_column(table)
     subset = {cid: _subset_label(run_dir, c.get("subset", "all"), int(c.get("seed", 0))) for cid, c in cells.items()}
     table["subset"] = table["cell_id"].map(subset)
     table["members"] = [[c] for c in table["cell_id"]]
@@ -185,6 +187,7 @@ def _read_results(run_dir: Path) -> tuple[pd.DataFrame, dict[str, dict], list[st
     if not wc.empty:
         wc = wc.copy()
         wc["early_stop"] = False
+        wc["precision"] = "fp32"
         members = [_members(m) for m in wc["members"]]  # never empty: worst_case names them
         subsets = [subset.get(cids[0], "") if cids else "" for cids in members]
         wc["members"] = members
@@ -223,6 +226,7 @@ def _load_cv_run(run_dir: Path) -> RunData:
     notes: list[str] = []
     if not table.empty:
         table["early_stop"] = table["early_stop"].fillna(False).astype(bool) if "early_stop" in table else False
+        table = with_precision_column(table)
         table["subset"] = [f"full test sets of {len(folds)} folds, seed {s}" if sub == "all"
                            else f"seeded subsets ({sub}), seed {s}" for sub, s in zip(table["subset"], table["seed"])]
         table["members"] = [[c] for c in table["cell_id"]]
@@ -292,8 +296,9 @@ def load_runs(run_dirs) -> list[RunData]:
                 run=r.name,
                 source=[label(c, lg) for c, lg in zip(r.results["corpus"], r.results["language"])])
             res["series"] = [
-                f"{b} backend, {s}" + (", early stop" if e else "")
-                for b, s, e in zip(res["backend"], res["subset"], res["early_stop"])
+                f"{b} backend, {s}" + (", early stop" if e else "") + (f", {p}" if p != "fp32" else "")
+                for b, s, e, p in zip(res["backend"], res["subset"], res["early_stop"],
+                                      with_precision_column(res)["precision"])
             ]
             r.results = res
     return runs
