@@ -244,3 +244,18 @@ def test_waveform_cell_rows_come_from_the_written_files(tone_run, tmp_path):
           f"predictions agree on {(samples['pred_adv'] == samples['pred_adv_float']).mean():.3f}")
     assert (samples["pred_adv"] == samples["pred_adv_float"]).mean() >= 0.75
     assert facts["input"] == "waveform"
+
+
+def test_segments_over_full_scale_are_scaled_into_the_box():
+    from seradv.attacks.waveform.realize import PCM16_STEP, fit_full_scale
+
+    rng = np.random.default_rng(0)
+    w = rng.uniform(-0.5, 0.5, size=(3, 1600)).astype(np.float32)
+    w[1] *= 2.0 / np.abs(w[1]).max()  # peaks at 2.0, like an overshooting augmented copy
+    out, gain_db = fit_full_scale(w)
+    np.testing.assert_array_equal(out[[0, 2]], w[[0, 2]])
+    assert np.abs(out).max() <= 1.0 - PCM16_STEP + 1e-7
+    np.testing.assert_allclose(gain_db, [0.0, 20 * np.log10((1 - PCM16_STEP) / 2.0), 0.0], atol=1e-5)
+    # the study's log-Mel (dB re the segment minimum) does not move under the gain
+    a, b = log_mel(w[1], SR), log_mel(out[1], SR)
+    np.testing.assert_allclose(a, b, atol=1e-3)

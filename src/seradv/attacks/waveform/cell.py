@@ -30,7 +30,7 @@ from seradv.attacks.metrics import perturbation_norms
 from seradv.attacks.spec import ATTACKS, get_attack
 from seradv.attacks.waveform.metrics import (PESQ_SAMPLE_RATE, pesq_available, pesq_scores, segmental_snr_db, snr_db,
                                              stoi_scores)
-from seradv.attacks.waveform.realize import numpy_features, read_wavs, write_pcm16_wavs
+from seradv.attacks.waveform.realize import fit_full_scale, numpy_features, read_wavs, write_pcm16_wavs
 from seradv.attacks.waveform.segments import segment_waveforms
 from seradv.errors import ParameterError
 from seradv.evaluation import predict_logits, softmax
@@ -115,7 +115,7 @@ def waveform_attack_cell(run_dir: str | Path, model: torch.nn.Module, data: Spli
     fe = FrontEnd.from_run(run_dir).to(device)
     model = model.to(device).eval()
     wm = WaveformModel(fe, model).eval()
-    wav = segment_waveforms(run_dir, data.meta)
+    wav, gain_db = fit_full_scale(segment_waveforms(run_dir, data.meta))  # attacks start inside [-1, 1]
     t0 = time.perf_counter()
     res = spec.backends[backend](wm, wav, data.y, seed=seed, batch_size=batch_size, **params)
     seconds = time.perf_counter() - t0
@@ -143,6 +143,7 @@ def waveform_attack_cell(run_dir: str | Path, model: torch.nn.Module, data: Spli
         samples[k] = v
     for k, v in perceptual_columns(wav, written, fe.sample_rate).items():
         samples[k] = v
+    samples["clean_gain_db"] = gain_db  # < 0 where the clean segment was scaled into [-1, 1]
     samples["attacked"] = True
     samples["fooled_any"] = samples["pred_adv"].to_numpy() != y  # realizability: the written files decide
     samples["robust"] = robust_flags(samples)
