@@ -16,11 +16,12 @@ from tests.helpers.waveform import tone_batch, tone_waveform_model
 from seradv.attacks.waveform import universal
 from seradv.attacks.waveform.metrics import snr_db
 from seradv.attacks.waveform.realize import PCM16_STEP, numpy_features, read_wavs
+from seradv.attacks.waveform.segments import segment_waveforms
 from seradv.attacks.waveform.universal import (add_perturbation, budget_radius, learn_universal, reference_rms,
                                                universal_dir, universal_run)
 from seradv.errors import ParameterError, RunDirError
 from seradv.evaluation import predict_logits
-from seradv.prepare import read_segments, read_standardizer
+from seradv.prepare import load_subset, read_segments, read_standardizer
 from seradv.rundir import load_model, load_run_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -156,16 +157,14 @@ def test_universal_run_is_measured_on_its_written_files(run, facts):
     y, clean = samples["label"].to_numpy(), samples["pred_clean"].to_numpy()
     np.testing.assert_allclose(facts["robust_accuracy"], np.mean((clean == y) & (pred == y)))
     np.testing.assert_allclose(facts["flip_rate"], np.mean(pred != clean))
-    from seradv.attacks.waveform.segments import segment_waveforms
-    from seradv.prepare import load_subset
-
     test = load_subset(run, "test")
     meta = test.meta.set_index("segment_id").loc[samples["segment_id"]].reset_index()
     clean_wave = segment_waveforms(run, meta)
     np.testing.assert_allclose(samples["snr_db"], snr_db(clean_wave, written), rtol=1e-9)
     np.testing.assert_allclose(written, np.clip(clean_wave + v, -1, 1), atol=PCM16_STEP)  # one v for all
     assert facts["segment_snr_db_min"] <= facts["segment_snr_db_mean"] <= facts["segment_snr_db_max"]
-    assert 0.0 <= facts["random_robust_accuracy"] <= 1.0 and len(list((out / "wav_random").glob("*.wav"))) == len(samples)
+    assert 0.0 <= facts["random_robust_accuracy"] <= 1.0
+    assert len(list((out / "wav_random").glob("*.wav"))) == len(samples)
 
 
 def test_universal_run_is_reused_with_the_same_settings_and_model(run, facts, monkeypatch):

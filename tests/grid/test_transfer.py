@@ -15,6 +15,7 @@ import pytest
 from tests.helpers.corpus import make_tone_corpus, tone_config
 from seradv import pipeline
 from seradv.attacks.waveform.realize import numpy_features, read_wavs
+from seradv.attacks.waveform.segments import segment_waveforms
 from seradv.attacks.waveform.universal import universal_dir, universal_run
 from seradv.errors import ParameterError
 from seradv.evaluation import predict_logits
@@ -109,8 +110,6 @@ def test_utterances_the_target_trained_or_validated_on_are_excluded(runs):
     y = np.array([classes.index(e) for e in unseen["emotion"]])
     cell = source_cells(a)[1].samples.set_index("segment_id").loc[ids]
     assert source_cells(a)[1].attack == "universal"
-    from seradv.attacks.waveform.segments import segment_waveforms
-
     clean_x = numpy_features(segment_waveforms(a, cell.reset_index()), sample_rate=cfg.audio.sample_rate,
                              features=cfg.features, standardizer=read_standardizer(c))
     clean = predict_logits(load_model(c), clean_x).argmax(1)

@@ -234,9 +234,11 @@ def transfer_matrix(source_runs: Iterable[str | Path], target_runs: Iterable[str
             continue
         union = pd.concat([c.samples for c in cells]).drop_duplicates("segment_id").reset_index(drop=True)
         clean_waves = segment_waveforms(src, union)
+        audio = load_run_config(src).audio
         for target in loaded.values():
-            if target.sample_rate != load_run_config(src).audio.sample_rate:
-                raise ParameterError(f"{src} and {target.run} differ in sample rate; transfer needs the same")
+            if (target.sample_rate, target.n_samples) != (audio.sample_rate, audio.segment_samples):
+                raise ParameterError(f"{src} and {target.run} differ in sample rate or segment length; transfer "
+                                     f"needs the same")
             preds = target.predict(clean_waves, device=device, batch_size=batch_size)
             clean_pred = dict(zip(union["segment_id"].astype(int), preds.tolist()))
             rows += [_cell_row(c, target, clean_pred, labels, device=device, batch_size=batch_size) for c in cells]
@@ -246,8 +248,10 @@ def transfer_matrix(source_runs: Iterable[str | Path], target_runs: Iterable[str
     return table
 
 
-def transfer_figure(table: pd.DataFrame, path: str | Path, *, title: str = "Transfer: robust accuracy of the target") \
-        -> Path:
+FIGURE_TITLE = "Transfer: the target's robust accuracy (rows: source run: attack; columns: target run)"
+
+
+def transfer_figure(table: pd.DataFrame, path: str | Path, *, title: str = FIGURE_TITLE) -> Path:
     """Heatmap of ``robust_acc_target``: one row per source cell (source run: attack params), one
     column per target run, each cell with its value and n (:func:`seradv.report.plots.summary_heatmap`)."""
     if table.empty:

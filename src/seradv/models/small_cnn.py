@@ -20,7 +20,8 @@ __all__ = ["SmallCNN"]
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
-    """Conv 3x3 (same padding) -> BatchNorm -> ReLU -> MaxPool 2x2: ``(b, c_in, h, w) -> (b, c_out, h // 2, w // 2)``."""
+    """Conv 3x3 (same padding) -> BatchNorm -> ReLU -> MaxPool 2x2:
+    ``(b, c_in, h, w) -> (b, c_out, h // 2, w // 2)``."""
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
                          nn.MaxPool2d(2))
 
