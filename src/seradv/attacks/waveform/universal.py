@@ -335,6 +335,7 @@ def universal_run(run_dir: str | Path, *, snr_db: float = 30.0, n_train: int = 2
         }
         atomic_write_json(tmp / FACTS_JSON, facts)
         _publish(tmp, out)
+        facts = read_json(out / FACTS_JSON)  # what a reuse returns, to the bit (NaN, inf as JSON gives them)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
