@@ -7,7 +7,9 @@ Any ``torch.nn.Module`` that maps features ``[shape=(batch, 261, 128)]`` to logi
     register_model("mynet", lambda n_classes, **hp: MyNet(n_classes))
 
 The builder receives ``n_classes`` and the training hyperparameters ``dropout`` and
-``lstm_dropout`` as keyword arguments (it may ignore them).
+``lstm_dropout`` as keyword arguments (it may ignore them). Registered: ``cnn_lstm`` (the
+study's, :class:`CNNLSTM`) and ``small_cnn`` (:class:`SmallCNN`, a second architecture on the
+same features, for transferability).
 
 Optional *chunked-model protocol* (a speed-up, never required): a model that processes the
 time axis in independent chunks before a sequence head (the study's "time distributed" CNN)
@@ -33,8 +35,9 @@ from torch import nn
 
 from seradv.errors import ModelError
 from seradv.models.cnn_lstm import CNNLSTM, count_parameters
+from seradv.models.small_cnn import SmallCNN
 
-__all__ = ["CNNLSTM", "count_parameters", "MODELS", "register_model", "build_model", "check_model", "chunked"]
+__all__ = ["CNNLSTM", "SmallCNN", "count_parameters", "MODELS", "register_model", "build_model", "check_model", "chunked"]
 
 ModelBuilder = Callable[..., nn.Module]
 MODELS: dict[str, ModelBuilder] = {}
@@ -94,3 +97,5 @@ register_model(
         n_classes, dropout=dropout, lstm_dropout=lstm_dropout
     ),
 )
+register_model("small_cnn", lambda n_classes, dropout=0.3, **_: SmallCNN(n_classes, dropout=dropout))
+"""A second architecture (:mod:`seradv.models.small_cnn`): conv blocks, global average pool, linear."""

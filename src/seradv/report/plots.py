@@ -212,10 +212,11 @@ def spectrograms(x: np.ndarray, x_adv: np.ndarray, path: Path, *, title: str,
     return _save(fig, path)
 
 
-def summary_heatmap(grid: pd.DataFrame, path: Path, *, title: str) -> Path:
+def summary_heatmap(grid: pd.DataFrame, path: Path, *, title: str, group_every: int | None = 2) -> Path:
     """Robust accuracy, one row per attack (``row`` labels), one column per (source, gender)
     (``column`` labels); each cell shows its value and n. ``grid`` columns: ``row``, ``column``,
-    ``value``, ``n``; rows and columns keep their first-seen order."""
+    ``value``, ``n``; rows and columns keep their first-seen order. A white line separates every
+    ``group_every`` columns (the sources' two genders; ``None``: no lines)."""
     rows = list(dict.fromkeys(grid["row"]))
     cols = list(dict.fromkeys(grid["column"]))
     val = np.full((len(rows), len(cols)), np.nan)
@@ -243,7 +244,7 @@ def summary_heatmap(grid: pd.DataFrame, path: Path, *, title: str) -> Path:
     ax.set_yticklabels([textwrap.fill(str(r), 34) for r in rows], fontsize=size)
     ax.tick_params(length=0)
     for j in range(1, len(cols)):
-        if j % 2 == 0:  # a line between the sources (two genders each)
+        if group_every and j % group_every == 0:  # a line between the sources (two genders each)
             ax.axvline(j - 0.5, color="white", lw=3)
     cb = fig.colorbar(im, ax=ax, fraction=0.035, pad=0.015)
     cb.ax.tick_params(labelsize=7)

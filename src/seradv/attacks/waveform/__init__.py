@@ -4,7 +4,9 @@ Attacks run on a :class:`~seradv.frontend.WaveformModel` (waveform -> the model'
 differentiable). Every adversarial waveform stays in ``[-1, 1]``; realizability (the 16-bit
 WAV written, read back and classified through the numpy feature pipeline) is
 :mod:`seradv.attacks.waveform.realize`; SNR and segmental SNR are
-:mod:`seradv.attacks.waveform.metrics`.
+:mod:`seradv.attacks.waveform.metrics`; one universal perturbation per model (learned on training
+segments, evaluated on test segments' written files) is :mod:`seradv.attacks.waveform.universal`,
+and its transfer to other models :mod:`seradv.grid.transfer`.
 """
 
 from __future__ import annotations
