@@ -180,6 +180,9 @@ class AttackResult:
     fooled_any : np.ndarray ``[shape=(n,)]``, bool, or None
         ``True`` for samples misclassified at some iterate (:attr:`AttackContext.fooled_any`);
         ``None``: the runner does not watch its iterates.
+    shards : int
+        Sample shards the run was split into (:class:`seradv.grid.executors.ShardedAttack`);
+        1 for an ordinary run.
     """
 
     name: str
@@ -194,6 +197,7 @@ class AttackResult:
     early_stop: bool = False
     attacked: np.ndarray | None = None
     fooled_any: np.ndarray | None = None
+    shards: int = 1
 
 
 
