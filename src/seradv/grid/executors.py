@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import importlib
 import logging
 import time
 from dataclasses import dataclass
@@ -230,8 +231,11 @@ def _ray_cell(run_one: RunOne, task: CellTask, threads: int, sharded: ShardedAtt
     return run_one(task, wait=True, attack_runner=sharded)
 
 
-def _ray_call(fn: Callable[..., Any], args: tuple, threads: int) -> Any:
-    """``fn(*args)`` inside a Ray worker with ``threads`` torch threads."""
+def _ray_call(fn: Callable[..., Any], args: tuple, threads: int, imports: tuple[str, ...] = ()) -> Any:
+    """``fn(*args)`` inside a Ray worker with ``threads`` torch threads, once the modules
+    ``imports`` are imported (those that register custom corpora or models)."""
+    for module in imports:
+        importlib.import_module(module)
     torch.set_num_threads(threads)
     return fn(*args)
 
@@ -251,15 +255,21 @@ class RayExecutor(Executor):
     attack in :data:`SHARD_RULES` into up to K sample shards, each its own task
     (:class:`ShardedAttack`; the cell's task waits for them without holding its CPU); the
     cell's files are the unsharded cell's, bit for bit (its JSON's ``facts`` add ``shards``).
+
+    ``imports``: modules every task of :meth:`map` imports first, e.g. the module that
+    registers a custom corpus or model (``register_corpus``, ``register_model``): a Ray worker
+    is a fresh process and knows only seradv's own. (Grid cells need none: the model travels.)
     """
 
     def __init__(self, address: str | None = None, *, num_cpus: int = 1, num_gpus: float = 0,
-                 local_cpus: int | None = None, shards: int = 1, min_shard_samples: int = 1) -> None:
+                 local_cpus: int | None = None, shards: int = 1, min_shard_samples: int = 1,
+                 imports: Sequence[str] = ()) -> None:
         if isinstance(num_cpus, bool) or not isinstance(num_cpus, int) or num_cpus < 1:
             raise ParameterError(f"executor num_cpus={num_cpus} must be a positive integer")
         if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
             raise ParameterError(f"executor shards={shards!r} must be a positive integer")
         self.address, self.num_cpus, self.num_gpus, self.local_cpus = address, num_cpus, num_gpus, local_cpus
+        self.imports = tuple(imports)
         self.sharded = (ShardedAttack(shards, num_cpus=num_cpus, num_gpus=num_gpus, min_samples=min_shard_samples)
                         if shards > 1 else None)
 
@@ -305,7 +315,7 @@ class RayExecutor(Executor):
         ray = self._ray()
         remote = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus)(_ray_call)
         fn_ref = ray.put(fn)
-        refs = [remote.remote(fn_ref, tuple(args), self.num_cpus) for args in calls]
+        refs = [remote.remote(fn_ref, tuple(args), self.num_cpus, self.imports) for args in calls]
         with make_progress() as prog:
             bar = prog.add_task(f"{label} (ray)", total=len(refs), status=f"{len(refs)} submitted")
             pending = list(refs)
