@@ -5,7 +5,7 @@ A head node without CPUs (``ray start --head --num-cpus=0``) and worker nodes of
 child of this script (stopped by its own process id at the end, whatever happens: no
 ``ray stop``, which would stop every Ray node of the machine). On a small trained tone run
 (the tests' tone corpus and tiny model) it runs one grid (default: the paper grid of fgsm,
-bim, deepfool on 64 test segments) four ways, each on a fresh copy of the run:
+bim, deepfool on 64 test segments, batches of 32) four ways, each on a fresh copy of the run:
 
 * ``local``: the local executor, one torch thread (the baseline);
 * ``ray-1``: ``RayExecutor(address=HEAD)`` with one worker node;
@@ -107,7 +107,8 @@ def timed_grid(run: Path, executor, **kw) -> dict:
     res = run_grid(run, executor=executor, trust=False, **kw)
     wall = time.perf_counter() - t0
     n = int(res[res["attack"].isin(kw["attacks"])]["cell_id"].nunique())
-    return {"cells": n, "wall_s": round(wall, 2), "cells_per_hour": round(n / wall * 3600, 1)}
+    split = sum('"shards"' in f.read_text() for f in (run / "attacks" / "cells").glob("*.json"))
+    return {"cells": n, "cells_sharded": split, "wall_s": round(wall, 2), "cells_per_hour": round(n / wall * 3600, 1)}
 
 
 def main() -> None:
@@ -117,11 +118,12 @@ def main() -> None:
     ap.add_argument("--attacks", default="fgsm,bim,deepfool")
     ap.add_argument("--grid", default="paper")
     ap.add_argument("--port", type=int, default=6390)
+    ap.add_argument("--batch-size", type=int, default=32, help="32: two batches of the 64 segments, so shards=2 splits a cell")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     run = build_run(a.out)
-    kw = {"attacks": a.attacks.split(","), "grid": a.grid, "limit": a.samples, "seed": 0}
+    kw = {"attacks": a.attacks.split(","), "grid": a.grid, "limit": a.samples, "seed": 0, "batch_size": a.batch_size}
     rows, tables = {}, {}
     rows["local"] = timed_grid(fresh_copy(run, a.out / "local"), LocalExecutor(), **kw)
     tables["local"] = table(a.out / "local")

@@ -245,7 +245,8 @@ class RayExecutor(Executor):
     the cluster has room, results land in the run directory exactly as the local executor
     writes them.
 
-    ``address``: ``None`` starts (or joins) a local Ray instance with ``local_cpus`` CPUs;
+    ``address``: ``None`` starts (or joins) a local Ray instance with ``local_cpus`` CPUs (its
+    workers as nice as this process, not Ray's default 15 steps nicer);
     ``"auto"`` or ``"ray://host:port"`` joins a running cluster. The model and the attacked
     samples travel once, in Ray's object store (``run_one`` holds them). Each worker runs torch
     with ``num_cpus`` threads: a cell's numbers equal the local executor's at the same thread
@@ -282,7 +283,9 @@ class RayExecutor(Executor):
             kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                   "ignore_reinit_error": True}
             if self.address is None:
-                kw["num_cpus"] = self.local_cpus
+                # Ray starts its workers 15 niceness steps below the driver: on a shared machine
+                # they would wait behind every other process; a local instance's run as nice as this one
+                kw.update(num_cpus=self.local_cpus, _system_config={"worker_niceness": 0})
             try:
                 ray.init(address=self.address, **kw)
             except Exception as exc:  # noqa: BLE001 - Ray raises many types (ConnectionError, RuntimeError, ...)
