@@ -21,7 +21,8 @@ TIMING = ("seconds", "wall_seconds", "samples_per_s", "seconds_per_sample")
 def ray_local():
     ray = pytest.importorskip("ray", reason="the Ray executor needs ray (pip install 'seradv[ray]')")
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 2**20)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 2**20,
+                 _system_config={"worker_niceness": 0})  # Ray's default 15: starved on a busy machine
     except Exception as exc:  # noqa: BLE001 - an environment that cannot start Ray at all
         pytest.skip(f"Ray could not start a local instance here: {type(exc).__name__}: {exc}")
     yield ray

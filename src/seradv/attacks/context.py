@@ -182,6 +182,9 @@ class AttackResult:
         ``None``: the runner does not watch its iterates.
     precision : str
         Of the model's forward passes (:mod:`seradv.precision`): ``"fp32"``, ``"bf16"``, ``"fp16"``.
+    shards : int
+        Sample shards the run was split into (:class:`seradv.grid.executors.ShardedAttack`);
+        1 for an ordinary run.
     """
 
     name: str
@@ -197,6 +200,7 @@ class AttackResult:
     attacked: np.ndarray | None = None
     fooled_any: np.ndarray | None = None
     precision: str = "fp32"
+    shards: int = 1
 
 
 # --------------------------------------------------------------------------------------

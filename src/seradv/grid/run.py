@@ -48,14 +48,14 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 import torch
 import yaml
 
-from seradv.attacks import get_attack, perturbation_norms, run_attack
+from seradv.attacks import AttackResult, get_attack, perturbation_norms, run_attack
 from seradv.attacks.waveform.cell import waveform_attack_cell
 from seradv.fileio import atomic_write_json, atomic_write_text, save_npy
 from seradv.errors import AttackError, ParameterError
@@ -95,16 +95,21 @@ def attack_cell(
     batch_size: int = 64,
     device: str = "cpu",
     clean_logits: np.ndarray | None = None,
+    attack_runner: Callable[..., AttackResult] | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray, dict]:
     """Run one cell; return per-sample results, the perturbation and run facts.
 
     The attack and the adversarial predictions run at ``cell.precision``; ``clean_logits``
-    (computed here if not given) should be of the same precision."""
+    (computed here if not given) should be of the same precision. ``attack_runner`` replaces
+    :func:`run_attack` (same signature and result), e.g. the sample shards of
+    :class:`seradv.grid.executors.ShardedAttack`; everything after the attack (the adversarial
+    logits, norms, flags) is computed here on the whole cell either way."""
     x = data.x
     t0 = time.perf_counter()
-    res = run_attack(cell.attack, model, x, data.y, cell.params, clip=clip, backend=cell.backend,
-                     batch_size=batch_size, seed=seed, device=device, early_stop=cell.early_stop,
-                     precision=cell.precision)
+    extra = {"precision": cell.precision} if cell.precision != "fp32" else {}
+    res = (attack_runner or run_attack)(cell.attack, model, x, data.y, cell.params, clip=clip, backend=cell.backend,
+                                        batch_size=batch_size, seed=seed, device=device, early_stop=cell.early_stop,
+                                        **extra)
     wall = time.perf_counter() - t0
     if clean_logits is None:
         clean_logits = _logits(model, x, device, cell.precision)
@@ -129,23 +134,27 @@ def attack_cell(
     samples["robust"] = robust_flags(samples)
     facts = {"seconds": res.seconds, "wall_seconds": wall, "n_queries": res.n_queries,
              "n_grads": res.n_grads, "n_backward": res.n_backward, "backend": res.backend,
-             "early_stop": cell.early_stop, "precision": cell.precision}
+             "early_stop": cell.early_stop, "precision": cell.precision,
+             **({"shards": res.shards} if res.shards > 1 else {})}
     return samples.reset_index(drop=True), (res.x_adv - x), facts
 
 
 def _feature_cell(run_dir: Path, model: torch.nn.Module, data: SplitData, cell: Cell, cell_id: str, *,
                   clip: tuple[float, float], seed: int, batch_size: int, device: str,
-                  clean_logits: np.ndarray) -> tuple[pd.DataFrame, np.ndarray | None, dict]:
+                  clean_logits: np.ndarray,
+                  attack_runner: Callable[..., AttackResult] | None = None) -> tuple[pd.DataFrame, np.ndarray | None, dict]:
     """A feature-space cell (:func:`attack_cell`): per-sample results, delta, facts."""
     return attack_cell(model, data, cell, clip=clip, seed=seed, batch_size=batch_size, device=device,
-                       clean_logits=clean_logits)
+                       clean_logits=clean_logits, attack_runner=attack_runner)
 
 
 def _waveform_cell(run_dir: Path, model: torch.nn.Module, data: SplitData, cell: Cell, cell_id: str, *,
                    clip: tuple[float, float], seed: int, batch_size: int, device: str,
-                   clean_logits: np.ndarray) -> tuple[pd.DataFrame, np.ndarray | None, dict]:
+                   clean_logits: np.ndarray,
+                   attack_runner: Callable[..., AttackResult] | None = None) -> tuple[pd.DataFrame, np.ndarray | None, dict]:
     """A waveform cell: its files under ``attacks/wav/<cell_id>/`` (a cell being recomputed
-    starts from an empty folder); no feature delta (``None``: the WAVs are its examples)."""
+    starts from an empty folder); no feature delta (``None``: the WAVs are its examples).
+    Never sharded: ``attack_runner`` (a feature-space hook) is ignored."""
     out = wav_dir(run_dir, cell_id)
     shutil.rmtree(out, ignore_errors=True)
     samples, facts = waveform_attack_cell(run_dir, model, data, cell.attack, cell.params, wav_dir=out, seed=seed,
@@ -288,8 +297,9 @@ def run_grid(
         clean_logits = _logits(model, data.x, device, precision)
         todo = [CellTask(c, c.cell_id(subset_key, seed)) for c in cells]
 
-        def run_one(task: CellTask, *, wait: bool) -> bool:
-            """Compute the cell unless it is current; ``False`` if another process holds it."""
+        def run_one(task: CellTask, *, wait: bool, attack_runner: Callable[..., AttackResult] | None = None) -> bool:
+            """Compute the cell unless it is current; ``False`` if another process holds it.
+            ``attack_runner``: see :func:`attack_cell` (an executor's sample shards)."""
             cell, cid = task.cell, task.cell_id
             path = cell_file(run_dir, cid)
             with _cell_lock(cell_file(run_dir, cid, LOCK_SUFFIX), wait=wait) as mine:
@@ -303,7 +313,8 @@ def run_grid(
                     log.warning("cell %s (%s %s) %s: recomputed", cid, cell.attack, cell.label, why)
                 compute = CELL_RUNNERS[get_attack(cell.attack).input]
                 samples, delta, facts = compute(run_dir, model, data, cell, cid, clip=(lo, hi), seed=seed,
-                                                batch_size=batch_size, device=device, clean_logits=clean_logits)
+                                                batch_size=batch_size, device=device, clean_logits=clean_logits,
+                                                attack_runner=attack_runner)
                 rows = [{**r, "seed": seed, "subset": subset_key}
                         for r in summarise(samples, cell, facts, cell_id=cid, n_total=len(data))]
                 atomic_write_text(cell_file(run_dir, cid, SAMPLES_SUFFIX), samples.to_csv(index=False))
