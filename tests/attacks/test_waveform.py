@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from tests.helpers.audio import speech_tone
 from tests.helpers.corpus import TinyNet
+from tests.helpers.waveform import N, SR, tone_batch
 from seradv.attacks.waveform import dbfs_to_amplitude, pgd_linf_waveform, pgd_snr_waveform, segmental_snr_db, snr_db
 from seradv.attacks.waveform.realize import (
     PCM16_STEP,
@@ -31,19 +31,8 @@ from seradv.frontend import FrontEnd, WaveformModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SR = 16000
-N = 48000
-FREQ = (110.0, 180.0, 300.0)
 ATTACK = {"max_iter": 10, "step_frac": 0.25}
-
-
-def _tones(seeds) -> tuple[np.ndarray, np.ndarray]:
-    ys, labels = [], []
-    for s in seeds:
-        for k, f in enumerate(FREQ):
-            ys.append(speech_tone(3.0, SR, freq=f * (1 + 0.04 * ((s % 5) - 2)), seed=s))
-            labels.append(k)
-    return np.stack(ys), np.array(labels, np.int64)
+_tones = tone_batch  # the shared tone data (tests/helpers/waveform.py)
 
 
 @pytest.fixture(scope="module")

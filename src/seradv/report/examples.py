@@ -98,6 +98,18 @@ def write_wavs(signals: dict[str, np.ndarray], folder: Path, *, sr: int, peak: f
     return out
 
 
+def _fooled_counts(samples: dict[str, pd.DataFrame]) -> dict[int, int]:
+    """Per segment every cell attacked and the model got right when clean: how many of the
+    cells fooled it (the example is the segment fooled by the most)."""
+    common = set.intersection(*[set(s["segment_id"]) for s in samples.values()])
+    score: dict[int, int] = {}
+    for sid in sorted(common):
+        rows = [s[s["segment_id"] == sid].iloc[0] for s in samples.values()]
+        if all(r["pred_clean"] == r["label"] for r in rows):
+            score[sid] = sum(int(r["pred_adv"] != r["label"]) for r in rows)
+    return score
+
+
 def _pick_attacks(run: RunData, table: pd.DataFrame, n_examples: int) -> list[dict]:
     """Up to ``n_examples`` attacks (strongest setting, one white-box and one black-box first)."""
     rows = table[(table["run"] == run.name) & (table["attack"] != "worst_case")]
@@ -147,12 +159,7 @@ def _run_example(run: RunData, table: pd.DataFrame, out: Path, n_examples: int, 
     lo, hi = run.clip
     samples = {p["cell_id"]: run.samples(p["cell_id"]) for p in picks}
     # one segment for all picked attacks: clean correct, fooled by as many of them as possible
-    common = set.intersection(*[set(s["segment_id"]) for s in samples.values()])
-    score: dict[int, int] = {}
-    for sid in sorted(common):
-        rows = [s[s["segment_id"] == sid].iloc[0] for s in samples.values()]
-        if all(r["pred_clean"] == r["label"] for r in rows):
-            score[sid] = sum(int(r["pred_adv"] != r["label"]) for r in rows)
+    score = _fooled_counts(samples)
     if not score:
         return RunExamples(run.name, note=f"{run.name}: no segment attacked by all of "
                                           f"{', '.join(p['attack'] for p in picks)} was classified correctly when "
@@ -258,12 +265,7 @@ def compute_wave_examples(runs: list[RunData], table: pd.DataFrame, out: Path, *
 
 def _wave_example(run: RunData, picks: list[dict], out: Path) -> WaveExample:
     samples = {p["cell_id"]: run.samples(p["cell_id"]) for p in picks}
-    common = set.intersection(*[set(s["segment_id"]) for s in samples.values()])
-    score: dict[int, int] = {}
-    for sid in sorted(common):
-        rows = [s[s["segment_id"] == sid].iloc[0] for s in samples.values()]
-        if all(r["pred_clean"] == r["label"] for r in rows):
-            score[sid] = sum(int(r["pred_adv"] != r["label"]) for r in rows)
+    score = _fooled_counts(samples)
     if not score:
         return WaveExample(run.name, note=f"{run.name}: no segment of the waveform attacks was classified correctly "
                                           f"when clean; no audio example.")
