@@ -108,11 +108,18 @@ def to_power_mel(z: np.ndarray, scaler: Standardizer, *, ref_db: float) -> np.nd
     return (10.0 ** ((db - ref_db) / 10.0)).T
 
 
+def features_to_magnitude(z: np.ndarray, scaler: Standardizer, *, sr: int, features: FeatureConfig,
+                          ref_db: float) -> np.ndarray:
+    """Linear STFT magnitude ``[shape=(1 + n_fft // 2, T)]`` of standardized features ``z [shape=(T, n_mels)]``
+    (:func:`to_power_mel`, then librosa's NNLS ``mel_to_stft``)."""
+    mel = to_power_mel(z, scaler, ref_db=ref_db)
+    return librosa.feature.inverse.mel_to_stft(mel, sr=sr, n_fft=features.n_fft, power=2.0)
+
+
 def features_to_audio(z: np.ndarray, scaler: Standardizer, *, sr: int, features: FeatureConfig, ref_db: float,
                       n_iter: int = 32, seed: int = 0) -> np.ndarray:
     """Audio ``[shape=(n,)]`` (float32, not normalised) of standardized features ``z [shape=(T, n_mels)]``."""
-    mel = to_power_mel(z, scaler, ref_db=ref_db)
-    stft = librosa.feature.inverse.mel_to_stft(mel, sr=sr, n_fft=features.n_fft, power=2.0)
+    stft = features_to_magnitude(z, scaler, sr=sr, features=features, ref_db=ref_db)
     y = librosa.griffinlim(stft, n_iter=n_iter, hop_length=features.hop_length, n_fft=features.n_fft,
                            random_state=seed)
     return np.nan_to_num(y.astype(np.float32))

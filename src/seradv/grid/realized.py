@@ -91,7 +91,7 @@ def realize_run(run_dir: str | Path, *, attacks: Iterable[str] | None = None, me
     if attacks is not None:
         wanted = set(attacks)
         cells = cells[cells["attack"].isin(wanted)]
-    cells = cells[[a in ATTACKS and getattr(ATTACKS[a], "input", "features") == "features" for a in cells["attack"]]]
+    cells = cells[[a in ATTACKS and ATTACKS[a].input == "features" for a in cells["attack"]]]
     info = read_preprocessing(run_dir)
     cfg = load_run_config(run_dir)
     lo, hi = info.clip_values

@@ -192,10 +192,9 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
     if skipped:
         log.warning("%d attack cell(s) left out of the results: %s; `seradv attack` recomputes them",
                     len(skipped), "; ".join(skipped))
-    table = with_precision_column(pd.DataFrame(rows))
-    if not table.empty:
-        table = pd.concat([table, worst_case(run_dir, table)], ignore_index=True)
-        table = with_precision_column(table)
+    table = pd.DataFrame(rows)
+    if not table.empty:  # worst_case reads a missing precision as fp32 itself
+        table = with_precision_column(pd.concat([table, worst_case(run_dir, table)], ignore_index=True))
     write_results(run_dir, table)
     return table
 

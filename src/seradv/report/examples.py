@@ -20,7 +20,7 @@ import soundfile as sf
 
 from seradv.attacks import ATTACKS
 from seradv.fileio import load_npy
-from seradv.prepare import load_subset
+from seradv.prepare import load_subset, read_segments
 from seradv.errors import ParameterError, RunDirError
 from seradv.evaluation import predict_logits
 from seradv.features import Standardizer, features_to_audio
@@ -110,19 +110,24 @@ def _fooled_counts(samples: dict[str, pd.DataFrame]) -> dict[int, int]:
     return score
 
 
+def _strongest_cells(rows: pd.DataFrame):
+    """``(attack, series, rows of its strongest setting, that cell's id)`` per attack series of
+    ``rows`` (results-table rows; series without a strongest setting are left out)."""
+    for attack, series, part in analysis.series_rows(rows):
+        pj = analysis.strongest(part)
+        if pj is not None:
+            at = part[part["params_json"] == pj]
+            yield attack, series, at, at["cell_id"].iloc[0]
+
+
 def _pick_attacks(run: RunData, table: pd.DataFrame, n_examples: int) -> list[dict]:
     """Up to ``n_examples`` attacks (strongest setting, one white-box and one black-box first)."""
     rows = table[(table["run"] == run.name) & (table["attack"] != "worst_case")]
     cands = []
-    for attack, series, part in analysis.series_rows(rows):
-        pj = analysis.strongest(part)
-        if pj is None:
-            continue
-        cid = part.loc[part["params_json"] == pj, "cell_id"].iloc[0]
+    for attack, series, at, cid in _strongest_cells(rows):
         if run.adv_path(cid).exists() and run.samples(cid) is not None:
             cands.append({"attack": attack, "series": series, "cell_id": cid,
-                          "params": part.loc[part["params_json"] == pj, "params"].iloc[0],
-                          "n": int(part.loc[part["params_json"] == pj, "n"].max()),
+                          "params": at["params"].iloc[0], "n": int(at["n"].max()),
                           "kind": ATTACKS[attack].kind if attack in ATTACKS else ""})
     best: dict[str, dict] = {}
     for c in cands:  # one series per attack: the one with the most samples
@@ -238,15 +243,11 @@ class WaveExample:
 def _pick_wave_cells(run: RunData, table: pd.DataFrame) -> list[dict]:
     """Per waveform attack of the run, its strongest setting's cell with its WAVs on disk."""
     rows = table[(table["run"] == run.name) & table["attack"].isin(
-        [a for a, s in ATTACKS.items() if getattr(s, "input", "features") == "waveform"])]
+        [a for a, s in ATTACKS.items() if s.input == "waveform"])]
     picks = []
-    for attack, series, part in analysis.series_rows(rows):
-        pj = analysis.strongest(part)
-        if pj is None:
-            continue
-        cid = part.loc[part["params_json"] == pj, "cell_id"].iloc[0]
+    for attack, _, at, cid in _strongest_cells(rows):
         if wav_dir(run.run_dir, cid).is_dir() and run.samples(cid) is not None:
-            picks.append({"attack": attack, "cell_id": cid, "params": part.loc[part["params_json"] == pj, "params"].iloc[0]})
+            picks.append({"attack": attack, "cell_id": cid, "params": at["params"].iloc[0]})
     return list({p["attack"]: p for p in picks}.values())
 
 
@@ -275,7 +276,7 @@ def _wave_example(run: RunData, picks: list[dict], out: Path) -> WaveExample:
     cfg = load_run_config(run.run_dir)
     sr = cfg.audio.sample_rate
     try:
-        seg = load_subset(run.run_dir, "test").meta
+        seg = read_segments(run.run_dir)  # the segment's cut (no features needed)
         seg = seg[seg["segment_id"] == sid]
         clean = segment_waveforms(run.run_dir, seg)[0].astype(np.float64)
     except (RunDirError, OSError) as exc:

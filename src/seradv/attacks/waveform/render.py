@@ -37,7 +37,7 @@ from seradv.attacks.waveform.metrics import snr_db
 from seradv.attacks.waveform.realize import realized_predictions
 from seradv.config import FeatureConfig
 from seradv.errors import ParameterError
-from seradv.features import Standardizer, to_power_mel
+from seradv.features import Standardizer, features_to_magnitude
 
 __all__ = ["RENDER_METHODS", "render_features", "realize_feature_attack"]
 
@@ -45,12 +45,6 @@ RENDER_METHODS = ("griffinlim", "phase")
 """How an adversarial log-Mel matrix becomes audio (module docstring)."""
 
 _PEAK = 0.9
-
-
-def _magnitude(z: np.ndarray, scaler: Standardizer, *, sr: int, features: FeatureConfig, ref_db: float) -> np.ndarray:
-    """Linear STFT magnitude ``[shape=(1 + n_fft // 2, T)]`` of standardized features ``z [shape=(T, n_mels)]``."""
-    mel = to_power_mel(z, scaler, ref_db=ref_db)
-    return librosa.feature.inverse.mel_to_stft(mel, sr=sr, n_fft=features.n_fft, power=2.0)
 
 
 def render_features(z: np.ndarray, scaler: Standardizer, *, sr: int, features: FeatureConfig, ref_db: float,
@@ -64,7 +58,7 @@ def render_features(z: np.ndarray, scaler: Standardizer, *, sr: int, features: F
     """
     if method not in RENDER_METHODS:
         raise ParameterError(f"method={method!r} must be one of {', '.join(RENDER_METHODS)}")
-    mag = _magnitude(z, scaler, sr=sr, features=features, ref_db=ref_db)
+    mag = features_to_magnitude(z, scaler, sr=sr, features=features, ref_db=ref_db)
     if method == "griffinlim":
         y = librosa.griffinlim(mag, n_iter=n_iter, hop_length=features.hop_length, n_fft=features.n_fft,
                                random_state=seed)
