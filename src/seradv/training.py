@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from seradv.allocator import reuse_freed_memory
 from seradv.fileio import atomic_write_bytes
 from seradv.config import TrainConfig
 from seradv.errors import ParameterError
@@ -168,7 +169,7 @@ def fit(
     t0 = time.perf_counter()
     stopped_early = wait >= cfg.patience
     epoch = start_epoch - 1
-    with make_progress() as prog:
+    with make_progress() as prog, reuse_freed_memory():
         task = prog.add_task("training", total=cfg.epochs, completed=start_epoch - 1, status="")
         for epoch in range(start_epoch, cfg.epochs + 1):
             if stopped_early:
