@@ -174,6 +174,58 @@ def test_declared_path_is_the_layers_as_declared():
     assert torch.equal(a, m.cnn[:-1](x))
 
 
+def _with_ties(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with a constant (silent) stretch: equal maxima in many pooling windows."""
+    x = x.clone()
+    x[..., 10:22, :] = -1.0
+    x[..., :, 30:] = 0.25
+    return x
+
+
+def test_training_path_equals_the_declared_layers_bit_for_bit_ties_included():
+    """run_declared (max-pools on channels-last copies) against nn.Sequential: outputs, input
+    gradients and weight gradients identical, on inputs with tied maxima."""
+    m = _model().train()
+    x = _with_ties(_chunks(8))
+    seq = copy.deepcopy(m.cnn[:-1])
+    out_a, gx_a = _maps_and_grad(lambda t: m._fast.maps(m.cnn, t, training=True), x)
+    out_b, gx_b = _maps_and_grad(seq, x)
+    assert torch.equal(out_a, out_b) and torch.equal(gx_a, gx_b)
+    for fn, mod in ((lambda t: m._fast.maps(m.cnn, t, training=True), m.cnn), (seq, seq)):
+        mod.zero_grad()
+        fn(x).square().sum().backward()
+    for p, q in zip(m.cnn.parameters(), seq.parameters()):
+        assert torch.equal(p.grad, q.grad)
+
+
+def test_training_steps_give_the_declared_layers_updates_bit_for_bit(monkeypatch):
+    """Adam steps of the whole model, with the allocator setting of fit(), give the same weights
+    as the layers as declared with glibc's defaults."""
+    from seradv.allocator import reuse_freed_memory
+    from seradv.models import fast_paths
+
+    torch.manual_seed(0)
+    base = CNNLSTM(4, n_frames=58, n_mels=40, n_chunks=2, lstm_units=8, dropout=0.3)
+    x = _with_ties(torch.randn(24, 58, 40, generator=torch.Generator().manual_seed(5)))
+    y = torch.arange(24) % 4
+
+    def train(m: CNNLSTM) -> list[torch.Tensor]:
+        m.train()
+        opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+        torch.manual_seed(1)
+        for i in range(3):
+            opt.zero_grad()
+            nn.functional.cross_entropy(m(x[8 * i: 8 * i + 8]), y[8 * i: 8 * i + 8]).backward()
+            opt.step()
+        return [t.detach().clone() for t in m.state_dict().values()]
+
+    with reuse_freed_memory():
+        now = train(copy.deepcopy(base))
+    monkeypatch.setattr(fast_paths, "run_declared", lambda layers, t: nn.Sequential(*layers)(t))
+    before = train(copy.deepcopy(base))
+    assert all(torch.equal(a, b) for a, b in zip(now, before))
+
+
 def test_deep_copy_starts_with_empty_caches_and_same_outputs():
     m = _model()
     x = torch.randn(2, 58, 40)
