@@ -53,6 +53,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from seradv.allocator import reuse_freed_memory
 from seradv.attacks import ATTACKS, STUDY_ATTACKS, get_attack, perturbation_norms, run_attack
 from seradv.attacks.context import gradient_context
 from seradv.fileio import atomic_write_json, atomic_write_text, read_json
@@ -121,15 +122,17 @@ def _passes(model: nn.Module, xb: torch.Tensor, device: torch.device) -> dict[st
 
 
 def _median_seconds(fn: Any, repeats: int, device: torch.device) -> float:
-    """Median wall time of ``repeats`` calls of ``fn`` after one warm-up call."""
-    fn()
-    _sync(device)
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+    """Median wall time of ``repeats`` calls of ``fn`` after one warm-up call, with freed
+    memory kept as :func:`seradv.attacks.run_attack` keeps it (:mod:`seradv.allocator`)."""
+    with reuse_freed_memory():
         fn()
         _sync(device)
-        ts.append(time.perf_counter() - t0)
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            ts.append(time.perf_counter() - t0)
     return float(np.median(ts))
 
 

@@ -12,7 +12,12 @@ masks), timed in interleaved rounds so that a noisy machine slows both alike:
 It prints the median step time and samples/s of each, their ratio, and whether the weights
 after all steps are identical, bit for bit (they must be: "same batches, same updates").
 
-Usage: ``.venv/bin/python benchmarks/training_speed.py --batch 32 --steps 6 --rounds 4 --threads 1``
+With ``--attack-batch B`` it also times what every gradient attack repeats: the input
+gradient of a batch of ``B`` inputs through the eval-mode model with frozen weights (as
+:func:`seradv.attacks.run_attack` runs it), with glibc's default allocator and inside
+:func:`~seradv.allocator.reuse_freed_memory`, and checks that both gradients are identical.
+
+Usage: ``.venv/bin/python benchmarks/training_speed.py --batch 32 --steps 6 --rounds 4 --threads 1 --attack-batch 64``
 """
 
 from __future__ import annotations
@@ -59,6 +64,32 @@ def _steps(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: tor
     return (time.perf_counter() - t) / count
 
 
+def _attack_gradients(model: nn.Module, x: torch.Tensor, rounds: int) -> tuple[dict[str, float], bool]:
+    """Median seconds of one input gradient of ``x`` through the frozen eval-mode ``model``
+    without and with :func:`reuse_freed_memory` (interleaved rounds), and whether the two
+    gradients are identical."""
+    model = copy.deepcopy(model).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    y = torch.zeros(len(x), dtype=torch.long)
+
+    def grad() -> torch.Tensor:
+        xr = x.clone().requires_grad_(True)
+        nn.functional.cross_entropy(model(xr), y).backward()
+        return xr.grad
+
+    times: dict[str, list[float]] = {"default allocator": [], "reuse_freed_memory": []}
+    grads = {}
+    for _ in range(rounds + 1):  # the first round warms up
+        for k, ctx in (("default allocator", contextlib.nullcontext), ("reuse_freed_memory", reuse_freed_memory)):
+            with ctx():
+                t = time.perf_counter()
+                grads[k] = grad()
+                times[k].append(time.perf_counter() - t)
+    med = {k: statistics.median(v[1:]) for k, v in times.items()}
+    return med, torch.equal(*grads.values())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=32, help="EmoDB's batch (the study's): 32")
@@ -66,6 +97,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--lstm-dropout", type=float, default=0.0)
+    ap.add_argument("--attack-batch", type=int, default=0, help="also time an attack's input gradient (0: no)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -90,6 +122,12 @@ def main() -> None:
     same = all(torch.equal(p, q) for p, q in zip(models["before"].state_dict().values(),
                                                  models["now"].state_dict().values()))
     print(f"weights after {n} steps identical, bit for bit: {same}")
+    if args.attack_batch:
+        med, same = _attack_gradients(base, x[: args.attack_batch], args.rounds)
+        a, r = med["default allocator"], med["reuse_freed_memory"]
+        print(f"attack input gradient, batch {args.attack_batch}, frozen weights: {a * 1e3:.0f} ms "
+              f"(default allocator) -> {r * 1e3:.0f} ms (reuse_freed_memory), {a / r:.2f}x; "
+              f"identical: {same}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,25 @@ def test_trim_removes_silence_and_rejects_too_short():
         trim(np.concatenate([np.zeros(16000, np.float32), 0.5 * np.ones(100, np.float32)]), A)
 
 
+@pytest.mark.parametrize("lead,tail", [(8000, 8000), (0, 0), (123, 40000), (70001, 5)])
+def test_long_signals_are_trimmed_in_chunks_exactly_as_librosa(monkeypatch, lead: int, tail: int):
+    """Above TRIM_CHUNK_FRAMES frames the RMS is computed chunk by chunk (small chunks here:
+    many chunk boundaries); the cut is librosa's, sample for sample."""
+    from seradv import segments as seg_mod
+
+    rng = np.random.default_rng(lead + tail)
+    body = np.concatenate([speech_tone(1.3, SR), 0.01 * speech_tone(0.7, SR, freq=250), speech_tone(2.1, SR, freq=180)])
+    y = np.concatenate([1e-4 * rng.standard_normal(lead).astype(np.float32), body,
+                        1e-4 * rng.standard_normal(tail).astype(np.float32)])
+    expected, _ = librosa.effects.trim(y, top_db=A.trim_top_db, frame_length=A.trim_frame_length,
+                                       hop_length=A.trim_hop_length)
+    monkeypatch.setattr(seg_mod, "TRIM_CHUNK_FRAMES", 37)
+    assert y.size > 37 * A.trim_hop_length  # the chunked path runs
+    got = trim(y, A)
+    assert got.size == expected.size and np.array_equal(got, expected)
+    assert np.shares_memory(got, y)  # a view of the signal, as librosa's
+
+
 def test_segment_split_drop_and_loop():
     n = A.segment_samples
     y = speech_tone(7.0, SR)  # 2 full segments + 1 s remainder
@@ -101,3 +120,18 @@ def test_standardizer_per_cell_and_roundtrip(tmp_path):
 def test_feature_config_shape_for_other_lengths():
     f = log_mel(speech_tone(1.0, SR), SR, FeatureConfig())
     assert f.shape == (1 + 16000 // 184, 128)
+
+
+def test_real_emodb_speaker_trimmed_in_chunks_as_librosa(emodb_dir):
+    """Real speech, one speaker's EmoDB utterances (16 kHz) back to back, about 2.5 minutes:
+    above the default chunk size the chunked trim equals librosa's."""
+    from seradv.audio import read_audio
+    from seradv.segments import TRIM_CHUNK_FRAMES
+
+    files = sorted((emodb_dir / "wav").glob("03*.wav"))[:60]
+    y = np.concatenate([read_audio(f)[0] for f in files])
+    assert y.size > TRIM_CHUNK_FRAMES * A.trim_hop_length
+    y = np.concatenate([np.zeros(5000, np.float32), y, np.zeros(7000, np.float32)])
+    expected, _ = librosa.effects.trim(y, top_db=A.trim_top_db, frame_length=A.trim_frame_length,
+                                       hop_length=A.trim_hop_length)
+    assert np.array_equal(trim(y, A), expected)

@@ -517,6 +517,24 @@ def test_read_audio_downmixes_stereo(tmp_path: Path) -> None:
     np.testing.assert_allclose(y, (left + right) / 2, atol=1e-6)
 
 
+@pytest.mark.parametrize("fmt,channels", [("wav", 2), ("flac", 2), ("wav", 4), ("flac", 1)])
+def test_read_audio_in_blocks_equals_the_whole_file_read(tmp_path: Path, monkeypatch, fmt: str,
+                                                         channels: int) -> None:
+    """Decoded in blocks (a small block size here: many blocks, a short last one), the mono
+    signal is the whole-file read's channel mean, bit for bit."""
+    import seradv.audio as audio_mod
+
+    sig = np.stack([speech_tone(SECONDS, 48000, freq=150 + 60 * c) * (0.9 - 0.2 * c) for c in range(channels)], axis=1)
+    path = tmp_path / f"s.{fmt}"
+    sf.write(str(path), sig, 48000, subtype="PCM_24" if fmt == "flac" else "PCM_16")
+    whole, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    expected = whole.mean(axis=1) if channels > 1 else whole[:, 0]
+    monkeypatch.setattr(audio_mod, "READ_BLOCK_FRAMES", 4099)
+    y, sr = read_audio(path)
+    assert sr == 48000 and y.dtype == np.float32 and y.flags.c_contiguous
+    assert np.array_equal(y, expected)
+
+
 def test_read_audio_8bit_is_float_in_range(tmp_path: Path) -> None:
     x = np.linspace(-1.0, 1.0, 4000, dtype=np.float32)
     sf.write(str(tmp_path / "u8.wav"), x, 8000, subtype="PCM_U8")
