@@ -7,11 +7,16 @@ time it is allocated, i.e. several times per training step. :func:`reuse_freed_m
 that off for its duration (``mallopt(M_MMAP_MAX, 0)``, ``mallopt(M_TRIM_THRESHOLD, ...)``:
 large blocks come from the heap and stay there for the next step) and afterwards restores
 glibc's defaults and returns the freed heap to the system (``malloc_trim``). It changes where
-memory comes from, never what is computed: the same numbers, bit for bit. The peak resident
-memory stays what the stage needs at its peak.
+memory comes from, never what is computed: the same numbers, bit for bit.
 
-Measured (docs/benchmarks.md, "Training throughput"): a training step of the study's model at
-batch 32 on one thread 1.46x faster. Elsewhere than on glibc (macOS, musl) it does nothing.
+Where the same tensor shapes recur (training steps, a white-box attack's gradient passes) the
+kept blocks are reused and the peak resident memory stays what the stage needs; where sizes
+vary from query to query (the black-box attacks) the heap fragments and grows (Pixel th 10:
+1.9x the memory), so those run without it (:func:`seradv.attacks.run._allocator_for`).
+
+Measured (docs/benchmarks.md, "Speed and memory", 2026-12-04): an EmoDB training epoch 1.9x
+faster on one thread, an attack's input gradient 1.4-2.4x. Elsewhere than on glibc (macOS,
+musl) it does nothing.
 """
 
 from __future__ import annotations

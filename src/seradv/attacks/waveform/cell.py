@@ -18,6 +18,8 @@ wide band, 16 kHz) measure the written waveform against the clean one
 
 from __future__ import annotations
 
+import contextlib
+
 import time
 from pathlib import Path
 from typing import Any
@@ -118,7 +120,8 @@ def waveform_attack_cell(run_dir: str | Path, model: torch.nn.Module, data: Spli
     wm = WaveformModel(fe, model).eval()
     wav, gain_db = fit_full_scale(segment_waveforms(run_dir, data.meta))  # attacks start inside [-1, 1]
     t0 = time.perf_counter()
-    with reuse_freed_memory():  # same numbers, faster large tensors (seradv.allocator)
+    keep = reuse_freed_memory() if spec.kind == "white-box" else contextlib.nullcontext()
+    with keep:  # white-box: the same numbers, faster large tensors (seradv.attacks.run._allocator_for)
         res = spec.backends[backend](wm, wav, data.y, seed=seed, batch_size=batch_size, **params)
     seconds = time.perf_counter() - t0
     names = [str(s) for s in data.meta["segment_id"]]
