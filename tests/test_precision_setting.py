@@ -15,11 +15,18 @@ from seradv.errors import ConfigError, ParameterError
 from seradv.evaluation import predict_logits
 from seradv.grid.plan import Cell, plan_grid
 from seradv.models import CNNLSTM
-from seradv.precision import AutocastModel, autocast, check_precision, precision_dtype, with_precision
+from seradv import precision as precision_mod
+from seradv.precision import (AutocastModel, autocast, check_precision, cpu_bf16_supported, precision_dtype,
+                              with_precision)
 from seradv.training import fit
 from tests.helpers.attack import GuardedModel, TinySER, make_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: the tests that run bf16 on the CPU: skipped on an AVX2-only CPU, where seradv refuses bf16
+needs_cpu_bf16 = pytest.mark.skipif(
+    not cpu_bf16_supported(),
+    reason="this CPU has no AVX-512 / AMX: seradv refuses bf16 here (test_bf16_refused_where_onednn_lacks_it)")
 
 #: L-inf budget attacks and their budget in the quick test (eps), with their default parameters
 LINF = {"fgsm": 0.25, "bim": 0.25, "pgd": 0.25, "apgd_ce": 0.25}
@@ -57,9 +64,24 @@ def test_checks_name_the_problem():
         check_precision("half")
     with pytest.raises(ParameterError, match="not supported on the CPU"):
         precision_dtype("fp16", "cpu")
-    assert precision_dtype("fp32", "cpu") is None and precision_dtype("bf16", "cpu") is torch.bfloat16
+    assert precision_dtype("fp32", "cpu") is None
+    if cpu_bf16_supported():
+        assert precision_dtype("bf16", "cpu") is torch.bfloat16
 
 
+def test_bf16_refused_where_onednn_lacks_it(monkeypatch):
+    """On a CPU without AVX-512 / AMX oneDNN cannot build its bf16 LSTM for every shape
+    ("could not create a primitive descriptor for the LSTM forward propagation primitive"):
+    a one-line error before any model call, naming the way out."""
+    monkeypatch.setattr(precision_mod, "cpu_bf16_supported", lambda: False)
+    with pytest.raises(ParameterError, match=r"needs a CPU with AVX-512 or AMX.*use fp32") as err:
+        precision_dtype("bf16", "cpu")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ParameterError, match="AVX-512"):
+        run_attack("fgsm", TinySER(), *make_data(4, seed=0), {"eps": 0.1}, clip=(-5, 7), precision="bf16")
+
+
+@needs_cpu_bf16
 def test_autocast_is_off_for_fp32_and_on_for_bf16():
     with autocast("fp32", "cpu"):
         assert not torch.is_autocast_enabled("cpu")
@@ -67,6 +89,7 @@ def test_autocast_is_off_for_fp32_and_on_for_bf16():
         assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
 
 
+@needs_cpu_bf16
 def test_autocast_model_returns_float32_and_delegates():
     torch.manual_seed(0)
     m = CNNLSTM(4, n_frames=58, n_mels=40, n_chunks=2, lstm_units=8).eval()
@@ -91,6 +114,7 @@ def _robust(model: nn.Module, x_adv: np.ndarray, y: np.ndarray) -> float:
         return float((model(torch.from_numpy(x_adv)).argmax(1).numpy() == y).mean())
 
 
+@needs_cpu_bf16
 @pytest.mark.parametrize("name", ["fgsm", "pgd", "apgd_ce", "deepfool", "cw_linf"])
 def test_bf16_attack_on_the_tiny_model(trained, name):
     m, x, y, clip = trained["model"], trained["x"][:16], trained["y"][:16], trained["clip"]
@@ -107,6 +131,7 @@ def test_bf16_attack_on_the_tiny_model(trained, name):
     assert all(p.dtype == torch.float32 and p.requires_grad for p in m.parameters())  # state restored
 
 
+@needs_cpu_bf16
 def test_bf16_attack_on_a_cnn_lstm_uses_the_input_gradient_path():
     torch.manual_seed(0)
     m = CNNLSTM(4, n_frames=58, n_mels=40, n_chunks=2, lstm_units=8).eval()
@@ -155,6 +180,7 @@ def test_plan_grid_carries_precision_and_rejects_art_only_attacks():
 # --------------------------------------------------------------------------------------
 # Training and evaluation
 # --------------------------------------------------------------------------------------
+@needs_cpu_bf16
 def test_one_bf16_training_epoch_updates_float32_weights():
     torch.manual_seed(0)
     model = TinySER()
@@ -168,6 +194,7 @@ def test_one_bf16_training_epoch_updates_float32_weights():
     assert not torch.equal(model.head.weight, before["head.weight"])
 
 
+@needs_cpu_bf16
 def test_bf16_predictions_are_float32_and_close(trained):
     m, x = trained["model"], trained["x"]
     z32 = predict_logits(m, x)
@@ -177,6 +204,7 @@ def test_bf16_predictions_are_float32_and_close(trained):
     assert float(np.mean(z16.argmax(1) == z32.argmax(1))) >= 0.9
 
 
+@needs_cpu_bf16
 def test_bf16_grid_cell_is_its_own_cell(tmp_path):
     from seradv import pipeline
     from seradv.grid.run import run_grid

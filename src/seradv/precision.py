@@ -13,8 +13,9 @@ The rule of what runs in which dtype:
 * ``fp32`` is no autocast at all: :func:`with_precision` returns the model itself, the same
   numbers bit for bit as before precision existed.
 
-Where it can run: ``bf16`` on the CPU (fast with AVX-512 bf16 / AMX, emulated otherwise) and on
-CUDA devices that support it; ``fp16`` on CUDA only (the CPU's fp16 autocast runs the linear
+Where it can run: ``bf16`` on CPUs with AVX-512 (fast with AVX-512 bf16 / AMX, emulated
+otherwise; on an AVX2-only CPU oneDNN cannot build its bf16 LSTM for every shape, so it is a
+one-line error there: :func:`cpu_bf16_supported`) and on CUDA devices that support it; ``fp16`` on CUDA only (the CPU's fp16 autocast runs the linear
 layers, but oneDNN's LSTM has no fp16 kernel on CPUs without AVX-512 fp16: "could not create
 a primitive descriptor for the LSTM forward propagation primitive", torch 2.13, AMD EPYC);
 fp16 training scales its loss (:func:`grad_scaler`). Only the torch attack backends take a
@@ -41,6 +42,7 @@ __all__ = [
     "autocast",
     "check_backend",
     "check_precision",
+    "cpu_bf16_supported",
     "grad_scaler",
     "precision_dtype",
     "to_float",
@@ -63,6 +65,15 @@ def check_precision(precision: Any, key: str = "precision") -> str:
     return precision
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether oneDNN runs bfloat16 on this CPU (AVX-512 or AMX; ``False`` on an AVX2-only CPU,
+    where its bf16 LSTM primitive cannot be built for every shape). ``True`` where torch cannot tell."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
+
+
 def precision_dtype(precision: str, device: str | torch.device) -> torch.dtype | None:
     """The autocast dtype of ``precision`` on ``device`` (``None`` for fp32), or a one-line
     :class:`ParameterError` where that device cannot run it (module docstring)."""
@@ -75,6 +86,10 @@ def precision_dtype(precision: str, device: str | torch.device) -> torch.dtype |
     if kind == "cpu" and dtype == torch.float16:
         raise ParameterError("precision='fp16' is not supported on the CPU (oneDNN has no fp16 LSTM kernel "
                              "on most CPUs); use bf16 on the CPU, fp16 on CUDA")
+    if kind == "cpu" and dtype == torch.bfloat16 and not cpu_bf16_supported():
+        raise ParameterError("precision='bf16' needs a CPU with AVX-512 or AMX; this one has neither "
+                             f"({torch.backends.cpu.get_cpu_capability()}: oneDNN has no bf16 LSTM here, and "
+                             "emulated bf16 ran 0.3x fp32); use fp32")
     if kind == "cuda" and dtype == torch.bfloat16 and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         raise ParameterError("precision='bf16': this CUDA device does not support bfloat16; use fp16 or fp32")
     return dtype
