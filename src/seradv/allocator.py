@@ -12,7 +12,7 @@ memory comes from, never what is computed: the same numbers, bit for bit.
 Where the same tensor shapes recur (training steps, a white-box attack's gradient passes) the
 kept blocks are reused and the peak resident memory stays what the stage needs; where sizes
 vary from query to query (the black-box attacks) the heap fragments and grows (Pixel th 10:
-1.9x the memory), so those run without it (:func:`seradv.attacks.run._allocator_for`).
+1.9x the memory), so those run without it (:func:`seradv.attacks.context.kept_memory`).
 
 Measured (docs/benchmarks.md, "Speed and memory", 2026-12-04): an EmoDB training epoch 1.9x
 faster on one thread, an attack's input gradient 1.4-2.4x. Elsewhere than on glibc (macOS,

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from seradv.allocator import reuse_freed_memory
 from seradv.attacks._torch import predict_labels
 from seradv.attacks.context import (
     AttackContext,
     AttackResult,
     frozen_weights,
+    kept_memory,
     numpy_blas_single_thread,
     preserve_model_state,
     seeded,
@@ -138,7 +138,7 @@ def run_attack(
     # ART's PyTorchClassifier puts the model on the *current* CUDA device: make it ``dev``.
     cuda_ctx = torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
     with (preserve_model_state(model), frozen_weights(model), seeded(seed, dev),
-          numpy_blas_single_thread(), cuda_ctx, _allocator_for(spec)):
+          numpy_blas_single_thread(), cuda_ctx, kept_memory(spec.kind)):
         model.to(dev)
         model.eval()
         net = with_precision(model, precision, dev)  # the model itself for fp32
@@ -166,14 +166,6 @@ def run_attack(
         attacked=None if ctx.attacked is None else ctx.attacked.copy(),
         fooled_any=None if ctx.fooled_any is None else ctx.fooled_any.copy(),
     )
-
-
-def _allocator_for(spec: Any) -> contextlib.AbstractContextManager:
-    """:func:`~seradv.allocator.reuse_freed_memory` for a white-box attack (the same numbers;
-    its passes repeat the same tensor shapes, so the kept blocks are reused: input gradients
-    1.4-2.4x faster, the same peak memory), nothing for a black-box one (queries of varying
-    sizes: the heap fragments, Pixel th 10 needed 1.9x the memory; docs/benchmarks.md)."""
-    return reuse_freed_memory() if spec.kind == "white-box" else contextlib.nullcontext()
 
 
 def _threat_from_tuple(clip: Any) -> ThreatModel:

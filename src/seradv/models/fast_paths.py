@@ -143,6 +143,18 @@ def run_declared(layers: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
     return h
 
 
+def _pair(v: Any) -> list[int]:
+    """A pooling argument (an int or a pair) as ``[h, w]``."""
+    return [v, v] if isinstance(v, int) else list(v)
+
+
+def _pool_window(kernel: Any, stride: Any) -> tuple[list[int], list[int]]:
+    """A max-pool's ``(kernel, stride)`` as ``[h, w]`` pairs, as ATen's pooling ops take them
+    (no stride, or an empty one: the kernel's)."""
+    k = _pair(kernel)
+    return k, (k if stride is None or (not isinstance(stride, int) and len(stride) == 0) else _pair(stride))
+
+
 class _ChannelsLastMaxPool(torch.autograd.Function):
     """``max_pool2d`` of a contiguous CPU tensor, computed on a channels-last copy; output,
     indices and the backward are contiguous. The backward is PyTorch's own contiguous
@@ -162,12 +174,10 @@ class _ChannelsLastMaxPool(torch.autograd.Function):
     def backward(ctx: Any, gy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (idx,) = ctx.saved_tensors
         shape, dtype, kernel, stride, padding, dilation = ctx.geometry
-        pair = lambda v: [v, v] if isinstance(v, int) else list(v)  # noqa: E731
-        k = pair(kernel)
-        s = k if stride is None or stride == [] else pair(stride)
+        k, s = _pool_window(kernel, stride)
         shell = gy.new_empty(shape, dtype=dtype)  # the input's shape and (contiguous) layout
         gx = torch.ops.aten.max_pool2d_with_indices_backward(
-            gy.contiguous(), shell, k, s, pair(padding), pair(dilation), False, idx)
+            gy.contiguous(), shell, k, s, _pair(padding), _pair(dilation), False, idx)
         return gx, None, None, None, None
 
 
@@ -250,11 +260,10 @@ class _ConvPoolInputGrad(torch.autograd.Function):
     def backward(ctx: Any, gz: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         weight, idx = ctx.saved_tensors
         y_shape, kernel, stride = ctx.geometry
-        k = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
-        s = k if stride is None else (stride, stride) if isinstance(stride, int) else tuple(stride)
+        k, s = _pool_window(kernel, stride)
         shell = gz.new_empty(y_shape).contiguous(memory_format=torch.channels_last)
         gy = torch.ops.aten.max_pool2d_with_indices_backward(
-            gz.contiguous(memory_format=torch.channels_last), shell, list(k), list(s), [0, 0], [1, 1],
+            gz.contiguous(memory_format=torch.channels_last), shell, k, s, [0, 0], [1, 1],
             False, idx)
         return conv2d_input_grad(gy, weight, out_dtype=ctx.x_dtype), None, None, None, None
 

@@ -18,8 +18,6 @@ wide band, 16 kHz) measure the written waveform against the clean one
 
 from __future__ import annotations
 
-import contextlib
-
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from seradv.allocator import reuse_freed_memory
+from seradv.attacks.context import kept_memory
 from seradv.attacks.metrics import perturbation_norms
 from seradv.attacks.spec import ATTACKS, get_attack
 from seradv.attacks.waveform.metrics import (PESQ_SAMPLE_RATE, pesq_available, pesq_scores, segmental_snr_db, snr_db,
@@ -120,8 +118,7 @@ def waveform_attack_cell(run_dir: str | Path, model: torch.nn.Module, data: Spli
     wm = WaveformModel(fe, model).eval()
     wav, gain_db = fit_full_scale(segment_waveforms(run_dir, data.meta))  # attacks start inside [-1, 1]
     t0 = time.perf_counter()
-    keep = reuse_freed_memory() if spec.kind == "white-box" else contextlib.nullcontext()
-    with keep:  # white-box: the same numbers, faster large tensors (seradv.attacks.run._allocator_for)
+    with kept_memory(spec.kind):
         res = spec.backends[backend](wm, wav, data.y, seed=seed, batch_size=batch_size, **params)
     seconds = time.perf_counter() - t0
     names = [str(s) for s in data.meta["segment_id"]]
